@@ -1,0 +1,142 @@
+#!/usr/bin/env bash
+# Fetch, verify, patch and build BVLC Caffe; print the cache dir of the finished build.
+# usage: build_caffe.sh VENV_PYTHON      (stdout: the cache dir; everything else on stderr)
+#
+# Cache entry: $CACHE_ROOT/caffe-<key>, key = sha256 of (source hashes, our patches, this
+# script, build options, the venv's Python). The entry is built at its final path (CMake
+# build trees and Caffe's test binary embed absolute paths, so they cannot be renamed) and
+# marked complete by BUILD_OK, written last. An entry without BUILD_OK is an interrupted
+# build: it is deleted and rebuilt, never used.
+set -euo pipefail
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+source "$HERE/config.sh"
+VPY="$1"
+log() { echo "[caffe] $*" >&2; }
+fail() { echo "[caffe] FAILED in step '$1': $2" >&2; echo "[caffe] fix: $3" >&2; exit 1; }
+
+mkdir -p "$CACHE_ROOT/downloads"
+DL="$CACHE_ROOT/downloads"
+ORIG="caffe_${CAFFE_DEB_VERSION%-*}.orig.tar.gz"
+DEBTAR="caffe_${CAFFE_DEB_VERSION}.debian.tar.xz"
+DSC="caffe_${CAFFE_DEB_VERSION}.dsc"
+
+sha_ok() { [ -f "$1" ] && [ "$(sha256sum "$1" | cut -d' ' -f1)" = "$2" ]; }
+
+# ------------------------------------------------------------------ source identity
+if [ -n "${CAFFE_SOURCE_DIR:-}" ]; then
+  [ -f "$CAFFE_SOURCE_DIR/src/caffe/net.cpp" ] || fail "source" \
+    "CAFFE_SOURCE_DIR=$CAFFE_SOURCE_DIR is not a BVLC Caffe tree (no src/caffe/net.cpp)" \
+    "point CAFFE_SOURCE_DIR at a BVLC Caffe checkout, or unset it to use the pinned Debian source"
+  src_id="dir:$(cd "$CAFFE_SOURCE_DIR" && (git rev-parse HEAD 2>/dev/null || find src include python cmake CMakeLists.txt -type f -print0 | sort -z | xargs -0 cat | sha256sum | cut -c1-40))"
+else
+  src_id="deb:$CAFFE_ORIG_SHA256:$CAFFE_DEBIAN_SHA256"
+fi
+pyver="$("$VPY" -c 'import sys; print("%d.%d" % sys.version_info[:2])')"
+key="$( { echo "$src_id"; cat "$HERE"/patches/*.diff "$HERE/build_caffe.sh" "$HERE/config.sh";
+          echo "gpu=$CAFFE_GPU py=$("$VPY" -c 'import sys; print(sys.base_prefix, sys.version)')"; } | sha256sum | cut -c1-16)"
+OUT="$CACHE_ROOT/caffe-$key"
+if [ -f "$OUT/BUILD_OK" ]; then
+  log "cached build: $OUT"
+  echo "$OUT"; exit 0
+fi
+
+exec 9>"$CACHE_ROOT/caffe-$key.lock"
+flock 9
+if [ -f "$OUT/BUILD_OK" ]; then echo "$OUT"; exit 0; fi   # built by a concurrent setup
+[ -d "$OUT" ] && { log "removing an incomplete build at $OUT"; rm -rf "$OUT"; }
+mkdir -p "$OUT"
+
+# ------------------------------------------------------------------ fetch
+if [ -z "${CAFFE_SOURCE_DIR:-}" ]; then
+  if ! { sha_ok "$DL/$ORIG" "$CAFFE_ORIG_SHA256" && sha_ok "$DL/$DEBTAR" "$CAFFE_DEBIAN_SHA256" && sha_ok "$DL/$DSC" "$CAFFE_DSC_SHA256"; }; then
+    # A private apt configuration: its own sources list (deb-src for bullseye), lists and
+    # cache; the mirror is the one the system already uses for its own release.
+    codename="$(. /etc/os-release && echo "${VERSION_CODENAME:-}")"
+    mirror="$(apt-get indextargets --format '$(REPO_URI) $(RELEASE)' 'Created-By: Packages' 2>/dev/null \
+              | awk -v c="$codename" '$2 == c {print $1; exit}')"
+    [ -n "$mirror" ] || fail "fetch" "no Debian mirror found in the system's apt sources for '$codename'" \
+      "configure a Debian mirror in /etc/apt/sources.list(.d) and run apt-get update, or set CAFFE_SOURCE_DIR to a BVLC checkout"
+    A="$CACHE_ROOT/apt"
+    rm -rf "$A"; mkdir -p "$A/lists/partial" "$A/cache/archives/partial" "$A/parts" "$A/prefs"
+    echo "deb-src [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] $mirror $CAFFE_DEB_SUITE main" > "$A/sources.list"
+    aptopts=(-o "Dir::Etc::SourceList=$A/sources.list" -o "Dir::Etc::SourceParts=$A/parts"
+             -o "Dir::State::Lists=$A/lists" -o "Dir::Cache=$A/cache"
+             -o "Dir::Etc::Preferences=$A/prefs/none" -o "Dir::Etc::PreferencesParts=$A/prefs"
+             -o "APT::Sandbox::User=root")
+    log "fetching Debian source package caffe=$CAFFE_DEB_VERSION ($CAFFE_DEB_SUITE) through a private apt configuration"
+    apt-get "${aptopts[@]}" -qq update >&2 || fail "fetch" "apt-get update of the private deb-src list failed" \
+      "check network access to the system's Debian mirror ($mirror)"
+    (cd "$DL" && apt-get "${aptopts[@]}" -qq source --download-only "caffe=$CAFFE_DEB_VERSION" >&2) \
+      || fail "fetch" "apt-get source caffe=$CAFFE_DEB_VERSION failed" "is the $CAFFE_DEB_SUITE suite still served by $mirror? else set CAFFE_SOURCE_DIR"
+  fi
+  for pair in "$ORIG:$CAFFE_ORIG_SHA256" "$DEBTAR:$CAFFE_DEBIAN_SHA256" "$DSC:$CAFFE_DSC_SHA256"; do
+    f="${pair%%:*}"; want="${pair#*:}"
+    sha_ok "$DL/$f" "$want" || { rm -f "$DL/$f"; fail "verify" "sha256 mismatch (or missing) for $f, expected $want" \
+      "the download was corrupted or the package changed upstream; run make setup again, or set CAFFE_SOURCE_DIR"; }
+  done
+  log "extracting (dpkg-source applies Debian's debian/patches)"
+  dpkg-source --no-check -x "$DL/$DSC" "$OUT/src" >&2 || fail "extract" "dpkg-source -x failed" "install dpkg-dev"
+else
+  log "copying CAFFE_SOURCE_DIR=$CAFFE_SOURCE_DIR"
+  cp -a "$CAFFE_SOURCE_DIR" "$OUT/src"; rm -rf "$OUT/src/build" "$OUT/src/.build_release"
+fi
+
+# ------------------------------------------------------------------ our patches
+for p in "$HERE"/patches/*.diff; do
+  log "applying $(basename "$p")"
+  patch -d "$OUT/src" -p1 --forward --quiet < "$p" >&2 || fail "patch" "$(basename "$p") does not apply" \
+    "the source differs from BVLC 99bd997; update the patch or use the pinned source"
+done
+
+# ------------------------------------------------------------------ cmake
+pyinc="$("$VPY" -c 'import sysconfig; print(sysconfig.get_paths()["include"])')"
+pylib="$("$VPY" -c 'import sysconfig,os; print(os.path.join(sysconfig.get_config_var("LIBDIR"), sysconfig.get_config_var("LDLIBRARY")))')"
+npinc="$("$VPY" -c 'import numpy; print(numpy.get_include())')"
+opts=(-DCMAKE_BUILD_TYPE=Release -DBLAS=Open -Dpython_version="$pyver"
+      -DPYTHON_EXECUTABLE="$VPY" -DPYTHON_INCLUDE_DIR="$pyinc" -DPYTHON_LIBRARY="$pylib"
+      -DNUMPY_INCLUDE_DIR="$npinc" -DBUILD_python=ON -DBUILD_python_layer=ON
+      -DBUILD_matlab=OFF -DBUILD_docs=OFF -DUSE_LEVELDB=ON -DUSE_LMDB=ON -DUSE_OPENCV=ON
+      -DCMAKE_BUILD_RPATH_USE_ORIGIN=ON)
+if [ "$CAFFE_GPU" = 1 ]; then
+  nvcc="$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)"
+  [ -x "$nvcc" ] || fail "cmake" "CAFFE_GPU=1 but nvcc was not found" "install the CUDA toolkit or build without CAFFE_GPU"
+  cuda_root="$(dirname "$(dirname "$(readlink -f "$nvcc")")")"
+  nv="$("$VPY" -c 'import nvidia, os; print(os.path.dirname(nvidia.__path__[0] if hasattr(nvidia,"__path__") else nvidia.__file__))' 2>/dev/null)/nvidia"
+  cu="$(ls -d "$nv"/cu1* 2>/dev/null | tail -1)"
+  arch="$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null | head -1 | tr -d .)"
+  arch="${arch:-90}"
+  cudnn=OFF; [ -f /usr/include/cudnn.h ] && cudnn=ON
+  opts+=(-DCPU_ONLY=OFF -DUSE_CUDNN=$cudnn -DCUDA_TOOLKIT_ROOT_DIR="$cuda_root"
+         -DCUDA_ARCH_NAME=Manual -DCUDA_ARCH_BIN="$arch" -DCUDA_ARCH_PTX=""
+         -DCUDA_CUBLAS_LIBRARIES="$cu/lib/libcublas.so.13" -DCUDA_curand_LIBRARY="$cu/lib/libcurand.so.10"
+         -DCMAKE_CXX_FLAGS="-I$cu/include" -DCUDA_NVCC_FLAGS="-I$cu/include"
+         -DCMAKE_BUILD_RPATH="$cu/lib")
+  log "CUDA build: nvcc $nvcc, sm_$arch, cuDNN $cudnn, cuBLAS/cuRAND from $cu"
+else
+  opts+=(-DCPU_ONLY=ON -DUSE_CUDNN=OFF)
+fi
+mkdir -p "$OUT/src/build"
+log "cmake (log: $OUT/build.log)"
+(cd "$OUT/src/build" && cmake .. "${opts[@]}") > "$OUT/build.log" 2>&1 \
+  || { tail -30 "$OUT/build.log" >&2; fail "cmake" "configure failed (log above, full log $OUT/build.log)" "install the missing dependency it names (make setup installs the apt list in caffe_build/config.sh)"; }
+
+# ------------------------------------------------------------------ compile
+jobs="${CAFFE_JOBS:-$(nproc)}"
+log "compiling with $jobs jobs (a cold CPU build takes about 4 minutes on 2 cores)"
+start=$(date +%s)
+(cd "$OUT/src/build" && make -j"$jobs" caffe pycaffe caffe.bin convert_imageset compute_image_mean) >> "$OUT/build.log" 2>&1 \
+  || { grep -E "error|Error" "$OUT/build.log" | head -20 >&2; fail "compile" "make failed (full log $OUT/build.log)" "read the first error above"; }
+# The post-build step links python/caffe/_caffe.so with an absolute path; keep it relative.
+# $ORIGIN of a library loaded through a symlink is the symlink's folder, so libcaffe gets
+# a relative link beside it too (the entry stays relocatable, no absolute RPATH needed).
+ln -sfn ../../build/lib/_caffe.so "$OUT/src/python/caffe/_caffe.so"
+ln -sfn ../../build/lib/libcaffe.so.1.0.0 "$OUT/src/python/caffe/libcaffe.so.1.0.0"
+cat > "$OUT/build-info.json" <<EOF
+{"commit": "$CAFFE_COMMIT", "source": "$src_id", "debian_version": "$CAFFE_DEB_VERSION",
+ "gpu": $([ "$CAFFE_GPU" = 1 ] && echo true || echo false), "blas": "OpenBLAS",
+ "python": "$pyver", "patches": [$(for p in "$HERE"/patches/*.diff; do printf '"%s",' "$(basename "$p")"; done | sed 's/,$//')],
+ "build_seconds": $(( $(date +%s) - start )), "key": "$key"}
+EOF
+touch "$OUT/BUILD_OK"
+log "built in $(( $(date +%s) - start )) s: $OUT"
+echo "$OUT"

@@ -1,0 +1,104 @@
+"""Run Caffe work in a child process, because Caffe aborts (glog CHECK -> SIGABRT) instead of raising.
+
+The child's stderr (where glog writes) goes to a log file; when the child dies, the parent
+reads the last glog fatal line from that file and turns it into words.
+"""
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+# glog: "F1126 08:15:01.123456 12345 net.cpp:123] Check failed: ..."
+_FATAL_RE = re.compile(r"^F\d{4} [\d:.]+\s+\d+ (?P<src>[\w./-]+:\d+)\] (?P<msg>.*)$")
+_LAYER_RES = (
+    re.compile(r"layer (?:named )?'?\"?(?P<layer>[\w/.-]+)'?\"?"),
+    re.compile(r"Unknown bottom blob '(?P<blob>[\w/.-]+)' \(layer '(?P<layer>[\w/.-]+)'"),
+    re.compile(r"^(?P<layer>[\w/.-]+) (?:does not need backward|needs backward)"),
+)
+_LAST_LAYER_RE = re.compile(r"Creating Layer (?P<layer>[\w/.-]+)|Setting up (?P<layer2>[\w/.-]+)")
+
+
+@dataclass(frozen=True)
+class ChildResult:
+    """How the child ended: exit code (negative = killed by that signal) and Caffe's last words."""
+
+    returncode: int
+    fatal: str | None  # the glog F line's message, if any
+    fatal_source: str | None  # e.g. "crop_layer.cpp:44"
+    layer: str | None  # the layer Caffe was working on or named
+
+    @property
+    def aborted(self) -> bool:
+        return self.returncode == -signal.SIGABRT or self.returncode == 128 + signal.SIGABRT or self.fatal is not None
+
+    @property
+    def signal_name(self) -> str | None:
+        if self.returncode < 0:
+            return signal.Signals(-self.returncode).name
+        return None
+
+
+def parse_glog_fatal(text: str) -> tuple[str | None, str | None, str | None]:
+    """(message, source, layer) of the last glog fatal line in `text`; layer from the message or
+    from the last layer Caffe logged that it was creating."""
+    msg = src = layer = None
+    for line in text.splitlines():
+        m = _FATAL_RE.match(line.strip())
+        if m:
+            msg, src = m.group("msg"), m.group("src")
+        else:
+            lm = _LAST_LAYER_RE.search(line)
+            if lm and msg is None:
+                layer = lm.group("layer") or lm.group("layer2")
+    if msg is not None:
+        for rx in _LAYER_RES:
+            m = rx.search(msg)
+            if m:
+                layer = m.group("layer")
+                break
+    return msg, src, layer
+
+
+def quiet_glog_env(env: dict[str, str] | None = None) -> dict[str, str]:
+    """Environment for a child whose glog INFO lines go only to its stderr log file."""
+    e = dict(os.environ if env is None else env)
+    e.setdefault("GLOG_minloglevel", "0")
+    e.setdefault("GLOG_logtostderr", "1")
+    e["PYTHONUNBUFFERED"] = "1"
+    return e
+
+
+def run_child(args: list[str], log_path: Path, *, timeout: float | None = None,
+              stdout: int | None = subprocess.PIPE, env: dict[str, str] | None = None,
+              cwd: str | None = None) -> tuple[ChildResult, str]:
+    """Run `python -m ...` (args after the interpreter) with stderr appended to `log_path`.
+
+    Returns the result and the child's stdout text (empty when not captured).
+    """
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    start = log_path.stat().st_size if log_path.exists() else 0
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen([sys.executable, *args], stdout=stdout, stderr=log,
+                                env=quiet_glog_env(env), cwd=cwd)
+        try:
+            out, _ = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, _ = proc.communicate()
+    return result_from_log(proc.returncode, log_path, start), (out or b"").decode(errors="replace")
+
+
+def result_from_log(returncode: int, log_path: Path, offset: int = 0) -> ChildResult:
+    """Read what the child wrote to its log since `offset` and find Caffe's fatal line."""
+    text = ""
+    if log_path.exists():
+        with open(log_path, "rb") as f:
+            f.seek(offset)
+            text = f.read().decode(errors="replace")
+    msg, src, layer = parse_glog_fatal(text)
+    return ChildResult(returncode, msg, src, layer)

@@ -1,0 +1,1 @@
+"""Hooks: small adapters between the loop and the pure modules, one per file."""
