@@ -14,7 +14,7 @@ test: setup
 	$(PY) -m pytest tests
 
 demo: setup
-	$(PY) -m orchestrator.cli data synth --out data/synth --quiet --if-missing
+	test -f data/synth/train.txt || $(PY) -m orchestrator.cli data synth --out data/synth
 	$(PY) -m orchestrator.cli run experiments/demo.yaml --run-dir runs/demo --fresh
 
 bench: setup

@@ -1,0 +1,109 @@
+"""The pure decisions, fed with made-up numbers: surgery kernel, metrics, rules, plateaus."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from common.errors import UserError
+from orchestrator import decisions, metrics, rules, surgery
+from orchestrator.stats import BlobStat
+
+
+def independent_bilinear(size: int) -> np.ndarray:
+    """Bilinear interpolation weights from their definition: weight of a source pixel for
+    upsampling by f = ceil(size/2) is (1 - |x - c| / f) per axis (FCN / Long et al.)."""
+    f = math.ceil(size / 2)
+    c = (2 * f - 1 - f % 2) / (2 * f)
+    w = np.zeros((size, size))
+    for i in range(size):
+        for j in range(size):
+            w[i, j] = (1 - abs(i / f - c)) * (1 - abs(j / f - c))
+    return w
+
+
+@pytest.mark.parametrize("stride", [2, 3, 4, 8, 16, 32])
+def test_bilinear_kernel_matches_independent_formula(stride):
+    k = surgery.kernel_size_for_stride(stride)
+    assert k == 2 * stride - stride % 2
+    np.testing.assert_allclose(surgery.bilinear_kernel(k), independent_bilinear(k), atol=1e-12)
+
+
+def test_bilinear_weights_fcn_layout():
+    w = surgery.bilinear_weights((5, 1, 16, 16), group=5, layer="up")
+    assert all(np.allclose(w[c, 0], surgery.bilinear_kernel(16)) for c in range(5))
+    d = surgery.bilinear_weights((3, 3, 4, 4), group=1, layer="up")
+    assert np.allclose(d[0, 0], surgery.bilinear_kernel(4)) and np.all(d[0, 1] == 0)
+    assert surgery.is_bilinear(w, 5) and not surgery.is_bilinear(w * 2, 5)
+
+
+def test_bilinear_weights_rejects_mixing_shapes():
+    with pytest.raises(UserError, match="up2.*mix classes"):
+        surgery.bilinear_weights((4, 3, 4, 4), group=1, layer="up2")
+    with pytest.raises(UserError, match="not square"):
+        surgery.bilinear_weights((2, 1, 4, 3), group=2, layer="up")
+
+
+def test_metrics_match_hand_computed_confusion():
+    label = np.array([[0, 0, 1, 1], [2, 2, 255, 1]])
+    pred = np.array([[0, 1, 1, 1], [2, 0, 0, 1]])
+    conf = metrics.confusion(pred, label, 3, 255)
+    # rows true, cols predicted; the 255 pixel is ignored
+    assert conf.tolist() == [[1, 1, 0], [0, 3, 0], [1, 0, 1]]
+    s = metrics.scores(conf)
+    assert s["pixel_accuracy"] == pytest.approx(5 / 7)
+    assert s["mean_accuracy"] == pytest.approx((1 / 2 + 1 + 1 / 2) / 3)
+    ius = [1 / (2 + 2 - 1), 3 / (3 + 4 - 3), 1 / (2 + 1 - 1)]
+    assert s["per_class_iu"] == pytest.approx(ius)
+    assert s["mean_iu"] == pytest.approx(np.mean(ius))
+    assert s["fw_iu"] == pytest.approx(2 / 7 * ius[0] + 3 / 7 * ius[1] + 2 / 7 * ius[2])
+
+
+def test_metrics_class_never_seen_is_none():
+    s = metrics.scores(metrics.confusion(np.zeros(4), np.zeros(4), 3, None))
+    assert s["per_class_iu"] == [1.0, None, None] and s["mean_iu"] == 1.0
+
+
+T = rules.Thresholds(loss_factor=5, loss_window=10, warmup=3)
+
+
+def test_loss_rules():
+    assert rules.check_loss(1, math.nan, [], T)[0].code == "non-finite-loss"
+    assert rules.check_loss(5, 87.3365, [1.0] * 5, T)[0].code == "loss-saturated"
+    assert rules.check_loss(5, 60.0, [1.0, 1.1, 0.9, 1.0, 1.2], T)[0].code == "loss-explosion"
+    assert rules.check_loss(5, 1.3, [1.0, 1.1, 0.9, 1.0, 1.2], T) == []
+    assert rules.check_loss(2, 60.0, [1.0] * 5, T) == []  # still in warm-up
+
+
+def stat(name, kind="param", layer="conv1", asum=1.0, sumsq=1.0, diff=0.01, count=10):
+    return BlobStat(name, kind, layer, count, asum, diff * count, sumsq, diff * diff)
+
+
+def test_stats_rules():
+    found = rules.check_stats(20, [stat("conv1/0"), stat("conv2/0", layer="conv2", asum=math.inf)], T)
+    assert [f.code for f in found] == ["non-finite"] and found[0].layer == "conv2"
+    found = rules.check_stats(20, [stat("conv1/0", asum=0.0, sumsq=0.0, diff=0.0)], T)
+    assert found[0].code == "zero-param" and "weight_filler" in found[0].fix
+    assert rules.check_stats(20, [stat("relu1", kind="top", asum=0.0)], T)[0].code == "dead-top"
+    assert rules.check_stats(20, [stat("label", kind="top", asum=0.0)], T, exempt={"label"}) == []
+    big = stat("conv1/0", sumsq=1.0, diff=10.0)
+    assert big.update_ratio == pytest.approx(10.0)
+    assert rules.check_stats(20, [big], T)[0].code == "update-ratio"
+
+
+def test_diagnosis_names_iteration_layers_and_fix():
+    trig = rules.check_loss(7, math.inf, [], T)[0]
+    d = rules.diagnose(7, trig, [stat("conv1/0", diff=0.5), stat("score/0", layer="score", diff=5.0)], 1e4, "NONE")
+    assert d.code == "diverged" and "iteration 7" in d.message and "score" in d.message
+    assert "base_lr to 1000" in d.fix and "normalization: VALID" in d.fix
+
+
+def test_plateau_and_reduced_lr():
+    p = decisions.Plateau(patience=2, min_delta=0.01)
+    assert p.update(10, 0.5) and not p.update(20, 0.505) and not p.exhausted
+    assert not p.update(30, 0.4) and p.exhausted and p.best_iter == 10
+    q = decisions.Plateau(patience=2)
+    q.load_state_dict(p.state_dict())
+    assert q.best == 0.5 and q.bad == 2
+    assert decisions.reduced_lr(1e-3, 0.1, 5e-4) == 5e-4
