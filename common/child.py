@@ -13,10 +13,12 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-# glog: "F1126 08:15:01.123456 12345 net.cpp:123] Check failed: ..."
-_FATAL_RE = re.compile(r"^F\d{4} [\d:.]+\s+\d+ (?P<src>[\w./-]+:\d+)\] (?P<msg>.*)$")
+# glog: "F1126 08:15:01.123456 12345 net.cpp:123] Check failed: ..."; glog >= 0.6 (Debian 12)
+# writes the year too: "F20261126 08:15:01.123456 ..."
+_FATAL_RE = re.compile(r"^F(?:\d{4})?\d{4} [\d:.]+\s+\d+ (?P<src>[\w./-]+:\d+)\] (?P<msg>.*)$")
 _LAYER_RES = (
-    re.compile(r"layer (?:named )?'?\"?(?P<layer>[\w/.-]+)'?\"?"),
+    # a quoted name only: "as layer parameters" in a message is not a layer called "parameters"
+    re.compile(r"layer (?:named )?['\"](?P<layer>[\w/.-]+)['\"]"),
     re.compile(r"Unknown bottom blob '(?P<blob>[\w/.-]+)' \(layer '(?P<layer>[\w/.-]+)'"),
     re.compile(r"^(?P<layer>[\w/.-]+) (?:does not need backward|needs backward)"),
 )

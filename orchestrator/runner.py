@@ -15,7 +15,7 @@ from common.child import quiet_glog_env, result_from_log
 from common.errors import UserError
 from common.findings import Finding, has_errors
 from orchestrator import config as cfgmod
-from orchestrator.rundir import RunDir
+from orchestrator.rundir import RunDir, read_jsonl
 from orchestrator.worker import EXIT_CODES, last_val
 
 EXIT_BAD_INPUT = 2
@@ -185,6 +185,15 @@ def supervise(run: RunDir, resume: bool) -> int:
     res = result_from_log(rc, run.log, offset)
     f = abort_finding("child-died", res)
     findings = summary.get("findings", []) + [f.to_dict()]
+    bad = _first_non_finite(run)
+    if bad is not None:  # Caffe crashed on the NaNs it produced: that is a divergence, not a bug
+        d = Finding("error", "diverged", None, f"diverged at iteration {bad}: the loss became non-finite and "
+                    f"Caffe then crashed ({res.signal_name or rc})", "lower solver.base_lr (try 10x smaller), keep "
+                    "the loss normalized (VALID), or set solver.clip_gradients", {"iteration": bad})
+        run.write_summary(status="diverged", stop_reason=f"non-finite loss at iteration {bad}",
+                          iterations=bad, findings=findings + [d.to_dict()])
+        print(f"\nstatus: diverged\n{d}", file=sys.stderr)
+        return EXIT_CODES["diverged"]
     run.write_summary(status="failed", stop_reason=f"{f.code}: {f.message}", findings=findings)
     try:
         from orchestrator import report
@@ -193,6 +202,14 @@ def supervise(run: RunDir, resume: bool) -> int:
         pass
     print(f"\nrun failed: {f}\nrun directory: {run.root}", file=sys.stderr)
     return EXIT_BAD_INPUT
+
+
+def _first_non_finite(run: RunDir) -> int | None:
+    """Iteration of the first non-finite loss in metrics.jsonl (JSON null), if any."""
+    for rec in read_jsonl(run.metrics):
+        if rec.get("loss") is None:
+            return int(rec["iter"])
+    return None
 
 
 def _closing_line(run: RunDir, summary: dict[str, Any]) -> None:

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+import traceback
 from typing import Any
 
 from common.errors import UserError
@@ -126,8 +128,9 @@ def main(argv: list[str] | None = None) -> int:
         ctx.start_iter = restore(solver, run, hooks)
         print(f"resumed from iteration {ctx.start_iter}", flush=True)
     else:
-        if exp.weights:
-            solver.net.copy_from(exp.weights)
+        if exp.weights:  # VGG16's fc6/fc7 are reshaped into FCN's convolutional ones
+            from nets.weights import transplant
+            transplant(solver.net, exp.weights)
         ctx.findings += apply_surgery(solver.net, str(run.train_net), exp)
         ctx.start_iter = 0
     run.write_summary(status="running", stop_reason=None, iterations=ctx.start_iter, name=exp.name)
@@ -144,9 +147,21 @@ def last_val(run: RunDir) -> dict[str, Any] | None:
     return recs[-1] if recs else None
 
 
+def _exit_now(code: int) -> None:
+    """Leave without running C++ destructors: after non-finite values Caffe's heap may be corrupt
+    (MaxPooling's backward writes at index -1 when its max mask never set on NaN), and tearing the
+    net down would then abort a run whose verdict is already written."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
     try:
-        sys.exit(main())
+        _exit_now(main())
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+        _exit_now(2)
+    except Exception:
+        traceback.print_exc()
+        _exit_now(2)

@@ -1,0 +1,17 @@
+"""The architecture knobs the generators share (kept apart so compact and fcn need not
+import the top-level generator)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class ArchOptions:
+    """What shapes the body of a net, independent of its data and loss."""
+
+    num_classes: int
+    width: int = 32
+    depth: int = 3
+    batch_norm: bool = False
+    filler: str = "msra"
+    learn_upsample: bool = False

@@ -1,0 +1,56 @@
+"""Fixtures for the controller: a small synthetic dataset with LMDBs, and a runner of the CLI."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.conftest import REPO
+
+
+@pytest.fixture(scope="session")
+def synth_lmdb(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """40 train + 12 val synthetic 32x32 images, built into the data stage's output dirs."""
+    from data_prep.build import build_dataset
+    from data_prep.synth import make_synthetic
+
+    root = tmp_path_factory.mktemp("ctl")
+    make_synthetic(root / "raw", seed=1, train=40, val=12, size=(32, 32))
+    for split in ("train", "val"):
+        build_dataset(root / split, num_classes=5, ignore_label=255, list_file=root / "raw" / f"{split}.txt", quiet=True)
+    return root
+
+
+def experiment(data: Path, **over: Any) -> dict[str, Any]:
+    """A fast experiment on the synthetic LMDBs; keyword sections replace or extend the defaults."""
+    exp: dict[str, Any] = {
+        "name": "t", "seed": 0,
+        "data": {"train": str(data / "train"), "val": str(data / "val"), "batch_size": 4},
+        "net": {"arch": "compact", "width": 8, "depth": 2},
+        "solver": {"type": "Adam", "base_lr": 0.002, "max_iter": 40},
+        "checks": {"stats_interval": 5},
+        "validation": {"interval": 20},
+        "snapshot": {"interval": 10, "keep_last": 2},
+        "progress": {"quiet": True},
+    }
+    for k, v in over.items():
+        exp[k] = {**exp[k], **v} if isinstance(v, dict) and isinstance(exp.get(k), dict) else v
+    return exp
+
+
+def write_exp(tmp_path: Path, exp: dict[str, Any]) -> Path:
+    p = tmp_path / "exp.yaml"
+    p.write_text(yaml.safe_dump(exp))
+    return p
+
+
+def orchestrate(*args: str, timeout: float = 300, **kw: Any) -> subprocess.CompletedProcess[str]:
+    """Run the real CLI in a subprocess (so Caffe aborts and exit codes are real)."""
+    env = {**os.environ, "GLOG_minloglevel": "0"}
+    return subprocess.run([sys.executable, "-m", "orchestrator.cli", *args], cwd=REPO, capture_output=True,
+                          text=True, timeout=timeout, env=env, **kw)

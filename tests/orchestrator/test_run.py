@@ -1,0 +1,103 @@
+"""`orchestrate run` end to end on real Caffe: completes, diverges, stops in pre-flight, fails cleanly."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+from orchestrator.rundir import read_jsonl
+from tests.orchestrator.conftest import experiment, orchestrate, write_exp
+
+
+def test_normal_run_completes_and_loss_falls(synth_lmdb, tmp_path):
+    run = tmp_path / "run"
+    r = orchestrate("run", str(write_exp(tmp_path, experiment(synth_lmdb))), "--run-dir", str(run))
+    assert r.returncode == 0, r.stderr[-2000:]
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["status"] == "completed" and summary["iterations"] == 40
+    metrics = read_jsonl(run / "metrics.jsonl")
+    assert [m["iter"] for m in metrics] == list(range(1, 41))
+    losses = [m["loss"] for m in metrics]
+    assert np.mean(losses[-5:]) < 0.5 * np.mean(losses[:5])
+    assert {"mean_abs_data", "mean_abs_diff"} <= set(metrics[4]["stats"]["param"]["conv1_1/0"])
+    val = read_jsonl(run / "val.jsonl")
+    assert [v["iter"] for v in val] == [20, 40]
+    assert set(val[0]) >= {"pixel_accuracy", "mean_accuracy", "mean_iu", "fw_iu", "per_class_iu"}
+    assert summary["best"]["iteration"] in (20, 40) and (run / summary["best"]["snapshot"]).exists()
+    for f in ("curves.png", "report.md", "config.yaml", "train.prototxt", "val.prototxt", "deploy.prototxt"):
+        assert (run / f).exists(), f
+    assert "Best validation" in (run / "report.md").read_text()
+    # surgery ran on the upsampling layer and was verified
+    assert any(f["code"] == "surgery" for f in summary["findings"])
+    # glog chatter went to the log file, not the console
+    assert "Creating layer" in (run / "caffe.log").read_text() and "Creating layer" not in r.stdout + r.stderr
+
+
+def test_huge_lr_diverges_with_a_diagnosis(synth_lmdb, tmp_path):
+    run = tmp_path / "run"
+    exp = experiment(synth_lmdb, solver={"type": "SGD", "base_lr": 0.01, "max_iter": 60}, checks={"stats_interval": 5})
+    r = orchestrate("run", str(write_exp(tmp_path, exp)), "--run-dir", str(run), "--set", "solver.base_lr=1e4")
+    assert r.returncode == 3, r.stderr[-2000:]
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["status"] == "diverged"
+    metrics = read_jsonl(run / "metrics.jsonl")
+    first_bad = next(m["iter"] for m in metrics if m["loss"] is None or not np.isfinite(m["loss"])
+                     or m["loss"] > 80)
+    assert summary["iterations"] - first_bad <= 5  # within one statistics interval
+    diag = [f for f in summary["findings"] if f["code"] == "diverged"]
+    assert diag and f"iteration {summary['iterations']}" in diag[0]["message"] and "base_lr" in diag[0]["fix"]
+
+
+NO_FILLER_NET = """
+layer { name: "data" type: "Data" top: "data" include { phase: TRAIN }
+  data_param { source: "%(d)s/train/images" batch_size: 2 backend: LMDB } }
+layer { name: "label" type: "Data" top: "label" include { phase: TRAIN }
+  data_param { source: "%(d)s/train/labels" batch_size: 2 backend: LMDB } }
+layer { name: "conv1" type: "Convolution" bottom: "data" top: "conv1" convolution_param { num_output: 8 kernel_size: 3 pad: 1 } }
+layer { name: "relu1" type: "ReLU" bottom: "conv1" top: "conv1" }
+layer { name: "score" type: "Convolution" bottom: "conv1" top: "score" convolution_param { num_output: 5 kernel_size: 1 } }
+layer { name: "loss" type: "SoftmaxWithLoss" bottom: "score" bottom: "label" top: "loss"
+  loss_param { ignore_label: 255 normalize: false } }
+"""
+
+
+def test_user_net_without_fillers_stops_in_preflight(synth_lmdb, tmp_path):
+    net = tmp_path / "user.prototxt"
+    net.write_text(NO_FILLER_NET % {"d": synth_lmdb})
+    exp = experiment(synth_lmdb, net={"prototxt": str(net), "num_classes": 5, "ignore_label": 255})
+    run = tmp_path / "run"
+    r = orchestrate("run", str(write_exp(tmp_path, exp)), "--run-dir", str(run))
+    assert r.returncode == 2
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["status"] == "failed" and "pre-flight" in summary["stop_reason"]
+    zero = [f for f in summary["findings"] if f["code"] == "zero-init"]
+    assert zero and zero[0]["layer"] == "conv1"
+    assert "zero-init" in r.stderr and not (run / "metrics.jsonl").exists()
+
+
+BAD_CROP_NET = """
+layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 1 dim: 3 dim: 16 dim: 16 } } }
+layer { name: "ref" type: "Input" top: "ref" input_param { shape { dim: 1 dim: 3 dim: 8 dim: 8 } } }
+layer { name: "crop" type: "Crop" bottom: "data" bottom: "ref" top: "crop" crop_param { axis: 2 offset: 12 } }
+"""
+
+
+def test_caffe_abort_becomes_a_finding(synth_lmdb, tmp_path):
+    net = tmp_path / "crop.prototxt"
+    net.write_text(BAD_CROP_NET)
+    r = orchestrate("check", "--prototxt", str(net), "--json")
+    assert r.returncode == 1, r.stderr[-1500:]
+    found = json.loads(r.stdout)
+    invalid = [f for f in found if f["code"] == "net-invalid"]
+    assert invalid and invalid[0]["layer"] == "crop" and "crop" in invalid[0]["message"].lower()
+
+
+def test_gpu_on_a_machine_without_gpu_fails_cleanly(synth_lmdb, tmp_path):
+    run = tmp_path / "run"
+    r = orchestrate("run", str(write_exp(tmp_path, experiment(synth_lmdb, device="gpu:0"))), "--run-dir", str(run))
+    assert r.returncode == 2, r.stderr[-1500:]
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["status"] == "failed"
+    assert summary["findings"][-1]["code"] == "gpu-unavailable"
+    assert "device: cpu" in summary["findings"][-1]["fix"]
+    assert (run / "report.md").exists() and (run / "caffe.log").exists()
