@@ -18,6 +18,10 @@ LEARNED = [dict(lr_mult=1, decay_mult=1), dict(lr_mult=2, decay_mult=0)]
 # BatchNorm's mean, variance and moving-average factor are statistics, never gradients
 BN_FROZEN = [dict(lr_mult=0, decay_mult=0)] * 3
 BIAS_FILLER = dict(type="constant", value=0)
+# Caffe's default 0.999 averages the statistics over ~1000 iterations of weights that kept
+# changing, so the TEST-phase net normalizes with stale numbers and val mIoU falls while the
+# training loss keeps improving (measured on the demo: 0.80 -> 0.67). 0.95 averages ~20 batches.
+BN_AVERAGE_FRACTION = 0.95
 
 
 def weight_filler(kind: str) -> dict[str, Any]:
@@ -54,7 +58,8 @@ def conv_relu(n: Any, name: str, bottom: Any, nout: int, *, ks: int = 3, pad: in
 
     top = conv(n, name, bottom, nout, ks=ks, pad=pad, filler=filler)
     if batch_norm:
-        n[f"{name}_bn"] = L.BatchNorm(top, param=BN_FROZEN, in_place=True)
+        n[f"{name}_bn"] = L.BatchNorm(top, param=BN_FROZEN, in_place=True,
+                                      batch_norm_param=dict(moving_average_fraction=BN_AVERAGE_FRACTION))
         n[f"{name}_scale"] = L.Scale(top, bias_term=True, filler=dict(type="constant", value=1),
                                      bias_filler=BIAS_FILLER, in_place=True)
     n[f"{name}_relu"] = L.ReLU(top, in_place=True)

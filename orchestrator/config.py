@@ -147,6 +147,8 @@ class ValidationCfg:
 
 @dataclass
 class EarlyStopCfg:
+    """Stop when the monitored validation metric has not improved for `patience` validations."""
+
     enabled: bool = False
     metric: Literal["mean_iu", "pixel_accuracy", "mean_accuracy", "fw_iu"] = "mean_iu"
     patience: int = 5
@@ -154,13 +156,12 @@ class EarlyStopCfg:
 
 
 @dataclass
-class LrPlateauCfg:
-    enabled: bool = False
-    metric: Literal["mean_iu", "pixel_accuracy", "mean_accuracy", "fw_iu"] = "mean_iu"
+class LrPlateauCfg(EarlyStopCfg):
+    """The same plateau test, but multiply base_lr by `factor` instead of stopping."""
+
     patience: int = 3
     factor: float = 0.5
     min_lr: float = 1e-7
-    min_delta: float = 0.0
 
     def check(self) -> list[str]:
         return [] if 0 < self.factor < 1 else ["factor: must be between 0 and 1"]
