@@ -1,0 +1,303 @@
+"""Raw images + labels -> `images/` and `labels/` LMDBs, stats.json and infogain_H.binaryproto.
+
+Everything is written into a hidden temp folder next to the output and renamed into place
+only when complete, so a failed build leaves nothing that looks finished.
+"""
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from common.errors import UserError
+from data_prep import decode
+from data_prep.datum import blobproto_bytes
+from data_prep.fsutil import atomic_dir
+from data_prep.progress import Progress
+from data_prep.sources import Pair, pair_folders, palette_lut, read_list, read_palette
+from data_prep.stats import ClassCounter, class_stats, infogain_matrix
+
+MAP_SIZE = 1 << 40  # virtual only: LMDB files grow with the data, like Caffe's own
+# Commit (and fsync) every 16 MB: the disk writes overlap with the workers' decoding instead of
+# piling up at the end, and a transaction stays far below LMDB's dirty-page limit.
+COMMIT_BYTES = 16 << 20
+STATS_FILE, INFOGAIN_FILE, INDEX_FILE = "stats.json", "infogain_H.binaryproto", "index.txt"
+
+
+@dataclass
+class BuildOptions:
+    """How to build; `resize` is (width, height)."""
+
+    num_classes: int
+    ignore_label: int
+    palette: Path | None = None
+    resize: tuple[int, int] | None = None
+    encoded: bool = False
+    shuffle_seed: int | None = None
+    workers: int | None = None
+    skip_bad: bool = False
+    quiet: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)  # recorded in stats.json as given
+
+    def validate(self) -> None:
+        """Catch impossible settings before any file is touched."""
+        if not 1 <= self.num_classes <= 255:
+            raise UserError(f"--num-classes {self.num_classes} must be 1..255 (labels are stored as uint8)",
+                            "pass the number of classes, e.g. --num-classes 11 for CamVid")
+        if not 0 <= self.ignore_label <= 255:
+            raise UserError(f"--ignore-label {self.ignore_label} must be 0..255 (labels are stored as uint8)",
+                            "use 255 (VOC) or the void id (CamVid: 11)")
+        if self.resize is not None and min(self.resize) < 1:
+            raise UserError(f"--resize {self.resize} must be positive", "write --resize WxH, e.g. 480x360")
+        if self.workers is not None and self.workers < 1:
+            raise UserError(f"--workers {self.workers} must be >= 1", "omit --workers to use all cores")
+
+    def decode_options(self) -> decode.DecodeOptions:
+        pal = None
+        if self.palette is not None:
+            pal = palette_lut(read_palette(self.palette, self.num_classes, self.ignore_label))
+        return decode.DecodeOptions(self.num_classes, self.ignore_label, self.resize, self.encoded, pal)
+
+
+def resolve_pairs(list_file: Path | None = None, root: Path | None = None, images: Path | None = None,
+                  labels: Path | None = None) -> list[Pair]:
+    """Pairs from exactly one source: a list file (paths relative to `root`) or two folders."""
+    if (list_file is None) == (images is None and labels is None):
+        raise UserError("give either --list FILE or both --images DIR and --labels DIR",
+                        "e.g. --list train.txt --root /data/camvid, or --images imgs/ --labels annot/")
+    if list_file is not None:
+        return read_list(Path(list_file), None if root is None else Path(root))
+    if images is None or labels is None:
+        raise UserError("--images and --labels go together", "pass both folders")
+    return pair_folders(Path(images), Path(labels))
+
+
+_OPTS: decode.DecodeOptions | None = None
+
+
+def _init(opts: decode.DecodeOptions) -> None:
+    global _OPTS
+    _OPTS = opts
+    decode.init_worker()
+
+
+def _task(pair: Pair) -> decode.Record | decode.Bad:
+    assert _OPTS is not None
+    return decode.decode_pair(pair, _OPTS)
+
+
+def decode_all(pairs: list[Pair], opts: decode.DecodeOptions, workers: int) -> Iterator[decode.Record | decode.Bad]:
+    """Decoded pairs in list order; `workers` processes (1: in this process)."""
+    if workers <= 1 or len(pairs) < 4:
+        yield from (decode.decode_pair(p, opts) for p in pairs)
+        return
+    import cv2  # noqa: F401  (imported once here so forked workers start with it loaded)
+    from PIL import Image  # noqa: F401
+
+    method = "fork" if "fork" in mp.get_all_start_methods() else None
+    chunk = max(1, min(8, len(pairs) // (workers * 64)))  # small chunks: no idle worker at the end
+    with mp.get_context(method).Pool(workers, _init, (opts,)) as pool:
+        yield from pool.imap(_task, pairs, chunksize=chunk)
+
+
+class LmdbWriter:
+    """Appends records under increasing keys, committing every COMMIT_BYTES."""
+
+    def __init__(self, path: Path) -> None:
+        import lmdb
+
+        self.env = lmdb.open(str(path), map_size=MAP_SIZE, subdir=True, meminit=False, lock=True)
+        self.txn = self.env.begin(write=True)
+        self.pending = 0
+
+    def put(self, key: bytes, value: bytes) -> None:
+        self.txn.put(key, value, append=True)
+        self.pending += len(value)
+        if self.pending >= COMMIT_BYTES:
+            self.txn.commit()
+            self.txn, self.pending = self.env.begin(write=True), 0
+
+    def close(self) -> None:
+        self.txn.commit()
+        self.env.close()
+
+
+def record_key(index: int, pair: Pair) -> bytes:
+    """`00000007_name.png`: Caffe's convert_imageset style, sorted in write order."""
+    return f"{index:08d}_{pair.key_name}".encode()
+
+
+def _bad_error(bad: decode.Bad) -> UserError:
+    return UserError(f"{bad.where}: {bad.file}: {bad.reason}",
+                     "fix or replace the file (or its --num-classes/--ignore-label settings), remove the pair "
+                     "from the list, or pass --skip-bad to leave such pairs out")
+
+
+def write_lmdbs(pairs: list[Pair], image_db: Path, label_db: Path | None, opts: BuildOptions,
+                label: str = "build") -> dict[str, Any]:
+    """Write the image LMDB (and the label LMDB, same keys); return counts, sizes, skipped pairs.
+
+    Stops with a UserError at the first bad pair unless `opts.skip_bad`."""
+    dopts = opts.decode_options()
+    workers = opts.workers or os.cpu_count() or 1
+    img_db = LmdbWriter(image_db)
+    lbl_db = LmdbWriter(label_db) if label_db is not None else None
+    counter = ClassCounter(opts.num_classes, opts.ignore_label)
+    bar = Progress(len(pairs), label, quiet=opts.quiet)
+    bgr, sizes, skipped, index, nbytes, pixels = np.zeros(3), set(), [], [], 0, 0
+    try:
+        for pair, rec in zip(pairs, decode_all(pairs, dopts, workers)):
+            bar.update()
+            if isinstance(rec, decode.Bad):
+                if not opts.skip_bad:
+                    raise _bad_error(rec)
+                skipped.append(rec.to_dict())
+                continue
+            key = record_key(len(index), pair)
+            img_db.put(key, rec.image_datum)
+            nbytes += len(rec.image_datum)
+            if lbl_db is not None and rec.label_datum is not None:
+                lbl_db.put(key, rec.label_datum)
+                counter.add(rec.bincount)  # type: ignore[arg-type]
+            bgr += rec.bgr_sum
+            sizes.add((rec.height, rec.width))
+            pixels += rec.height * rec.width
+            index.append((key.decode(), pair))
+    finally:
+        bar.close()
+        img_db.close()
+        if lbl_db is not None:
+            lbl_db.close()
+    seconds = bar.elapsed()  # including the last commit
+    if not index:
+        raise UserError(f"no usable pairs: all {len(pairs)} were bad (first: {skipped[0]['where']}: "
+                        f"{skipped[0]['reason']})", "fix the inputs; see the reasons above")
+    return {"index": index, "counter": counter, "skipped": skipped, "sizes": sizes, "mean_bgr": bgr / pixels,
+            "pixels": pixels, "seconds": seconds, "bytes": nbytes}
+
+
+def _stats(res: dict[str, Any], opts: BuildOptions, source: dict[str, Any]) -> dict[str, Any]:
+    """stats.json content (the contract in DESIGN.md plus provenance)."""
+    n, sizes = len(res["index"]), sorted(res["sizes"])
+    warnings: list[str] = []
+    if len(sizes) > 1:
+        warnings.append(f"records have {len(sizes)} different sizes (e.g. {sizes[0]} and {sizes[-1]} HxW); "
+                        "Caffe needs one size per batch: pass --resize WxH or crop in the data layer")
+    stats: dict[str, Any] = {"format_version": 1, "num_records": n, "num_classes": opts.num_classes,
+                             "ignore_label": opts.ignore_label}
+    stats.update(class_stats(res["counter"]))
+    warnings += [f"class {c} never appears in the labels: its weight is 0" for c in stats["absent_classes"]]
+    stats.update({
+        "mean_bgr": [round(float(v), 4) for v in res["mean_bgr"]],
+        "height": sizes[0][0] if len(sizes) == 1 else None,
+        "width": sizes[0][1] if len(sizes) == 1 else None,
+        "sizes": [list(s) for s in sizes] if len(sizes) > 1 else None,
+        "encoded": opts.encoded, "resize": list(opts.resize) if opts.resize else None,
+        "shuffle_seed": opts.shuffle_seed, "palette": str(opts.palette) if opts.palette else None,
+        "source": source, "options": dict(opts.extra), "skipped": res["skipped"], "warnings": warnings,
+        "files": {"images": "images", "labels": "labels", "infogain_H": INFOGAIN_FILE, "index": INDEX_FILE},
+        "build_seconds": round(res["seconds"], 3),
+        "records_per_second": round(n / res["seconds"], 1) if res["seconds"] > 0 else None,
+    })
+    return stats
+
+
+def _write_dir(out: Path, pairs: list[Pair], opts: BuildOptions, source: dict[str, Any], label: str) -> dict[str, Any]:
+    """Everything of the output contract into `out` (a fresh temp folder)."""
+    if opts.shuffle_seed is not None:
+        perm = np.random.default_rng(opts.shuffle_seed).permutation(len(pairs))
+        pairs = [pairs[i] for i in perm]
+    res = write_lmdbs(pairs, out / "images", out / "labels", opts, label)
+    stats = _stats(res, opts, source)
+    weights = np.array(stats["class_weights"]["median_frequency"])
+    (out / INFOGAIN_FILE).write_bytes(blobproto_bytes(infogain_matrix(weights)))
+    with open(out / INDEX_FILE, "w") as f:
+        f.writelines(f"{key}\t{p.image}\t{p.label}\n" for key, p in res["index"])
+    (out / STATS_FILE).write_text(json.dumps(stats, indent=1) + "\n")
+    return stats
+
+
+def _source(list_file: Path | None, root: Path | None, images: Path | None, labels: Path | None) -> dict[str, Any]:
+    if list_file is not None:
+        return {"list": str(Path(list_file).resolve()),
+                "root": str(Path(root if root is not None else Path(list_file).parent).resolve())}
+    return {"images": str(Path(images).resolve()), "labels": str(Path(labels).resolve())}  # type: ignore[arg-type]
+
+
+def build_dataset(out_dir: Path, *, num_classes: int, ignore_label: int, list_file: Path | None = None,
+                  root: Path | None = None, images: Path | None = None, labels: Path | None = None,
+                  overwrite: bool = False, **options: Any) -> dict[str, Any]:
+    """Build one output dir (DESIGN.md contract) from a list file or two folders; returns stats.json.
+
+    `options` are BuildOptions fields: palette, resize, encoded, shuffle_seed, workers, skip_bad, quiet."""
+    opts = BuildOptions(num_classes, ignore_label, **options)
+    opts.validate()
+    pairs = resolve_pairs(list_file, root, images, labels)
+    opts.decode_options()  # a bad palette fails before anything is written
+    with atomic_dir(Path(out_dir), overwrite) as tmp:
+        return _write_dir(tmp, pairs, opts, _source(list_file, root, images, labels), "build")
+
+
+def split_pairs(pairs: list[Pair], val_fraction: float, seed: int) -> tuple[list[Pair], list[Pair]]:
+    """Random train/val split (both keep list order); at least one pair on each side."""
+    if not 0.0 < val_fraction < 1.0:
+        raise UserError(f"--val-fraction {val_fraction} must be between 0 and 1", "e.g. --val-fraction 0.2")
+    if len(pairs) < 2:
+        raise UserError(f"cannot split {len(pairs)} pair into train and val", "list at least two pairs")
+    n_val = min(len(pairs) - 1, max(1, round(val_fraction * len(pairs))))
+    val_idx = set(np.random.default_rng(seed).permutation(len(pairs))[:n_val].tolist())
+    return ([p for i, p in enumerate(pairs) if i not in val_idx], [p for i, p in enumerate(pairs) if i in val_idx])
+
+
+def build_split(out_dir: Path, *, num_classes: int, ignore_label: int, list_file: Path | None = None,
+                root: Path | None = None, images: Path | None = None, labels: Path | None = None,
+                val_list: Path | None = None, val_fraction: float | None = None, split_seed: int = 0,
+                overwrite: bool = False, **options: Any) -> dict[str, dict[str, Any]]:
+    """Build `out_dir/train` and `out_dir/val`, each a full output dir; returns their stats.
+
+    The val pairs come from `val_list` (relative to the same root) or, with one source, from a
+    seeded random `val_fraction` of it."""
+    opts = BuildOptions(num_classes, ignore_label, **options)
+    opts.validate()
+    train = resolve_pairs(list_file, root, images, labels)
+    source = _source(list_file, root, images, labels)
+    if val_list is not None:
+        if val_fraction is not None:
+            raise UserError("--val-list and --val-fraction both given", "use one: a second list, or a split of one")
+        val = read_list(Path(val_list), None if root is None else Path(root))
+        split = {"val_list": str(Path(val_list).resolve())}
+    elif val_fraction is not None:
+        train, val = split_pairs(train, val_fraction, split_seed)
+        split = {"val_fraction": val_fraction, "split_seed": split_seed}
+    else:
+        raise UserError("build_split needs --val-list or --val-fraction", "give one of them")
+    overlap = {p.image.resolve() for p in train} & {p.image.resolve() for p in val}
+    if overlap:
+        raise UserError(f"{len(overlap)} image(s) are in both train and val, e.g. {sorted(overlap)[0]}",
+                        "remove them from one of the lists")
+    opts.decode_options()
+    out: dict[str, dict[str, Any]] = {}
+    with atomic_dir(Path(out_dir), overwrite) as tmp:
+        for name, pairs in (("train", train), ("val", val)):
+            (tmp / name).mkdir()
+            src = dict(source, split=name, **split)
+            out[name] = _write_dir(tmp / name, pairs, opts, src, name)
+    return out
+
+
+def write_image_lmdb(pairs: list[Pair], db_dir: Path, *, resize: tuple[int, int] | None = None,
+                     encoded: bool = False, workers: int | None = None, overwrite: bool = False,
+                     quiet: bool = True) -> dict[str, Any]:
+    """Only an image LMDB at `db_dir` (pairs without labels): what convert_imageset makes; for bench/."""
+    opts = BuildOptions(1, 255, resize=resize, encoded=encoded, workers=workers, quiet=quiet)
+    opts.validate()
+    pairs = [Pair(p.image, None, p.where) for p in pairs]
+    with atomic_dir(Path(db_dir), overwrite) as tmp:
+        res = write_lmdbs(pairs, tmp, None, opts, "images")
+    return {"num_records": len(res["index"]), "seconds": res["seconds"], "bytes": res["bytes"]}

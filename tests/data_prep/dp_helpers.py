@@ -1,0 +1,60 @@
+"""Helpers shared by the data_prep tests (imported by name: this folder has no __init__.py)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import lmdb
+import numpy as np
+
+
+def read_lmdb(path: Path) -> list[tuple[bytes, bytes]]:
+    """All (key, value) records of an LMDB, in cursor order (the order Caffe's Data layer reads)."""
+    with lmdb.open(str(path), readonly=True, lock=False) as env, env.begin() as txn:
+        return [(bytes(k), bytes(v)) for k, v in txn.cursor()]
+
+
+def caffe_datum_array(value: bytes) -> np.ndarray:
+    """C x H x W uint8 of a Datum parsed by Caffe's own protobuf classes (independent of ours)."""
+    from caffe.proto import caffe_pb2
+
+    d = caffe_pb2.Datum()
+    d.ParseFromString(value)
+    if d.encoded:
+        img = cv2.imdecode(np.frombuffer(d.data, np.uint8), cv2.IMREAD_UNCHANGED)
+        return img[None] if img.ndim == 2 else img.transpose(2, 0, 1)
+    return np.frombuffer(d.data, np.uint8).reshape(d.channels, d.height, d.width)
+
+
+def write_pairs(root: Path, images: list[np.ndarray], labels: list[np.ndarray], list_name: str = "list.txt") -> Path:
+    """Write images (BGR) and index-PNG labels under `root` and a CamVid-style list file."""
+    (root / "img").mkdir(parents=True, exist_ok=True)
+    (root / "lab").mkdir(exist_ok=True)
+    lines = []
+    for i, (im, lb) in enumerate(zip(images, labels)):
+        cv2.imwrite(str(root / "img" / f"{i:03d}.png"), im)
+        cv2.imwrite(str(root / "lab" / f"{i:03d}.png"), lb)
+        lines.append(f"img/{i:03d}.png lab/{i:03d}.png\n")
+    lst = root / list_name
+    lst.write_text("".join(lines))
+    return lst
+
+
+def coded_pairs(n: int, h: int = 24, w: int = 32, seed: int = 0,
+                block: int = 4) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Pairs whose label can be read back from the image: blue channel = 40 * class id (0..4) in
+    random `block`-pixel squares, so any geometric mismatch between image and label shows up."""
+    rng = np.random.default_rng(seed)
+    images, labels = [], []
+    for _ in range(n):
+        lab = rng.integers(0, 5, (h // block, w // block)).repeat(block, 0).repeat(block, 1).astype(np.uint8)
+        img = rng.integers(0, 256, (h, w, 3)).astype(np.uint8)
+        img[..., 0] = lab * 40
+        images.append(img)
+        labels.append(lab)
+    return images, labels
+
+
+def no_leftovers(parent: Path) -> list[str]:
+    """Names in `parent` that look like a half-written output."""
+    return [p.name for p in parent.iterdir() if ".partial-" in p.name or ".old-" in p.name]
