@@ -44,11 +44,10 @@ def set_device(exp: cfgmod.Experiment) -> None:
 
 def apply_surgery(net: Any, train_prototxt: str, exp: cfgmod.Experiment) -> list[Finding]:
     """Bilinear kernels into the upsampling Deconvolutions (or the layers named in surgery.layers)."""
-    from caffe.proto import caffe_pb2
-    from google.protobuf import text_format
+    from nets.prototxt import load_net
     if not exp.surgery.bilinear:
         return []
-    param = text_format.Parse(open(train_prototxt).read(), caffe_pb2.NetParameter())
+    param = load_net(train_prototxt)
     deconvs = {l.name: l for l in param.layer if l.type == "Deconvolution"}
     names = exp.surgery.layers or [n for n, l in deconvs.items() if max(list(l.convolution_param.stride) or [1]) > 1]
     out = []
