@@ -3,10 +3,11 @@
 # usage: build_caffe.sh VENV_PYTHON      (stdout: the cache dir; everything else on stderr)
 #
 # Cache entry: $CACHE_ROOT/caffe-<key>, key = sha256 of (source hashes, our patches, this
-# script, build options, the venv's Python). The entry is built at its final path (CMake
-# build trees and Caffe's test binary embed absolute paths, so they cannot be renamed) and
-# marked complete by BUILD_OK, written last. An entry without BUILD_OK is an interrupted
-# build: it is deleted and rebuilt, never used.
+# script, build options, the venv's Python). The build runs in a temp dir beside it,
+# caffe-<key>.tmp-XXXXXX, and is published when complete by renaming a symlink to it onto
+# caffe-<key> (rename(2) is atomic), so caffe-<key> exists only for finished builds. The
+# temp dir itself is never moved: CMake build trees and Caffe's test binary embed absolute
+# paths. Temp dirs of interrupted builds are deleted by the next build of the same key.
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 source "$HERE/config.sh"
@@ -43,8 +44,13 @@ fi
 exec 9>"$CACHE_ROOT/caffe-$key.lock"
 flock 9
 if [ -f "$OUT/BUILD_OK" ]; then echo "$OUT"; exit 0; fi   # built by a concurrent setup
-[ -d "$OUT" ] && { log "removing an incomplete build at $OUT"; rm -rf "$OUT"; }
-mkdir -p "$OUT"
+for stale in "$OUT".tmp-*; do
+  [ -e "$stale" ] && { log "removing an interrupted build at $stale"; rm -rf "$stale"; }
+done
+# An unpublishable leftover (a dir or link at the final name without BUILD_OK): remove it.
+{ [ -e "$OUT" ] || [ -L "$OUT" ]; } && rm -rf "$OUT"
+FINAL="$OUT"
+OUT="$(mktemp -d "$FINAL.tmp-XXXXXX")"; chmod 755 "$OUT"
 
 # ------------------------------------------------------------------ fetch
 if [ -z "${CAFFE_SOURCE_DIR:-}" ]; then
@@ -138,5 +144,8 @@ cat > "$OUT/build-info.json" <<EOF
  "build_seconds": $(( $(date +%s) - start )), "key": "$key"}
 EOF
 touch "$OUT/BUILD_OK"
-log "built in $(( $(date +%s) - start )) s: $OUT"
-echo "$OUT"
+# Publish: a symlink under a temp name, renamed onto the final name in one step.
+ln -sfn "$(basename "$OUT")" "$FINAL.link-$$"
+mv -T "$FINAL.link-$$" "$FINAL"
+log "built in $(( $(date +%s) - start )) s: $FINAL -> $(basename "$OUT")"
+echo "$FINAL"
