@@ -33,8 +33,18 @@ else
   src_id="deb:$CAFFE_ORIG_SHA256:$CAFFE_DEBIAN_SHA256"
 fi
 pyver="$("$VPY" -c 'import sys; print("%d.%d" % sys.version_info[:2])')"
+cu=""
+if [ "$CAFFE_GPU" = 1 ]; then
+  # cuBLAS/cuRAND from the nvidia-* wheels in the venv (caffe_build/requirements-gpu.txt); their
+  # folder is part of the key because the GPU build's RPATH points at it
+  nv="$("$VPY" -c 'import nvidia; print(list(nvidia.__path__)[0])' 2>/dev/null || true)"
+  cu="$(ls -d "$nv"/cu1* 2>/dev/null | tail -1 || true)"
+  [ -n "$nv" ] && [ -f "$cu/include/cublas_v2.h" ] && [ -f "$cu/include/curand.h" ] || fail "cmake" \
+    "CAFFE_GPU=1 but the cuBLAS/cuRAND wheels are not in the venv (looked in '${nv:-no nvidia package}')" \
+    "run CAFFE_GPU=1 make setup (it installs caffe_build/requirements-gpu.txt)"
+fi
 key="$( { echo "$src_id"; cat "$HERE"/patches/*.diff "$HERE/build_caffe.sh" "$HERE/config.sh";
-          echo "gpu=$CAFFE_GPU py=$("$VPY" -c 'import sys; print(sys.base_prefix, sys.version)')"; } | sha256sum | cut -c1-16)"
+          echo "gpu=$CAFFE_GPU cu=$cu py=$("$VPY" -c 'import sys; print(sys.base_prefix, sys.version)')"; } | sha256sum | cut -c1-16)"
 OUT="$CACHE_ROOT/caffe-$key"
 if [ -f "$OUT/BUILD_OK" ]; then
   log "cached build: $OUT"
@@ -107,9 +117,8 @@ if [ "$CAFFE_GPU" = 1 ]; then
   nvcc="$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)"
   [ -x "$nvcc" ] || fail "cmake" "CAFFE_GPU=1 but nvcc was not found" "install the CUDA toolkit or build without CAFFE_GPU"
   cuda_root="$(dirname "$(dirname "$(readlink -f "$nvcc")")")"
-  nv="$("$VPY" -c 'import nvidia, os; print(os.path.dirname(nvidia.__path__[0] if hasattr(nvidia,"__path__") else nvidia.__file__))' 2>/dev/null)/nvidia"
-  cu="$(ls -d "$nv"/cu1* 2>/dev/null | tail -1)"
-  arch="$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null | head -1 | tr -d .)"
+  # the present GPU's compute capability; sm_90 when there is none (or no driver)
+  arch="$( (nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null || true) | head -1 | tr -d '. ')"
   arch="${arch:-90}"
   cudnn=OFF; [ -f /usr/include/cudnn.h ] && cudnn=ON
   opts+=(-DCPU_ONLY=OFF -DUSE_CUDNN=$cudnn -DCUDA_TOOLKIT_ROOT_DIR="$cuda_root"
