@@ -114,9 +114,15 @@ opts=(-DCMAKE_BUILD_TYPE=Release -DBLAS=Open -Dpython_version="$pyver"
       -DBUILD_matlab=OFF -DBUILD_docs=OFF -DUSE_LEVELDB=ON -DUSE_LMDB=ON -DUSE_OPENCV=ON
       -DCMAKE_BUILD_RPATH_USE_ORIGIN=ON)
 if [ "$CAFFE_GPU" = 1 ]; then
-  nvcc="$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)"
-  [ -x "$nvcc" ] || fail "cmake" "CAFFE_GPU=1 but nvcc was not found" "install the CUDA toolkit or build without CAFFE_GPU"
-  cuda_root="$(dirname "$(dirname "$(readlink -f "$nvcc")")")"
+  # The toolkit root: CUDA_HOME, else where nvcc really lives (an nvcc on PATH may be a
+  # wrapper script, as /usr/local/bin/nvcc is here), else /usr/local/cuda.
+  cuda_root=""
+  for c in "${CUDA_HOME:-}" "$(dirname "$(dirname "$(readlink -f "$(command -v nvcc || echo /nonexistent)")")")" /usr/local/cuda; do
+    [ -n "$c" ] && [ -x "$c/bin/nvcc" ] && [ -f "$c/include/cuda_runtime.h" ] && { cuda_root="$c"; break; }
+  done
+  [ -n "$cuda_root" ] || fail "cmake" "CAFFE_GPU=1 but no CUDA toolkit (bin/nvcc + include/cuda_runtime.h) was found" \
+    "install the CUDA toolkit, set CUDA_HOME to its folder, or build without CAFFE_GPU"
+  nvcc="$cuda_root/bin/nvcc"
   # the present GPU's compute capability; sm_90 when there is none (or no driver)
   arch="$( (nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null || true) | head -1 | tr -d '. ')"
   arch="${arch:-90}"
@@ -124,7 +130,7 @@ if [ "$CAFFE_GPU" = 1 ]; then
   opts+=(-DCPU_ONLY=OFF -DUSE_CUDNN=$cudnn -DCUDA_TOOLKIT_ROOT_DIR="$cuda_root"
          -DCUDA_ARCH_NAME=Manual -DCUDA_ARCH_BIN="$arch" -DCUDA_ARCH_PTX=""
          -DCUDA_CUBLAS_LIBRARIES="$cu/lib/libcublas.so.13" -DCUDA_curand_LIBRARY="$cu/lib/libcurand.so.10"
-         -DCMAKE_CXX_FLAGS="-I$cu/include" -DCUDA_NVCC_FLAGS="-I$cu/include"
+         -DCMAKE_CXX_FLAGS="-I$cu/include" -DCUDA_NVCC_FLAGS="-I$cu/include" -DCUDA_NVCC_EXECUTABLE="$nvcc"
          -DCMAKE_BUILD_RPATH="$cu/lib")
   log "CUDA build: nvcc $nvcc, sm_$arch, cuDNN $cudnn, cuBLAS/cuRAND from $cu"
 else
@@ -134,6 +140,11 @@ mkdir -p "$OUT/src/build"
 log "cmake (log: $OUT/build.log)"
 (cd "$OUT/src/build" && cmake .. "${opts[@]}") > "$OUT/build.log" 2>&1 \
   || { tail -30 "$OUT/build.log" >&2; fail "cmake" "configure failed (log above, full log $OUT/build.log)" "install the missing dependency it names (make setup installs the apt list in caffe_build/config.sh)"; }
+if [ "$CAFFE_GPU" = 1 ] && ! grep -q "CUDA detected" "$OUT/build.log"; then
+  grep -i -B2 -A3 "cuda" "$OUT/build.log" | head -20 >&2
+  fail "cmake" "CAFFE_GPU=1 but Caffe's CMake did not detect CUDA (full log $OUT/build.log)" \
+    "check CUDA_HOME ($cuda_root) and the cuBLAS/cuRAND wheels ($cu)"
+fi
 
 # ------------------------------------------------------------------ compile
 jobs="${CAFFE_JOBS:-$(nproc)}"
