@@ -129,7 +129,7 @@ if [ "$CAFFE_GPU" = 1 ]; then
   cudnn=OFF; [ -f /usr/include/cudnn.h ] && cudnn=ON
   opts+=(-DCPU_ONLY=OFF -DUSE_CUDNN=$cudnn -DCUDA_TOOLKIT_ROOT_DIR="$cuda_root"
          -DCUDA_ARCH_NAME=Manual -DCUDA_ARCH_BIN="$arch" -DCUDA_ARCH_PTX=""
-         -DCUDA_CUBLAS_LIBRARIES="$cu/lib/libcublas.so.13" -DCUDA_curand_LIBRARY="$cu/lib/libcurand.so.10"
+         -DCUDA_cublas_LIBRARY="$cu/lib/libcublas.so.13" -DCUDA_curand_LIBRARY="$cu/lib/libcurand.so.10"
          -DCMAKE_CXX_FLAGS="-I$cu/include" -DCUDA_NVCC_FLAGS="-I$cu/include" -DCUDA_NVCC_EXECUTABLE="$nvcc"
          -DCMAKE_BUILD_RPATH="$cu/lib")
   log "CUDA build: nvcc $nvcc, sm_$arch, cuDNN $cudnn, cuBLAS/cuRAND from $cu"
