@@ -127,9 +127,14 @@ if [ "$CAFFE_GPU" = 1 ]; then
   arch="$( (nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null || true) | head -1 | tr -d '. ')"
   arch="${arch:-90}"
   cudnn=OFF; [ -f /usr/include/cudnn.h ] && cudnn=ON
+  # FindCUDA resets CUDA_cublas_LIBRARY/CUDA_curand_LIBRARY given on the command line and
+  # searches for the unversioned names, which the wheels lack: offer them as links.
+  mkdir -p "$OUT/cuda-libs"
+  ln -sf "$cu/lib/libcublas.so.13" "$OUT/cuda-libs/libcublas.so"
+  ln -sf "$cu/lib/libcurand.so.10" "$OUT/cuda-libs/libcurand.so"
   opts+=(-DCPU_ONLY=OFF -DUSE_CUDNN=$cudnn -DCUDA_TOOLKIT_ROOT_DIR="$cuda_root"
          -DCUDA_ARCH_NAME=Manual -DCUDA_ARCH_BIN="$arch" -DCUDA_ARCH_PTX=""
-         -DCUDA_cublas_LIBRARY="$cu/lib/libcublas.so.13" -DCUDA_curand_LIBRARY="$cu/lib/libcurand.so.10"
+         -DCMAKE_LIBRARY_PATH="$OUT/cuda-libs"
          -DCMAKE_CXX_FLAGS="-I$cu/include" -DCUDA_NVCC_FLAGS="-I$cu/include" -DCUDA_NVCC_EXECUTABLE="$nvcc"
          -DCMAKE_BUILD_RPATH="$cu/lib")
   log "CUDA build: nvcc $nvcc, sm_$arch, cuDNN $cudnn, cuBLAS/cuRAND from $cu"
