@@ -54,6 +54,21 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
     return out
 
 
+class JsonlLog:
+    """An open JSONL file: one flushed line per record, without reopening the file each time."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._f = open(path, "a")
+
+    def write(self, record: dict[str, Any]) -> None:
+        self._f.write(json.dumps(_clean(record)) + "\n")
+        self._f.flush()
+
+    def close(self) -> None:
+        self._f.close()
+
+
 class RunDir:
     """Paths and writers of one run directory."""
 
@@ -77,9 +92,15 @@ class RunDir:
     # ---------------------------------------------------------------- logs
     def append(self, path: Path, record: dict[str, Any]) -> None:
         """Append one JSON record and flush it, so a killed run loses at most the line being written."""
-        with open(path, "a") as f:
-            f.write(json.dumps(_clean(record)) + "\n")
-            f.flush()
+        log = JsonlLog(path)
+        try:
+            log.write(record)
+        finally:
+            log.close()
+
+    def open_log(self, path: Path) -> "JsonlLog":
+        """An append handle kept open for a log written every iteration (metrics.jsonl)."""
+        return JsonlLog(path)
 
     def truncate_after(self, path: Path, iteration: int) -> None:
         """Keep only records with iter <= iteration (resume continues after the restored snapshot)."""

@@ -5,6 +5,7 @@ import time
 from typing import Any
 
 from orchestrator.loop import Context, Hook
+from orchestrator.rundir import JsonlLog
 
 
 class MetricsWriter(Hook):
@@ -14,12 +15,22 @@ class MetricsWriter(Hook):
 
     def __init__(self, log_interval: int) -> None:
         self.log_interval = log_interval
+        self.log: JsonlLog | None = None
+
+    def before_train(self, ctx: Context) -> None:
+        self.log = ctx.run.open_log(ctx.run.metrics)
 
     def after_step(self, ctx: Context) -> None:
         if ctx.iteration % self.log_interval == 0 or "stats" in ctx.record or ctx.stopping:
             rec = {"iter": ctx.iteration, "loss": ctx.loss, "lr": ctx.lr,
                    "seconds": round(ctx.step_seconds, 5), **ctx.record}
-            ctx.run.append(ctx.run.metrics, rec)
+            assert self.log is not None, "before_train opens the log"
+            self.log.write(rec)
+
+    def after_train(self, ctx: Context) -> None:
+        if self.log is not None:
+            self.log.close()
+            self.log = None
 
 
 class SummaryWriter(Hook):

@@ -107,3 +107,16 @@ def test_plateau_and_reduced_lr():
     q.load_state_dict(p.state_dict())
     assert q.best == 0.5 and q.bad == 2
     assert decisions.reduced_lr(1e-3, 0.1, 5e-4) == 5e-4
+
+
+def test_jsonl_log_lines_are_readable_while_open(tmp_path):
+    """metrics.jsonl stays open during a run: each record must be on disk (flushed) at once,
+    with non-finite numbers as null, so a killed run keeps every finished iteration."""
+    from orchestrator.rundir import JsonlLog, read_jsonl
+    log = JsonlLog(tmp_path / "m.jsonl")
+    log.write({"iter": 1, "loss": 0.5})
+    log.write({"iter": 2, "loss": math.nan, "stats": {"top": {"x": {"sumsq_data": math.inf}}}})
+    recs = read_jsonl(tmp_path / "m.jsonl")  # read through another handle before close
+    log.close()
+    assert [r["iter"] for r in recs] == [1, 2]
+    assert recs[1]["loss"] is None and recs[1]["stats"]["top"]["x"]["sumsq_data"] is None
