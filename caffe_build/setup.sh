@@ -59,6 +59,14 @@ fi
 
 # ---------------------------------------------------------------- 3-5. Caffe
 step "caffe source and build"
+# Temp dirs of interrupted builds (any key) go, unless a build of that key is running now
+# (it holds caffe-<key>.lock) or the dir is a finished build published under caffe-<key>.
+for stale in "$CACHE_ROOT"/caffe-*.tmp-*; do
+  [ -d "$stale" ] || continue
+  k="${stale%.tmp-*}"
+  [ "$(readlink "$k" 2>/dev/null)" = "$(basename "$stale")" ] && continue
+  ( flock -n 8 && echo "[setup] removing the interrupted build $stale" && rm -rf "$stale" ) 8>"$k.lock" || true
+done
 CAFFE_DIR="$("$HERE/build_caffe.sh" "$VPY")" || exit 1
 
 # ---------------------------------------------------------------- 6. .pth

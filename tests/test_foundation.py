@@ -1,6 +1,7 @@
 """The Caffe build: pycaffe imports, our Blob statistics bindings agree with numpy, set-up is cached."""
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -53,7 +54,23 @@ def test_blob_statistics_bindings_match_numpy(net):
 def test_version_names_the_caffe_commit():
     out = subprocess.run([sys.executable, "-m", "orchestrator.cli", "--version"], capture_output=True, text=True,
                          cwd=REPO, check=True).stdout
-    assert "99bd997" in out and "CPU" in out and "pycaffe:" in out
+    assert "99bd997" in out and "pycaffe:" in out
+    assert ("GPU (CUDA)" if os.environ.get("CAFFE_GPU") == "1" else "CPU only") in out
+
+
+def test_build_variant_matches_caffe_gpu():
+    """CAFFE_GPU=1 make test runs against the CUDA build: libcaffe links cuBLAS/cuRAND/cudart
+    and still trains in CPU mode on a machine without a GPU (the rest of the suite does that)."""
+    from orchestrator.envinfo import build_info, caffe_dir
+    want_gpu = os.environ.get("CAFFE_GPU") == "1"
+    assert build_info()["gpu"] is want_gpu
+    d = caffe_dir()
+    assert d is not None
+    libs = subprocess.run(["ldd", str(d / "src" / "build" / "lib" / "libcaffe.so.1.0.0")],
+                          capture_output=True, text=True, check=True).stdout
+    for lib in ("libcublas.so", "libcurand.so", "libcudart.so"):
+        assert (lib in libs) is want_gpu, (lib, libs)
+    assert "not found" not in libs, libs
 
 
 def test_python_layers_and_tools_are_built():
