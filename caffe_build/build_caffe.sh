@@ -153,7 +153,8 @@ fi
 
 # ------------------------------------------------------------------ compile
 jobs="${CAFFE_JOBS:-$(nproc)}"
-log "compiling with $jobs jobs (a cold CPU build takes about 4 minutes on 2 cores)"
+took="about 5 minutes"; [ "$CAFFE_GPU" = 1 ] && took="about 18 minutes"
+log "compiling with $jobs jobs (a cold build takes $took on 2 cores)"
 start=$(date +%s)
 (cd "$OUT/src/build" && make -j"$jobs" caffe pycaffe caffe.bin convert_imageset compute_image_mean) >> "$OUT/build.log" 2>&1 \
   || { grep -E "error|Error" "$OUT/build.log" | head -20 >&2; fail "compile" "make failed (full log $OUT/build.log)" "read the first error above"; }
