@@ -3,9 +3,10 @@ solver, net and LMDBs (the demo's synthetic data).
 
 Each tool runs for N1 and N2 iterations; the time difference over N2 - N1 iterations cancels
 start-up (Python imports, the doctor's probe, net set-up) and leaves the per-iteration cost.
-This VM's speed drifts by 10-20 % from one minute to the next, more than the overhead being
-measured, so the three configurations run interleaved, ROUNDS times, and each ratio is the
-median of the per-round ratios (each round's ratio compares runs made within a minute).
+This VM's speed drifts by 10-20 % from one minute to the next (the same `caffe train` run
+varies by +-6 %), more than the overhead being measured. So the start-up is the median of
+STARTUP_RUNS N1 runs per tool, then ROUNDS rounds run the three N2 runs back to back in
+alternating order, and each ratio is the median of the per-round ratios.
 Prints `overhead-default ratio=X.XX` (default checks) and `overhead-stats-every-iter
 ratio=X.XX` (statistics every iteration): our it/s divided by caffe's (higher is better).
 """
@@ -24,8 +25,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 from bench.common import result_line  # noqa: E402
 
-N1, N2 = 20, 270
-ROUNDS = 5
+N1, N2 = 20, 170
+STARTUP_RUNS = 3
+ROUNDS = 9
 EXP = REPO / "experiments" / "demo.yaml"
 COMMON = ["--set", "validation.enabled=false", "--set", "early_stop.enabled=false",
           "--set", "snapshot.interval=1000000", "--quiet", "--fresh"]
@@ -60,23 +62,26 @@ def main() -> None:
         subprocess.run([sys.executable, "-m", "orchestrator.cli", "run", str(EXP), "--run-dir", str(tmp / "ref"),
                         "--set", "solver.max_iter=1", *COMMON], cwd=REPO, check=True, stdout=subprocess.DEVNULL)
         configs = {"overhead-default": [], "overhead-stats-every-iter": ["--set", "checks.stats_interval=1"]}
-        ratios: dict[str, list[float]] = {name: [] for name in configs}
-        def per_iter(name: str) -> float:
-            if name == "caffe":
-                return (caffe_train(tmp, N2) - caffe_train(tmp, N1)) / (N2 - N1)
-            return (ours(tmp, N2, configs[name]) - ours(tmp, N1, configs[name])) / (N2 - N1)
+        tools = ["caffe", *configs]
 
+        def run(name: str, n: int) -> float:
+            return caffe_train(tmp, n) if name == "caffe" else ours(tmp, n, configs[name])
+
+        # start-up (N1 runs) first, as medians; then the N2 runs of the three, close together
+        startup = {name: statistics.median(run(name, N1) for _ in range(STARTUP_RUNS)) for name in tools}
+        print("start-up incl. N1 iterations: " + ", ".join(f"{n} {t:.2f} s" for n, t in startup.items()), flush=True)
+        ratios: dict[str, list[float]] = {name: [] for name in configs}
         for r in range(ROUNDS):
-            order = ["caffe", *configs]
-            sec = {name: per_iter(name) for name in (order if r % 2 == 0 else order[::-1])}  # cancels drift
+            order = tools if r % 2 == 0 else tools[::-1]  # alternating order cancels drift
+            sec = {name: (run(name, N2) - startup[name]) / (N2 - N1) for name in order}
             for name in configs:
                 ratios[name].append(sec["caffe"] / sec[name])
             print(f"round {r + 1}: " + ", ".join(f"{n} {1 / t:.2f} it/s" for n, t in sec.items()), flush=True)
         for name, rs in ratios.items():
-            print(f"{name}: per-round ratios {' '.join(f'{x:.3f}' for x in rs)}")
+            q = statistics.quantiles(rs, n=4)
+            print(f"{name}: per-round ratios {' '.join(f'{x:.3f}' for x in rs)} (quartiles {q[0]:.3f}-{q[2]:.3f})")
         for name, rs in ratios.items():
             print(result_line(name, statistics.median(rs)))
-
 
 if __name__ == "__main__":
     main()
