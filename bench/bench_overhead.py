@@ -3,10 +3,11 @@ solver, net and LMDBs (the demo's synthetic data).
 
 Each tool runs for N1 and N2 iterations; the time difference over N2 - N1 iterations cancels
 start-up (Python imports, the doctor's probe, net set-up) and leaves the per-iteration cost.
-This VM's speed drifts by 10-20 % from one minute to the next (the same `caffe train` run
-varies by +-6 %), more than the overhead being measured. So the start-up is the median of
-STARTUP_RUNS N1 runs per tool, then ROUNDS rounds run the three N2 runs back to back in
-alternating order, and each ratio is the median of the per-round ratios.
+This VM's speed drifts by 10-20 % (at times 2x) from one minute to the next, and the same
+`caffe train` run varies by +-6 %: more than the overhead being measured. So each round runs
+the three tools back to back, each for N1 then N2 iterations, in alternating order; each
+ratio is the median of the per-round ratios (a shared start-up estimate would be biased by
+the drift). The quartiles show the spread.
 Prints `overhead-default ratio=X.XX` (default checks) and `overhead-stats-every-iter
 ratio=X.XX` (statistics every iteration): our it/s divided by caffe's (higher is better).
 """
@@ -26,7 +27,6 @@ sys.path.insert(0, str(REPO))
 from bench.common import result_line  # noqa: E402
 
 N1, N2 = 20, 170
-STARTUP_RUNS = 3
 ROUNDS = 9
 EXP = REPO / "experiments" / "demo.yaml"
 COMMON = ["--set", "validation.enabled=false", "--set", "early_stop.enabled=false",
@@ -67,13 +67,10 @@ def main() -> None:
         def run(name: str, n: int) -> float:
             return caffe_train(tmp, n) if name == "caffe" else ours(tmp, n, configs[name])
 
-        # start-up (N1 runs) first, as medians; then the N2 runs of the three, close together
-        startup = {name: statistics.median(run(name, N1) for _ in range(STARTUP_RUNS)) for name in tools}
-        print("start-up incl. N1 iterations: " + ", ".join(f"{n} {t:.2f} s" for n, t in startup.items()), flush=True)
         ratios: dict[str, list[float]] = {name: [] for name in configs}
         for r in range(ROUNDS):
             order = tools if r % 2 == 0 else tools[::-1]  # alternating order cancels drift
-            sec = {name: (run(name, N2) - startup[name]) / (N2 - N1) for name in order}
+            sec = {name: (run(name, N2) - run(name, N1)) / (N2 - N1) for name in order}
             for name in configs:
                 ratios[name].append(sec["caffe"] / sec[name])
             print(f"round {r + 1}: " + ", ".join(f"{n} {1 / t:.2f} it/s" for n, t in sec.items()), flush=True)
@@ -82,6 +79,7 @@ def main() -> None:
             print(f"{name}: per-round ratios {' '.join(f'{x:.3f}' for x in rs)} (quartiles {q[0]:.3f}-{q[2]:.3f})")
         for name, rs in ratios.items():
             print(result_line(name, statistics.median(rs)))
+
 
 if __name__ == "__main__":
     main()

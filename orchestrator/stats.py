@@ -62,15 +62,19 @@ def _layer_of_top(net: Any) -> dict[str, str]:
     return owner
 
 
+def _stat(name: str, kind: str, layer: str, b: Any) -> BlobStat:
+    # both passes over data, then both over diff: the second pass finds the blob in cache
+    ad, sd = float(b.asum_data()), float(b.sumsq_data())
+    ag, sg = float(b.asum_diff()), float(b.sumsq_diff())
+    return BlobStat(name, kind, layer, b.count, ad, ag, sd, sg)
+
+
 def collect(net: Any) -> list[BlobStat]:
     """Statistics of every top blob and parameter blob of a pycaffe Net, via the C++ bindings."""
     owner = _layer_of_top(net)
-    out = [BlobStat(n, "top", owner.get(n, n), b.count, float(b.asum_data()), float(b.asum_diff()),
-                    float(b.sumsq_data()), float(b.sumsq_diff())) for n, b in net.blobs.items()]
+    out = [_stat(n, "top", owner.get(n, n), b) for n, b in net.blobs.items()]
     for layer, blobs in net.params.items():
-        for i, b in enumerate(blobs):
-            out.append(BlobStat(f"{layer}/{i}", "param", layer, b.count, float(b.asum_data()),
-                                float(b.asum_diff()), float(b.sumsq_data()), float(b.sumsq_diff())))
+        out.extend(_stat(f"{layer}/{i}", "param", layer, b) for i, b in enumerate(blobs))
     return out
 
 
