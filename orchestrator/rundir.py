@@ -98,10 +98,6 @@ class RunDir:
         finally:
             log.close()
 
-    def open_log(self, path: Path) -> "JsonlLog":
-        """An append handle kept open for a log written every iteration (metrics.jsonl)."""
-        return JsonlLog(path)
-
     def truncate_after(self, path: Path, iteration: int) -> None:
         """Keep only records with iter <= iteration (resume continues after the restored snapshot)."""
         kept = [r for r in read_jsonl(path) if r.get("iter", -1) <= iteration]

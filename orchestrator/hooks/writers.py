@@ -18,7 +18,7 @@ class MetricsWriter(Hook):
         self.log: JsonlLog | None = None
 
     def before_train(self, ctx: Context) -> None:
-        self.log = ctx.run.open_log(ctx.run.metrics)
+        self.log = JsonlLog(ctx.run.metrics)  # kept open: one flushed line per record
 
     def after_step(self, ctx: Context) -> None:
         if ctx.iteration % self.log_interval == 0 or "stats" in ctx.record or ctx.stopping:
