@@ -7,7 +7,7 @@
 # caffe-<key>.tmp-XXXXXX, and is published when complete by renaming a symlink to it onto
 # caffe-<key> (rename(2) is atomic), so caffe-<key> exists only for finished builds. The
 # temp dir itself is never moved: CMake build trees and Caffe's test binary embed absolute
-# paths. Temp dirs of interrupted builds are deleted by the next build of the same key.
+# paths. Temp dirs of interrupted builds are deleted by setup.sh (lock-aware, any key).
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 source "$HERE/config.sh"
@@ -54,9 +54,6 @@ fi
 exec 9>"$CACHE_ROOT/caffe-$key.lock"
 flock 9
 if [ -f "$OUT/BUILD_OK" ]; then echo "$OUT"; exit 0; fi   # built by a concurrent setup
-for stale in "$OUT".tmp-*; do
-  [ -e "$stale" ] && { log "removing an interrupted build at $stale"; rm -rf "$stale"; }
-done
 # An unpublishable leftover (a dir or link at the final name without BUILD_OK): remove it.
 { [ -e "$OUT" ] || [ -L "$OUT" ]; } && rm -rf "$OUT"
 FINAL="$OUT"
