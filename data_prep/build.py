@@ -5,10 +5,13 @@ only when complete, so a failed build leaves nothing that looks finished.
 """
 from __future__ import annotations
 
+import errno
 import json
 import multiprocessing as mp
 import os
+from collections import Counter
 from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,6 +27,11 @@ from data_prep.sources import Pair, pair_folders, palette_lut, read_list, read_p
 from data_prep.stats import ClassCounter, class_stats, infogain_matrix
 
 MAP_SIZE = 1 << 40  # virtual only: LMDB files grow with the data, like Caffe's own
+# LMDB grows lock.mdb with ftruncate and then writes it through mmap: on a full disk touching that
+# sparse page is a SIGBUS that kills the process. Writing the file's 8192 bytes (its size for the
+# default 126 readers) ourselves first makes a full disk an ENOSPC instead. The data file is written
+# with pwrite (never open it with writemap=True: every data page would be such a page).
+LOCK_FILE_BYTES = 8192
 # Commit (and fsync) every 16 MB: the disk writes overlap with the workers' decoding instead of
 # piling up at the end, and a transaction stays far below LMDB's dirty-page limit.
 COMMIT_BYTES = 16 << 20
@@ -43,6 +51,7 @@ class BuildOptions:
     workers: int | None = None
     skip_bad: bool = False
     quiet: bool = False
+    allow_lossy_labels: bool = False
     extra: dict[str, Any] = field(default_factory=dict)  # recorded in stats.json as given
 
     def validate(self) -> None:
@@ -62,7 +71,8 @@ class BuildOptions:
         pal = None
         if self.palette is not None:
             pal = palette_lut(read_palette(self.palette, self.num_classes, self.ignore_label))
-        return decode.DecodeOptions(self.num_classes, self.ignore_label, self.resize, self.encoded, pal)
+        return decode.DecodeOptions(self.num_classes, self.ignore_label, self.resize, self.encoded, pal,
+                                    self.allow_lossy_labels)
 
 
 def resolve_pairs(list_file: Path | None = None, root: Path | None = None, images: Path | None = None,
@@ -106,26 +116,52 @@ def decode_all(pairs: list[Pair], opts: decode.DecodeOptions, workers: int) -> I
         yield from pool.imap(_task, pairs, chunksize=chunk)
 
 
+@contextmanager
+def _as_oserror(path: Path) -> Iterator[None]:
+    """lmdb.Error -> OSError naming the LMDB folder, so fsutil.atomic_dir can say what failed and why
+    (a full disk shows up as 'mdb_txn_commit: Input/output error')."""
+    import lmdb
+
+    try:
+        yield
+    except lmdb.Error as e:
+        raise OSError(errno.EIO, f"LMDB: {e}", str(path)) from e
+
+
 class LmdbWriter:
     """Appends records under increasing keys, committing every COMMIT_BYTES."""
 
     def __init__(self, path: Path) -> None:
         import lmdb
 
-        self.env = lmdb.open(str(path), map_size=MAP_SIZE, subdir=True, meminit=False, lock=True)
-        self.txn = self.env.begin(write=True)
+        self.path = Path(path)
+        self.path.mkdir(exist_ok=True)  # write_image_lmdb's is the temp folder itself
+        (self.path / "lock.mdb").write_bytes(bytes(LOCK_FILE_BYTES))
+        with _as_oserror(self.path):
+            self.env = lmdb.open(str(path), map_size=MAP_SIZE, subdir=True, meminit=False, lock=True)
+            self.txn = self.env.begin(write=True)
         self.pending = 0
 
     def put(self, key: bytes, value: bytes) -> None:
-        self.txn.put(key, value, append=True)
-        self.pending += len(value)
-        if self.pending >= COMMIT_BYTES:
-            self.txn.commit()
-            self.txn, self.pending = self.env.begin(write=True), 0
+        with _as_oserror(self.path):
+            self.txn.put(key, value, append=True)
+            self.pending += len(value)
+            if self.pending >= COMMIT_BYTES:
+                self.txn.commit()
+                self.txn, self.pending = self.env.begin(write=True), 0
 
     def close(self) -> None:
-        self.txn.commit()
-        self.env.close()
+        """Commit what is pending and close."""
+        with _as_oserror(self.path):
+            self.txn.commit()
+            self.env.close()
+
+    def abort(self) -> None:
+        """Drop what is pending and close (after an error; never raises)."""
+        with suppress(Exception):
+            self.txn.abort()
+        with suppress(Exception):
+            self.env.close()
 
 
 def record_key(index: int, pair: Pair) -> bytes:
@@ -135,8 +171,8 @@ def record_key(index: int, pair: Pair) -> bytes:
 
 def _bad_error(bad: decode.Bad) -> UserError:
     return UserError(f"{bad.where}: {bad.file}: {bad.reason}",
-                     "fix or replace the file (or its --num-classes/--ignore-label settings), remove the pair "
-                     "from the list, or pass --skip-bad to leave such pairs out")
+                     bad.fix or "fix or replace the file (or its --num-classes/--ignore-label settings), remove "
+                     "the pair from the list, or pass --skip-bad to leave such pairs out")
 
 
 def write_lmdbs(pairs: list[Pair], image_db: Path, label_db: Path | None, opts: BuildOptions,
@@ -146,12 +182,20 @@ def write_lmdbs(pairs: list[Pair], image_db: Path, label_db: Path | None, opts: 
     Stops with a UserError at the first bad pair unless `opts.skip_bad`."""
     dopts = opts.decode_options()
     workers = opts.workers or os.cpu_count() or 1
-    img_db = LmdbWriter(image_db)
-    lbl_db = LmdbWriter(label_db) if label_db is not None else None
+    dbs: list[LmdbWriter] = []
     counter = ClassCounter(opts.num_classes, opts.ignore_label)
     bar = Progress(len(pairs), label, quiet=opts.quiet)
     bgr, sizes, skipped, index, nbytes, pixels = np.zeros(3), set(), [], [], 0, 0
+    lossy: Counter[str] = Counter()
+    lossy_first = ""
+    committed = False
     try:
+        img_db = LmdbWriter(image_db)
+        dbs.append(img_db)
+        lbl_db = None
+        if label_db is not None:
+            lbl_db = LmdbWriter(label_db)
+            dbs.append(lbl_db)
         for pair, rec in zip(pairs, decode_all(pairs, dopts, workers)):
             bar.update()
             if isinstance(rec, decode.Bad):
@@ -165,21 +209,27 @@ def write_lmdbs(pairs: list[Pair], image_db: Path, label_db: Path | None, opts: 
             if lbl_db is not None and rec.label_datum is not None:
                 lbl_db.put(key, rec.label_datum)
                 counter.add(rec.bincount)  # type: ignore[arg-type]
+            if rec.lossy_label:
+                lossy[rec.lossy_label] += 1
+                lossy_first = lossy_first or str(pair.label)
             bgr += rec.bgr_sum
             sizes.add((rec.height, rec.width))
             pixels += rec.height * rec.width
             index.append((key.decode(), pair))
+        for db in dbs:
+            db.close()
+        committed = True
     finally:
         bar.close()
-        img_db.close()
-        if lbl_db is not None:
-            lbl_db.close()
+        if not committed:
+            for db in dbs:
+                db.abort()  # also on those already committed: harmless
     seconds = bar.elapsed()  # including the last commit
     if not index:
         raise UserError(f"no usable pairs: all {len(pairs)} were bad (first: {skipped[0]['where']}: "
                         f"{skipped[0]['reason']})", "fix the inputs; see the reasons above")
     return {"index": index, "counter": counter, "skipped": skipped, "sizes": sizes, "mean_bgr": bgr / pixels,
-            "pixels": pixels, "seconds": seconds, "bytes": nbytes}
+            "pixels": pixels, "seconds": seconds, "bytes": nbytes, "lossy_labels": (dict(lossy), lossy_first)}
 
 
 def _stats(res: dict[str, Any], opts: BuildOptions, source: dict[str, Any]) -> dict[str, Any]:
@@ -193,6 +243,7 @@ def _stats(res: dict[str, Any], opts: BuildOptions, source: dict[str, Any]) -> d
                              "ignore_label": opts.ignore_label}
     stats.update(class_stats(res["counter"]))
     warnings += [f"class {c} never appears in the labels: its weight is 0" for c in stats["absent_classes"]]
+    warnings += _setting_warnings(res, opts)
     stats.update({
         "mean_bgr": [round(float(v), 4) for v in res["mean_bgr"]],
         "height": sizes[0][0] if len(sizes) == 1 else None,
@@ -200,12 +251,30 @@ def _stats(res: dict[str, Any], opts: BuildOptions, source: dict[str, Any]) -> d
         "sizes": [list(s) for s in sizes] if len(sizes) > 1 else None,
         "encoded": opts.encoded, "resize": list(opts.resize) if opts.resize else None,
         "shuffle_seed": opts.shuffle_seed, "palette": str(opts.palette) if opts.palette else None,
+        "allow_lossy_labels": opts.allow_lossy_labels,
         "source": source, "options": dict(opts.extra), "skipped": res["skipped"], "warnings": warnings,
         "files": {"images": "images", "labels": "labels", "infogain_H": INFOGAIN_FILE, "index": INDEX_FILE},
         "build_seconds": round(res["seconds"], 3),
         "records_per_second": round(n / res["seconds"], 1) if res["seconds"] > 0 else None,
     })
     return stats
+
+
+def _setting_warnings(res: dict[str, Any], opts: BuildOptions) -> list[str]:
+    """Settings the user asked for that cost them classes or correct labels."""
+    out = []
+    il, nc = opts.ignore_label, opts.num_classes
+    if 0 <= il < nc:
+        out.append(f"--ignore-label {il} is also class id {il} (classes are 0..{nc - 1}): its pixels are left out "
+                   f"of the counts, the weights and the loss, so class {il} is never learnt; if it is a real "
+                   f"class, use an ignore label >= --num-classes (e.g. 255)")
+    formats, first = res["lossy_labels"]
+    if formats:
+        n = sum(formats.values())
+        out.append(f"{n} label files are lossy ({', '.join(sorted(formats))}; e.g. {first}), accepted by "
+                   "--allow-lossy-labels: compression may have changed class ids along edges and added "
+                   "classes that are not in the annotation; the counts and weights include such pixels")
+    return out
 
 
 def _write_dir(out: Path, pairs: list[Pair], opts: BuildOptions, source: dict[str, Any], label: str) -> dict[str, Any]:
@@ -217,7 +286,7 @@ def _write_dir(out: Path, pairs: list[Pair], opts: BuildOptions, source: dict[st
     stats = _stats(res, opts, source)
     weights = np.array(stats["class_weights"]["median_frequency"])
     (out / INFOGAIN_FILE).write_bytes(blobproto_bytes(infogain_matrix(weights)))
-    with open(out / INDEX_FILE, "w") as f:
+    with open(out / INDEX_FILE, "w", encoding="utf-8", errors="surrogateescape") as f:  # paths as on disk
         f.writelines(f"{key}\t{p.image}\t{p.label}\n" for key, p in res["index"])
     (out / STATS_FILE).write_text(json.dumps(stats, indent=1) + "\n")
     return stats
@@ -235,7 +304,8 @@ def build_dataset(out_dir: Path, *, num_classes: int, ignore_label: int, list_fi
                   overwrite: bool = False, **options: Any) -> dict[str, Any]:
     """Build one output dir (DESIGN.md contract) from a list file or two folders; returns stats.json.
 
-    `options` are BuildOptions fields: palette, resize, encoded, shuffle_seed, workers, skip_bad, quiet."""
+    `options` are BuildOptions fields: palette, resize, encoded, shuffle_seed, workers, skip_bad, quiet,
+    allow_lossy_labels."""
     opts = BuildOptions(num_classes, ignore_label, **options)
     opts.validate()
     pairs = resolve_pairs(list_file, root, images, labels)

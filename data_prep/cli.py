@@ -17,6 +17,12 @@ order), DIR/stats.json (class counts, frequencies, median-frequency and inverse-
 weights, mean_bgr, size, source, options), DIR/infogain_H.binaryproto (diag of the
 median-frequency weights, for InfogainLoss) and DIR/index.txt (key, image, label per record).
 With --val-list or --val-fraction the same layout is written twice: DIR/train/ and DIR/val/.
+
+Refused unless asked for: lossy label files (JPEG, lossy WebP, told by content, not by name),
+because compression invents class ids along edges (--allow-lossy-labels accepts them, with a
+warning in stats.json). Warned: an --ignore-label inside 0..N-1 (that class is never learnt).
+A disk that fills up stops the build with exit 2 and nothing left behind; folders that killed
+builds of the same --out left behind are removed by the next build.
 """
 
 
@@ -55,6 +61,8 @@ def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None
     b.add_argument("--shuffle-seed", type=int, help="shuffle the records (one permutation for both LMDBs)")
     b.add_argument("--workers", type=int, default=None, help=f"decoding processes (default: cores = {os.cpu_count()})")
     b.add_argument("--skip-bad", action="store_true", help="leave out bad pairs (listed in stats.json) instead of failing")
+    b.add_argument("--allow-lossy-labels", action="store_true",
+                   help="accept JPEG / lossy WebP label files (refused by default: compression invents class ids)")
     b.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     b.add_argument("--quiet", action="store_true", help="no progress bar")
     b.set_defaults(func=build_handler)
@@ -72,12 +80,33 @@ def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None
     s.set_defaults(func=synth_handler)
 
 
+def _read_dataset_json(path: Path) -> dict[str, Any]:
+    """dataset.json's content, checked: a JSON object whose num_classes/ignore_label are integers."""
+    from data_prep.fsutil import UTF8_FIX, read_utf8
+
+    also = "; or pass --num-classes N --ignore-label L instead"
+    text = read_utf8(path, "dataset file", UTF8_FIX + also)
+    fix = 'write it as {"num_classes": N, "ignore_label": L, ...}' + also
+    try:
+        meta = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise UserError(f"{path} is not valid JSON: {e.msg} at line {e.lineno}, column {e.colno}", fix) from None
+    if not isinstance(meta, dict):
+        raise UserError(f"{path} must be a JSON object, not {type(meta).__name__}", fix)
+    for key in ("num_classes", "ignore_label"):
+        value = meta.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+            raise UserError(f'{path}: "{key}" is {value!r}, not an integer', fix)
+    return meta
+
+
 def _dataset_defaults(args: argparse.Namespace) -> tuple[int, int]:
     """--num-classes/--ignore-label, else from a dataset.json beside the data (what synth writes)."""
     near = args.root or (args.list.parent if args.list else (args.images.parent if args.images else None))
     meta: dict[str, Any] = {}
-    if near is not None and (Path(near) / "dataset.json").is_file():
-        meta = json.loads((Path(near) / "dataset.json").read_text())
+    needed = args.num_classes is None or args.ignore_label is None
+    if needed and near is not None and (Path(near) / "dataset.json").is_file():
+        meta = _read_dataset_json(Path(near) / "dataset.json")
     nc = args.num_classes if args.num_classes is not None else meta.get("num_classes")
     il = args.ignore_label if args.ignore_label is not None else meta.get("ignore_label")
     if nc is None or il is None:
@@ -95,7 +124,7 @@ def build_handler(args: argparse.Namespace) -> int:
         num_classes=num_classes, ignore_label=ignore_label, list_file=args.list, root=args.root,
         images=args.images, labels=args.labels, overwrite=args.overwrite, palette=args.palette,
         resize=args.resize, encoded=args.encoded, shuffle_seed=args.shuffle_seed, workers=args.workers,
-        skip_bad=args.skip_bad, quiet=args.quiet)
+        skip_bad=args.skip_bad, quiet=args.quiet, allow_lossy_labels=args.allow_lossy_labels)
     common["extra"] = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()
                        if k not in ("func", "command", "data_command")}
     if args.val_list is not None or args.val_fraction is not None:

@@ -24,6 +24,7 @@ class DecodeOptions:
     resize: tuple[int, int] | None = None  # (width, height)
     encoded: bool = False
     palette: tuple[np.ndarray, np.ndarray] | None = None  # from sources.palette_lut
+    allow_lossy_labels: bool = False
 
 
 @dataclass(frozen=True)
@@ -36,15 +37,17 @@ class Record:
     bgr_sum: tuple[float, float, float]
     height: int
     width: int
+    lossy_label: str | None = None  # the label file's lossy format, when --allow-lossy-labels let it in
 
 
 @dataclass(frozen=True)
 class Bad:
-    """Why a pair cannot be used; `file` is the offending file."""
+    """Why a pair cannot be used; `file` is the offending file; `fix` when the generic one is wrong."""
 
     where: str
     file: str
     reason: str
+    fix: str = ""
 
     def to_dict(self) -> dict[str, str]:
         return {"where": self.where, "file": self.file, "reason": self.reason}
@@ -53,9 +56,9 @@ class Bad:
 class _Problem(Exception):
     """Internal: carries (file, reason) out of the nested readers."""
 
-    def __init__(self, file: Path, reason: str) -> None:
+    def __init__(self, file: Path, reason: str, fix: str = "") -> None:
         super().__init__(reason)
-        self.file, self.reason = str(file), reason
+        self.file, self.reason, self.fix = str(file), reason, fix
 
 
 def _read_bytes(path: Path) -> np.ndarray:
@@ -91,20 +94,57 @@ def read_image(path: Path) -> np.ndarray:
     return img
 
 
-def read_label(path: Path, palette: tuple[np.ndarray, np.ndarray] | None) -> np.ndarray:
+def _webp_is_lossy(data: bytes) -> bool:
+    """A WebP with a 'VP8 ' chunk (not 'VP8L') is lossy; walk the RIFF chunks to find out."""
+    pos = 12
+    while pos + 8 <= len(data):
+        fourcc, size = data[pos:pos + 4], int.from_bytes(data[pos + 4:pos + 8], "little")
+        if fourcc == b"VP8 ":
+            return True
+        pos += 8 + size + (size & 1)
+    return False
+
+
+def lossy_format(pil_format: str | None, data: bytes) -> str | None:
+    """'JPEG' or 'WebP (lossy)' when the file's content (not its name) is lossily compressed."""
+    if pil_format in ("JPEG", "MPO"):
+        return "JPEG"
+    if pil_format == "WEBP" and _webp_is_lossy(data):
+        return "WebP (lossy)"
+    return None
+
+
+LOSSY_FIX = ("use the lossless originals (PNG), or pass --allow-lossy-labels if these labels are what you "
+             "want to train on (stats.json then says how many files were lossy)")
+
+
+def read_label(path: Path, palette: tuple[np.ndarray, np.ndarray] | None,
+               allow_lossy: bool = False) -> tuple[np.ndarray, str | None]:
     """H x W class ids: index PNGs as stored, paletted PNGs by palette index (not colour),
-    colour-coded labels through the palette file."""
+    colour-coded labels through the palette file; and the lossy format if the file has one.
+
+    Lossy files are refused unless `allow_lossy`: JPEG blurs the edges between classes into ids
+    that no annotator drew (a road/sky edge grows a rim of the classes numbered in between)."""
     from PIL import Image
 
     buf = _read_bytes(path)
     _check_complete(path, buf)
+    data = buf.tobytes()
     try:
-        with Image.open(io.BytesIO(buf.tobytes())) as im:
+        with Image.open(io.BytesIO(data)) as im:
+            lossy = lossy_format(im.format, data)
+            if lossy and not allow_lossy:
+                raise _Problem(path, f"label file is {lossy}: lossy compression changes class ids along edges "
+                                     "and invents classes that are not in the annotation", LOSSY_FIX)
             im.load()
             mode = im.mode
             arr = np.asarray(im)
     except (OSError, SyntaxError, ValueError) as e:
         raise _Problem(path, f"not a readable label image ({e})") from None
+    return _label_ids(path, mode, arr, palette), lossy
+
+
+def _label_ids(path: Path, mode: str, arr: np.ndarray, palette: tuple[np.ndarray, np.ndarray] | None) -> np.ndarray:
     if mode in ("P", "L", "1") or mode.startswith("I"):
         if arr.size and (arr.min() < 0 or arr.max() > 255):
             raise _Problem(path, f"label values {arr.min()}..{arr.max()} do not fit 0..255")
@@ -169,9 +209,9 @@ def decode_pair(pair: Pair, opts: DecodeOptions) -> Record | Bad:
     """Read, check, resize and serialize one pair. Never raises for bad data: returns Bad."""
     try:
         img = read_image(pair.image)
-        label = counts = None
+        label = counts = lossy = None
         if pair.label is not None:
-            label = read_label(pair.label, opts.palette)
+            label, lossy = read_label(pair.label, opts.palette, opts.allow_lossy_labels)
             if label.shape != img.shape[:2]:
                 raise _Problem(pair.label, f"label is {label.shape[1]}x{label.shape[0]} but image "
                                            f"{pair.image} is {img.shape[1]}x{img.shape[0]} (WxH)")
@@ -183,12 +223,12 @@ def decode_pair(pair: Pair, opts: DecodeOptions) -> Record | Bad:
                 label = _resize(label, opts.resize, nearest=True)
                 counts = np.bincount(label.ravel(), minlength=256)
     except _Problem as p:
-        return Bad(pair.where, p.file, p.reason)
+        return Bad(pair.where, p.file, p.reason, p.fix)
     import cv2
 
     bgr = cv2.sumElems(img)  # 15x faster than numpy's sum over H x W x 3 uint8
     return Record(_to_datum(img, opts.encoded), None if label is None else _to_datum(label, opts.encoded),
-                  counts, (float(bgr[0]), float(bgr[1]), float(bgr[2])), img.shape[0], img.shape[1])
+                  counts, (float(bgr[0]), float(bgr[1]), float(bgr[2])), img.shape[0], img.shape[1], lossy)
 
 
 def init_worker() -> None:

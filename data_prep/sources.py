@@ -2,6 +2,7 @@
 palette file for colour-coded labels. Every problem is a UserError naming file and line."""
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -9,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from common.errors import UserError
+from data_prep.fsutil import read_utf8
 
 IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".ppm", ".webp"}
 
@@ -37,7 +39,7 @@ def read_list(list_file: Path, root: Path | None = None, *, labels: bool = True)
     if not root.is_dir():
         raise UserError(f"root folder {root} does not exist", "pass --root DIR, the folder the list's paths are relative to")
     pairs: list[Pair] = []
-    for n, line in enumerate(list_file.read_text(errors="replace").splitlines(), start=1):
+    for n, line in enumerate(read_utf8(list_file, "list file").splitlines(), start=1):
         text = line.strip()
         if not text or text.startswith("#"):
             continue
@@ -64,6 +66,11 @@ def pair_folders(images: Path, labels: Path) -> list[Pair]:
         for p in sorted(Path(d).iterdir()):
             if p.suffix.lower() not in IMAGE_EXTS:
                 continue
+            try:
+                p.name.encode()
+            except UnicodeEncodeError:
+                raise UserError(f"file name {str(os.fsencode(p.name))[2:-1]} in {d} is not valid UTF-8 (it becomes the LMDB key)",
+                                "rename it to UTF-8, e.g. convmv -f latin1 -t utf-8 --notest FILE") from None
             if p.stem in found:
                 raise UserError(f"{p} and {found[p.stem]} have the same stem {p.stem!r}",
                                 "keep one file per stem in each folder")
@@ -110,7 +117,7 @@ def read_palette(path: Path, num_classes: int, ignore_label: int) -> dict[tuple[
     if not path.is_file():
         raise UserError(f"palette file {path} does not exist", "check the path given to --palette")
     table: dict[tuple[int, int, int], int] = {}
-    for n, line in enumerate(path.read_text().splitlines(), start=1):
+    for n, line in enumerate(read_utf8(path, "palette file").splitlines(), start=1):
         text = line.strip()
         if not text or text.startswith("#"):
             continue

@@ -93,13 +93,21 @@ def _parse_size(size: tuple[int, int] | str) -> tuple[int, int]:
     return size
 
 
+def _write_png(path: Path, arr: np.ndarray) -> None:
+    """cv2.imwrite only returns False on a full disk; writing the bytes ourselves raises ENOSPC."""
+    import cv2
+
+    ok, png = cv2.imencode(".png", arr)
+    if not ok:
+        raise RuntimeError(f"cv2.imencode failed for {path}")
+    path.write_bytes(png.tobytes())
+
+
 def make_synthetic(out_dir: Path, *, seed: int = 0, train: int = 200, val: int = 50,
                    size: tuple[int, int] | str = (64, 64), ignore_ring: bool = True,
                    overwrite: bool = False) -> dict[str, Any]:
     """Write images/, labels/ (index PNGs), train.txt, val.txt (CamVid list format) and
     dataset.json into `out_dir`; return dataset.json's content."""
-    import cv2
-
     size = _parse_size(size)
     if train < 1 or val < 1:
         raise UserError(f"--train {train} / --val {val} must be >= 1", "ask for at least one image each")
@@ -113,8 +121,8 @@ def make_synthetic(out_dir: Path, *, seed: int = 0, train: int = 200, val: int =
             for i in range(n):
                 img, label = make_sample(size, rng, ignore_ring)
                 name = f"{split}_{i:04d}.png"
-                cv2.imwrite(str(tmp / "images" / name), img)
-                cv2.imwrite(str(tmp / "labels" / name), label)
+                _write_png(tmp / "images" / name, img)
+                _write_png(tmp / "labels" / name, label)
                 lines.append(f"images/{name} labels/{name}\n")
                 if split == "train":
                     counts += np.bincount(label.ravel(), minlength=256)

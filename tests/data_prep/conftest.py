@@ -1,10 +1,11 @@
-"""Fixtures for the data stage: a small synthetic dataset and the CamVid train LMDBs, built once."""
+"""Fixtures for the data stage: a small synthetic dataset, six coded pairs, and the CamVid train LMDBs."""
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
 import pytest
+from dp_helpers import coded_pairs, write_pairs
 
 os.environ.setdefault("GLOG_minloglevel", "2")
 
@@ -17,6 +18,14 @@ def synth_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("synth") / "ds"
     make_synthetic(out, seed=3, train=30, val=10)
     return out
+
+
+@pytest.fixture()
+def data(tmp_path: Path) -> Path:
+    """Six good pairs (24x32, classes 0..4) and list.txt, in tmp_path/data."""
+    images, labels = coded_pairs(6)
+    write_pairs(tmp_path / "data", images, labels)
+    return tmp_path / "data"
 
 
 @pytest.fixture(scope="session")

@@ -6,6 +6,7 @@ from pathlib import Path
 import cv2
 import lmdb
 import numpy as np
+import pytest
 
 
 def read_lmdb(path: Path) -> list[tuple[bytes, bytes]]:
@@ -58,3 +59,24 @@ def coded_pairs(n: int, h: int = 24, w: int = 32, seed: int = 0,
 def no_leftovers(parent: Path) -> list[str]:
     """Names in `parent` that look like a half-written output."""
     return [p.name for p in parent.iterdir() if ".partial-" in p.name or ".old-" in p.name]
+
+
+def cli_build(data: Path, out: Path, capsys: pytest.CaptureFixture[str], *extra: str) -> tuple[int, str, str]:
+    """`orchestrate data build` on data/list.txt (5 classes, ignore 255; `extra` may override): rc, stdout, stderr."""
+    from orchestrator.cli import main
+
+    rc = main(["data", "build", "--list", str(data / "list.txt"), "--out", str(out), "--num-classes", "5",
+               "--ignore-label", "255", "--quiet", "--workers", "2", *extra])
+    cap = capsys.readouterr()
+    return rc, cap.out, cap.err
+
+
+def assert_failed(rc: int, err: str, out: Path, *words: str) -> None:
+    """Exit 2, every word in the message, a fix, and no output nor half-written folder beside it."""
+    assert rc == 2, err
+    for w in words:
+        assert w in err, f"{w!r} not in: {err}"
+    assert "fix:" in err
+    assert not out.exists()
+    if out.parent.is_dir():
+        assert no_leftovers(out.parent) == []

@@ -8,33 +8,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from dp_helpers import coded_pairs, no_leftovers, read_lmdb, write_pairs
+from dp_helpers import assert_failed, cli_build as build, no_leftovers, read_lmdb
 
 from orchestrator.cli import main
-
-
-@pytest.fixture()
-def data(tmp_path: Path) -> Path:
-    """Six good pairs (24x32, classes 0..4) and list.txt, in tmp_path/data."""
-    images, labels = coded_pairs(6)
-    write_pairs(tmp_path / "data", images, labels)
-    return tmp_path / "data"
-
-
-def build(data: Path, out: Path, capsys: pytest.CaptureFixture[str], *extra: str) -> tuple[int, str, str]:
-    rc = main(["data", "build", "--list", str(data / "list.txt"), "--out", str(out), "--num-classes", "5",
-               "--ignore-label", "255", "--quiet", "--workers", "2", *extra])
-    cap = capsys.readouterr()
-    return rc, cap.out, cap.err
-
-
-def assert_failed(rc: int, err: str, out: Path, *words: str) -> None:
-    assert rc == 2, err
-    for w in words:
-        assert w in err, f"{w!r} not in: {err}"
-    assert "fix:" in err
-    assert not out.exists()
-    assert no_leftovers(out.parent) == []
 
 
 def test_missing_file(data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

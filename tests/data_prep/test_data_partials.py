@@ -1,0 +1,82 @@
+"""Builds killed with SIGKILL leave their hidden `.<out>.partial-*` folder; the next build of the same
+--out removes it, but never the folder of a build that is still running (that build holds a lock
+in it): a second build of the same --out meanwhile is refused, naming the pid."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from dp_helpers import caffe_datum_array, cli_build, no_leftovers, read_lmdb
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _partials(parent: Path, name: str) -> list[Path]:
+    return sorted(parent.glob(f".{name}.partial-*"))
+
+
+def _start_blocked_build(data: Path, out: Path) -> subprocess.Popen[bytes]:
+    """A real `orchestrate data build` that writes the six good pairs, then blocks reading a FIFO
+    listed as the seventh image (no writer ever opens it): a build caught mid-way, without timing."""
+    os.mkfifo(data / "img" / "fifo.png")
+    cv2.imwrite(str(data / "lab" / "fifo.png"), np.zeros((24, 32), np.uint8))
+    blocked = data / "blocked.txt"
+    blocked.write_text((data / "list.txt").read_text() + "img/fifo.png lab/fifo.png\n")
+    cmd = [sys.executable, "-m", "orchestrator.cli", "data", "build", "--list", str(blocked), "--out", str(out),
+           "--num-classes", "5", "--ignore-label", "255", "--workers", "1", "--quiet"]
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120  # a liveness guard, not a speed check
+    while not any((p / "labels" / "data.mdb").exists() for p in _partials(out.parent, out.name)):
+        if proc.poll() is not None:
+            pytest.fail(f"the build ended early (rc {proc.returncode}): {proc.stderr.read().decode()}")  # type: ignore[union-attr]
+        assert time.monotonic() < deadline, "the blocked build never created its partial folder"
+        time.sleep(0.05)
+    return proc
+
+
+def test_killed_build_cleaned_live_build_kept(data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "out"
+    proc = _start_blocked_build(data, out)
+    try:
+        [partial] = _partials(tmp_path, "out")
+        rc, _, err = cli_build(data, out, capsys)
+        assert rc == 2, err
+        assert f"pid {proc.pid}" in err and str(out) in err and "fix:" in err
+        assert partial.is_dir() and not out.exists()
+    finally:
+        proc.kill()
+        proc.wait()
+    assert partial.is_dir()  # SIGKILL leaves it: what the next build must clean
+    rc, _, err = cli_build(data, out, capsys)
+    assert rc == 0, err
+    assert not partial.exists() and no_leftovers(tmp_path) == [] and not (out / ".owner").exists()
+    assert f"removed {partial.name}" in err and f"pid {proc.pid}" in err
+    labels = [cv2.imread(str(data / "lab" / f"{i:03d}.png"), cv2.IMREAD_UNCHANGED) for i in range(6)]
+    got = [caffe_datum_array(v)[0] for _, v in read_lmdb(out / "labels")]
+    assert len(got) == 6 and all((g == want).all() for g, want in zip(got, labels))
+
+
+def test_legacy_partials_by_age(data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Folders without an owner record (older versions, or a kill right at the start): removed only
+    when nothing in them changed for an hour; another output's folders are never touched."""
+    stale, fresh, other = (tmp_path / ".out.partial-abc123", tmp_path / ".out.partial-def456",
+                           tmp_path / ".other.partial-xyz")
+    old_swap = tmp_path / ".out.old-q1w2e3"
+    for d in (stale, fresh, other, old_swap):
+        (d / "images").mkdir(parents=True)
+        (d / "images" / "data.mdb").write_bytes(b"\0" * 4096)
+    hour_ago = time.time() - 3700
+    for d in (stale, other, old_swap):
+        for p in (d / "images" / "data.mdb", d / "images", d):
+            os.utime(p, (hour_ago, hour_ago))
+    rc, _, err = cli_build(data, tmp_path / "out", capsys)
+    assert rc == 0, err
+    assert not stale.exists() and not old_swap.exists()
+    assert fresh.is_dir() and other.is_dir()
+    assert f"removed {stale.name}" in err
