@@ -1,16 +1,39 @@
 """The experiment schema: one strict, typed description of a run (YAML in, dataclasses out)."""
 from __future__ import annotations
 
+import argparse
+import copy
 import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 
 from common.errors import UserError
+from data_prep.cli import _size as parse_wxh  # the data stage's own --resize parser
 from orchestrator import schema
+from orchestrator.schema import Check, Limits, rule
+
+# Limits shared by many fields; the others are declared inline with their field.
+Count = Annotated[int, Limits(ge=1)]  # iterations, intervals, sizes: 0 would divide by zero or mean nothing
+NonNegInt = Annotated[int, Limits(ge=0)]
+PosFloat = Annotated[float, Limits(gt=0)]
+NonNegFloat = Annotated[float, Limits(ge=0)]
+Fraction = Annotated[float, Limits(ge=0, lt=1)]  # moving-average decays
+Label = Annotated[int, Limits(ge=0, le=255)]  # labels are stored as uint8
+Classes = Annotated[int, Limits(ge=1, le=255)]
+
+
+def _is_wxh(text: str) -> bool:
+    try:
+        return min(parse_wxh(text)) >= 1
+    except argparse.ArgumentTypeError:
+        return False
+
+
+_NAME = re.compile(r"\w[\w.-]{0,99}")  # starts like a word: never '.', '..', a hidden dir or an option
 
 
 @dataclass
@@ -19,11 +42,16 @@ class BuildCfg:
 
     root: str
     train_list: str
-    num_classes: int
+    num_classes: Classes
     val_list: str | None = None
-    ignore_label: int = 255
-    resize: str | None = None
+    ignore_label: Label = 255
+    resize: Annotated[str, Check(_is_wxh, "WIDTHxHEIGHT with positive integers, e.g. 240x180")] | None = None
     encoded: bool = False
+
+    @property
+    def size(self) -> tuple[int, int] | None:
+        """`resize` as (width, height), parsed like `orchestrate data build --resize`."""
+        return parse_wxh(self.resize) if self.resize else None
 
 
 @dataclass
@@ -31,16 +59,17 @@ class AugmentCfg:
     """Augmentation; only the paired data layer can apply it to image and label alike."""
 
     mirror: bool = False
-    crop: list[int] | None = None
-    scale: list[float] | None = None
+    crop: list[Count] | None = None
+    scale: list[PosFloat] | None = None
 
-    def check(self) -> list[str]:
-        errs = []
-        if self.crop is not None and (len(self.crop) != 2 or min(self.crop) <= 0):
-            errs.append("crop: must be [height, width] with positive values")
-        if self.scale is not None and (len(self.scale) != 2 or not 0 < self.scale[0] <= self.scale[1]):
-            errs.append("scale: must be [min, max] with 0 < min <= max")
-        return errs
+    @rule("crop")
+    def _crop_pair(self) -> str | None:
+        return None if self.crop is None or len(self.crop) == 2 else f"must be [height, width], got {self.crop}"
+
+    @rule("scale")
+    def _scale_range(self) -> str | None:
+        ok = self.scale is None or (len(self.scale) == 2 and self.scale[0] <= self.scale[1])
+        return None if ok else f"must be [min, max] with min <= max, got {self.scale}"
 
 
 @dataclass
@@ -50,18 +79,16 @@ class DataCfg:
     build: BuildCfg | None = None
     layer: Literal["lmdb", "paired"] = "lmdb"
     augment: AugmentCfg = field(default_factory=AugmentCfg)
-    batch_size: int = 8
-    val_batch_size: int = 1
+    batch_size: Count = 8
+    val_batch_size: Count = 1
 
-    def check(self) -> list[str]:
-        errs = []
-        if self.batch_size < 1 or self.val_batch_size < 1:
-            errs.append("batch_size: must be >= 1")
+    @rule("augment", "layer")
+    def _augment_needs_paired(self) -> str | None:
         a = self.augment
         if self.layer == "lmdb" and (a.mirror or a.crop or a.scale):
-            errs.append("augment: needs layer: paired (two native Data layers cannot share a random "
-                        "mirror/crop, so image and label would no longer match)")
-        return errs
+            return ("needs layer: paired (two native Data layers cannot share a random "
+                    "mirror/crop, so image and label would no longer match)")
+        return None
 
 
 @dataclass
@@ -69,50 +96,50 @@ class NetCfg:
     arch: Literal["compact", "fcn32s", "fcn16s", "fcn8s"] = "compact"
     prototxt: str | None = None
     val_prototxt: str | None = None
-    num_classes: int | None = None
-    ignore_label: int | None = None
-    width: int = 16
-    depth: int = 3
+    num_classes: Count | None = None
+    ignore_label: NonNegInt | None = None
+    width: Count = 16
+    depth: Count = 3
     batch_norm: bool = False
     filler: Literal["msra", "xavier"] = "msra"
     loss: Literal["softmax", "infogain"] = "softmax"
     normalization: Literal["VALID", "BATCH_SIZE", "FULL", "NONE"] = "VALID"
     learn_upsample: bool = False
 
-    def check(self) -> list[str]:
-        errs = []
-        if self.width < 1 or self.depth < 1:
-            errs.append("width/depth: must be >= 1")
-        if self.val_prototxt and not self.prototxt:
-            errs.append("val_prototxt: needs prototxt (the user's train net) as well")
-        return errs
+    @rule("val_prototxt", "prototxt")
+    def _val_needs_train(self) -> str | None:
+        return "needs prototxt (the user's train net) as well" if self.val_prototxt and not self.prototxt else None
 
 
 @dataclass
 class SolverCfg:
     type: Literal["SGD", "Nesterov", "Adam", "AdaGrad", "RMSProp", "AdaDelta"] = "SGD"
-    base_lr: float = 0.01
+    base_lr: PosFloat = 0.01
     lr_policy: Literal["fixed", "step", "multistep", "poly", "exp", "inv", "sigmoid"] = "fixed"
-    gamma: float = 0.1
-    power: float = 0.9
-    stepsize: int = 1000
-    stepvalue: list[int] = field(default_factory=list)
-    momentum: float = 0.9
-    momentum2: float = 0.999
-    weight_decay: float = 0.0005
-    iter_size: int = 1
-    max_iter: int = 1000
-    clip_gradients: float = -1.0
+    gamma: float = 0.1  # > 0 except for sigmoid, where a negative gamma decays (see _gamma_sign)
+    power: NonNegFloat = 0.9
+    stepsize: Count = 1000
+    stepvalue: list[Count] = field(default_factory=list)
+    momentum: Fraction = 0.9
+    momentum2: Fraction = 0.999
+    weight_decay: NonNegFloat = 0.0005
+    iter_size: Count = 1
+    max_iter: Count = 1000
+    clip_gradients: Annotated[float, Limits(gt=0, also=(-1,), hint="-1 turns clipping off")] = -1.0
 
-    def check(self) -> list[str]:
-        errs = []
-        if self.base_lr <= 0:
-            errs.append("base_lr: must be > 0")
-        if self.max_iter < 1 or self.iter_size < 1:
-            errs.append("max_iter/iter_size: must be >= 1")
+    @rule("stepvalue", "lr_policy")
+    def _stepvalue(self) -> str | None:
         if self.lr_policy == "multistep" and not self.stepvalue:
-            errs.append("stepvalue: lr_policy multistep needs a list of iterations")
-        return errs
+            return "lr_policy multistep needs a list of iterations"
+        if any(a >= b for a, b in zip(self.stepvalue, self.stepvalue[1:])):
+            return f"must increase (the iterations where lr drops, in order), got {self.stepvalue}"
+        return None
+
+    @rule("gamma", "lr_policy")
+    def _gamma_sign(self) -> str | None:
+        if self.lr_policy != "sigmoid" and self.gamma <= 0:
+            return f"must be > 0 for lr_policy {self.lr_policy}, got {self.gamma!r}"
+        return None
 
 
 @dataclass
@@ -125,24 +152,26 @@ class SurgeryCfg:
 class ChecksCfg:
     """Statistics interval and the divergence thresholds (see orchestrator.rules)."""
 
-    stats_interval: int = 10
-    loss_factor: float = 10.0
-    loss_window: int = 20
-    warmup: int = 10
-    saturation_loss: float = 87.3365
-    update_ratio_max: float = 1.0
-    update_ratio_min: float = 0.0
+    stats_interval: Count = 10
+    loss_factor: Annotated[float, Limits(gt=1, hint="a loss this many times the recent median is divergence")] = 10.0
+    loss_window: Count = 20
+    warmup: NonNegInt = 10
+    saturation_loss: PosFloat = 87.3365
+    update_ratio_max: PosFloat = 1.0
+    update_ratio_min: NonNegFloat = 0.0
     zero_blobs: bool = True
 
-    def check(self) -> list[str]:
-        return ["stats_interval: must be >= 1"] if self.stats_interval < 1 else []
+    @rule("update_ratio_min", "update_ratio_max")
+    def _ratio_order(self) -> str | None:
+        ok = self.update_ratio_min < self.update_ratio_max
+        return None if ok else f"must be below checks.update_ratio_max ({self.update_ratio_max:g})"
 
 
 @dataclass
 class ValidationCfg:
     enabled: bool = True
-    interval: int = 100
-    max_images: int | None = None
+    interval: Count = 100
+    max_images: Count | None = None
 
 
 @dataclass
@@ -151,44 +180,47 @@ class EarlyStopCfg:
 
     enabled: bool = False
     metric: Literal["mean_iu", "pixel_accuracy", "mean_accuracy", "fw_iu"] = "mean_iu"
-    patience: int = 5
-    min_delta: float = 0.0
+    patience: Count = 5
+    min_delta: NonNegFloat = 0.0
 
 
 @dataclass
 class LrPlateauCfg(EarlyStopCfg):
     """The same plateau test, but multiply base_lr by `factor` instead of stopping."""
 
-    patience: int = 3
-    factor: float = 0.5
-    min_lr: float = 1e-7
-
-    def check(self) -> list[str]:
-        return [] if 0 < self.factor < 1 else ["factor: must be between 0 and 1"]
+    patience: Count = 3
+    factor: Annotated[float, Limits(gt=0, lt=1)] = 0.5
+    min_lr: NonNegFloat = 1e-7
 
 
 @dataclass
 class SnapshotCfg:
-    interval: int = 500
-    keep_last: int = 2
+    interval: Count = 500
+    # >= 1 even with keep_best: the best may be old or not exist yet (no validation so far), and a
+    # crash must always leave the newest state to resume from.
+    keep_last: Annotated[int, Limits(ge=1, hint=(
+        "resume continues from the newest snapshot; with 0 each snapshot would be deleted as soon as it "
+        "is written and a crash would leave nothing to resume; keep_best keeps the best one besides"))] = 2
     keep_best: bool = True
 
 
 @dataclass
 class ProgressCfg:
     quiet: bool = False
-    log_interval: int = 1
+    log_interval: Count = 1
 
 
 @dataclass
 class Experiment:
-    name: str
+    name: Annotated[str, Check(_NAME.fullmatch, (
+        "a plain name (it names the run directory runs/<name>): letters, digits, '.', '_' or '-', "
+        "starting with a letter, digit or '_', at most 100 characters"))]
     data: DataCfg
     net: NetCfg = field(default_factory=NetCfg)
     solver: SolverCfg = field(default_factory=SolverCfg)
-    device: str = "cpu"
+    device: Annotated[str, Check(re.compile(r"cpu|gpu:[0-9]+").fullmatch, "'cpu' or 'gpu:N'")] = "cpu"
     weights: str | None = None
-    seed: int = 0
+    seed: NonNegInt = 0
     surgery: SurgeryCfg = field(default_factory=SurgeryCfg)
     checks: ChecksCfg = field(default_factory=ChecksCfg)
     validation: ValidationCfg = field(default_factory=ValidationCfg)
@@ -197,21 +229,23 @@ class Experiment:
     snapshot: SnapshotCfg = field(default_factory=SnapshotCfg)
     progress: ProgressCfg = field(default_factory=ProgressCfg)
 
-    def check(self) -> list[str]:
-        errs = []
-        if not re.fullmatch(r"cpu|gpu:\d+", self.device):
-            errs.append(f"device: must be 'cpu' or 'gpu:N', got {self.device!r}")
-        if not re.fullmatch(r"[\w.-]+", self.name or ""):
-            errs.append("name: use letters, digits, '.', '_' or '-' (it names the run directory)")
-        if (self.early_stop.enabled or self.lr_on_plateau.enabled) and not (
-                self.validation.enabled and (self.data.val or self.net.val_prototxt)):
-            errs.append("early_stop/lr_on_plateau: need validation data (data.val) and validation.enabled")
-        return errs
+    def _has_validation(self) -> bool:
+        return self.validation.enabled and bool(self.data.val or self.net.val_prototxt)
+
+    @rule("early_stop.enabled", "validation.enabled", "data.val", "net.val_prototxt")
+    def _early_stop_needs_val(self) -> str | None:
+        return None if not self.early_stop.enabled or self._has_validation() else _NEEDS_VAL
+
+    @rule("lr_on_plateau.enabled", "validation.enabled", "data.val", "net.val_prototxt")
+    def _plateau_needs_val(self) -> str | None:
+        return None if not self.lr_on_plateau.enabled or self._has_validation() else _NEEDS_VAL
 
     @property
     def gpu_id(self) -> int | None:
         return int(self.device.split(":")[1]) if self.device.startswith("gpu:") else None
 
+
+_NEEDS_VAL = "needs validation data (data.val) and validation.enabled"
 
 _PATH_KEYS = (("data", "train"), ("data", "val"), ("data", "build", "root"), ("net", "prototxt"),
               ("net", "val_prototxt"), ("weights",))
@@ -222,12 +256,16 @@ def parse_override(text: str) -> tuple[str, Any]:
     if "=" not in text:
         raise UserError(f"--set {text!r}: expected dotted.key=value", "for example --set solver.base_lr=0.001")
     key, raw = text.split("=", 1)
-    return key.strip(), yaml.safe_load(raw) if raw.strip() else ""
+    try:
+        return key.strip(), yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as e:
+        raise UserError(f"--set {text!r}: not a YAML value ({e.problem or e})",
+                        "quote it or close its brackets, e.g. --set solver.stepvalue=[100,200]") from e
 
 
 def from_dict(raw: dict[str, Any], overrides: list[str] = (), source: str = "<dict>") -> Experiment:
     """Validate a raw mapping (plus --set overrides); raise UserError listing every problem."""
-    raw = dict(raw or {})
+    raw = copy.deepcopy(raw or {})  # overrides must not leak into the caller's nested dicts
     for o in overrides:
         schema.set_dotted(raw, *parse_override(o))
     errors: list[str] = []
@@ -244,7 +282,12 @@ def load_experiment(path: str | os.PathLike[str], overrides: list[str] = ()) -> 
     if not p.is_file():
         raise UserError(f"{p}: experiment file not found", "give the path of an experiment YAML, e.g. experiments/demo.yaml")
     try:
-        raw = yaml.safe_load(p.read_text())
+        raw = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as e:
+        raise UserError(f"{p}: not UTF-8 text (byte 0x{e.object[e.start]:02x} at offset {e.start})",
+                        "save the experiment file as UTF-8") from e
+    except OSError as e:
+        raise UserError(f"{p}: cannot read the experiment file: {e.strerror}", "check the path and its permissions") from e
     except yaml.YAMLError as e:
         raise UserError(f"{p}: not valid YAML: {e}", "fix the YAML syntax at the line shown") from e
     if not isinstance(raw, dict):

@@ -3,20 +3,81 @@
 Why not a library: the rules are few and ours (unknown keys are errors with their path and a
 "did you mean", every error is collected before reporting, numbers written like 1e-4 are
 accepted although YAML 1.1 reads them as strings), and the venv stays small.
+
+Limits live with the field they limit: `Annotated[int, Limits(ge=1)]` or `Annotated[str, Check(...)]`.
+Checks that relate several fields are methods marked `@rule("a", "b.c")`; each runs on its own and
+only when its fields loaded cleanly, so a mistyped field never hides another field's problem.
 """
 from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
+import operator
 import types
-from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
+from collections.abc import Callable
+from typing import Annotated, Any, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
 
 T = TypeVar("T")
+F = TypeVar("F", bound=Callable[..., Any])
 _MISSING = dataclasses.MISSING
+INT_MAX = 2**31 - 1  # Caffe keeps iterations, sizes and seeds in 32-bit protobuf fields
+
+
+@dataclasses.dataclass(frozen=True)
+class Limits:
+    """Bounds of a number, declared with its field; `also` lists values allowed outside them (-1: off)."""
+
+    ge: float | None = None
+    gt: float | None = None
+    le: float | None = None
+    lt: float | None = None
+    also: tuple[float, ...] = ()
+    hint: str = ""
+
+    def problem(self, value: float) -> str | None:
+        """None if `value` is within the limits, else 'must be ..., got ...'."""
+        bounds = [(op, b) for op, b in ((">=", self.ge), (">", self.gt), ("<=", self.le), ("<", self.lt))
+                  if b is not None]
+        if value in self.also or all(_COMPARE[op](value, b) for op, b in bounds):
+            return None
+        wanted = " and ".join(f"{op} {b:g}" for op, b in bounds) + "".join(f" or {v:g}" for v in self.also)
+        return f"must be {wanted}, got {value!r}" + (f" ({self.hint})" if self.hint else "")
+
+
+_COMPARE = {">=": operator.ge, ">": operator.gt, "<=": operator.le, "<": operator.lt}
+
+
+@dataclasses.dataclass(frozen=True)
+class Check:
+    """Any other limit of one field: `test(value)` true (an exception counts as false), else 'must be <expected>'."""
+
+    test: Callable[[Any], Any]
+    expected: str
+
+    def problem(self, value: Any) -> str | None:
+        try:
+            if self.test(value):
+                return None
+        except (TypeError, ValueError):
+            pass
+        return f"must be {self.expected}, got {value!r}"
+
+
+def rule(*fields: str) -> Callable[[F], F]:
+    """Mark a method `(self) -> str | None` as a check across `fields` (dotted, relative to its
+    dataclass). Its problem is reported at the first field; it is skipped while any of its fields
+    already has an error, so it always sees well-typed values."""
+    def mark(fn: F) -> F:
+        fn.schema_fields = fields  # type: ignore[attr-defined]
+        return fn
+    return mark
 
 
 def _type_name(tp: Any) -> str:
     origin = get_origin(tp)
+    if origin is Annotated:
+        return _type_name(get_args(tp)[0])
     if origin is Literal:
         return " | ".join(repr(a) for a in get_args(tp))
     if origin in (Union, types.UnionType):
@@ -33,11 +94,21 @@ def _type_name(tp: Any) -> str:
 def convert(tp: Any, value: Any, path: str, errors: list[str]) -> Any:
     """Check `value` against annotation `tp`; append 'path: problem' to errors; return the value."""
     origin = get_origin(tp)
+    if origin is Annotated:
+        base, *limits = get_args(tp)
+        before = len(errors)
+        value = convert(base, value, path, errors)
+        if len(errors) == before:
+            errors.extend(f"{path}: {p}" for p in (lim.problem(value) for lim in limits) if p)
+        return value
     if origin in (Union, types.UnionType):
         args = get_args(tp)
         if value is None and type(None) in args:
             return None
-        for a in (a for a in args if a is not type(None)):
+        options = [a for a in args if a is not type(None)]
+        if len(options) == 1:  # X | None: X's own, precise message
+            return convert(options[0], value, path, errors)
+        for a in options:
             trial: list[str] = []
             out = convert(a, value, path, trial)
             if not trial:
@@ -65,16 +136,23 @@ def convert(tp: Any, value: Any, path: str, errors: list[str]) -> Any:
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
             errors.append(f"{path}: expected an integer, got {value!r}")
+        elif abs(value) > INT_MAX:
+            errors.append(f"{path}: must be <= {INT_MAX} (Caffe stores it in 32 bits), got {value!r}")
         return value
     if tp is float:
         if isinstance(value, bool):
             errors.append(f"{path}: expected a number, got {value!r}")
             return value
         try:
-            return float(value)
+            number = float(value)
+        except OverflowError:  # an integer beyond any float
+            number = math.inf
         except (TypeError, ValueError):
             errors.append(f"{path}: expected a number, got {value!r}")
             return value
+        if not math.isfinite(number):
+            errors.append(f"{path}: must be a finite number, got {number!r}")
+        return number
     if tp is str:
         if not isinstance(value, str):
             errors.append(f"{path}: expected a string, got {value!r}")
@@ -86,8 +164,9 @@ def convert(tp: Any, value: Any, path: str, errors: list[str]) -> Any:
 
 def load(cls: type[T], data: Any, path: str, errors: list[str]) -> T:
     """Build dataclass `cls` from a mapping, collecting every error instead of stopping at one."""
-    hints = get_type_hints(cls)
+    hints = get_type_hints(cls, include_extras=True)
     fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    first_error = len(errors)
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -107,14 +186,27 @@ def load(cls: type[T], data: Any, path: str, errors: list[str]) -> T:
             errors.append(f"{path + '.' if path else ''}{name}: required key is missing")
             kwargs[name] = None
     obj = cls(**kwargs)
-    check = getattr(obj, "check", None)
-    if check is not None:
-        try:
-            problems = check()
-        except (TypeError, AttributeError, ValueError):  # a field already reported as mistyped
-            problems = []
-        errors.extend(f"{path + '.' if path else ''}{msg}" for msg in problems)
+    bad = [e.split(": ", 1)[0] for e in errors[first_error:]]
+    for check in _rules(cls):
+        where = [f"{path}.{f}" if path else f for f in check.schema_fields]
+        if not any(_overlap(w, b) for w in where for b in bad):
+            problem = check(obj)
+            if problem:
+                errors.append(f"{where[0]}: {problem}")
     return obj
+
+
+def _rules(cls: type) -> list[Any]:
+    """The @rule methods of `cls` and its bases, in the order they are defined."""
+    found: dict[str, Any] = {}
+    for klass in reversed(cls.__mro__):
+        found.update((n, fn) for n, fn in vars(klass).items() if hasattr(fn, "schema_fields"))
+    return list(found.values())
+
+
+def _overlap(field: str, bad: str) -> bool:
+    """Whether an error at path `bad` concerns `field`: the same path, a parent or a part of it."""
+    return bad == field or field.startswith((bad + ".", bad + "[")) or bad.startswith((field + ".", field + "["))
 
 
 def to_dict(obj: Any) -> Any:
