@@ -22,7 +22,9 @@ _LAYER_RES = (
     re.compile(r"Unknown bottom blob '(?P<blob>[\w/.-]+)' \(layer '(?P<layer>[\w/.-]+)'"),
     re.compile(r"^(?P<layer>[\w/.-]+) (?:does not need backward|needs backward)"),
 )
-_LAST_LAYER_RE = re.compile(r"Creating Layer (?P<layer>[\w/.-]+)|Setting up (?P<layer2>[\w/.-]+)")
+# Caffe's layer factory logs "Creating layer X" before it looks the type up (an unknown type
+# aborts right after it); the net logs "Creating Layer X" and "Setting up X" once it exists
+_LAST_LAYER_RE = re.compile(r"Creating [Ll]ayer (?P<layer>[\w/.-]+)|Setting up (?P<layer2>[\w/.-]+)")
 
 
 @dataclass(frozen=True)

@@ -11,20 +11,21 @@ from pathlib import Path
 from typing import Any, Callable
 
 from common.findings import SEVERITIES, Finding
-from nets import lossnorm, rules_data, rules_params
+from nets import forks, lossnorm, rules_data, rules_params, zeroinit
 from nets.graph import Context
 from nets.prototxt import load_net, load_solver, read_meta, weight_layer_names
 
 Rule = Callable[[Any, Context], list[Finding]]
+LABEL_RANGE = ("ignore-label-mismatch", "num-output-mismatch")
 # every static rule, in report order; each is a pure function tests can drive
 STATIC_RULES: tuple[Rule, ...] = (
-    rules_params.check_zero_init, rules_params.check_deconv, rules_params.check_batchnorm,
+    forks.check_fork_layers, rules_params.check_zero_init, rules_params.check_deconv, rules_params.check_batchnorm,
     rules_data.check_num_output, rules_data.check_ignore_label, rules_data.check_augmentation,
     rules_data.check_infogain_input, rules_data.check_validation,
 )
 # the val net shares the train net's weights and trains nothing itself
 VAL_RULES: tuple[Rule, ...] = (
-    rules_params.check_deconv, rules_params.check_batchnorm, rules_data.check_num_output,
+    forks.check_fork_layers, rules_params.check_deconv, rules_params.check_batchnorm, rules_data.check_num_output,
     rules_data.check_ignore_label, rules_data.check_augmentation,
 )
 
@@ -48,7 +49,7 @@ def static_findings(net: Any, ctx: Context, rules: tuple[Rule, ...] = STATIC_RUL
 
 
 def _context(net: Any, meta: dict[str, Any], data_stats: dict[str, Any] | None, solver: Any,
-             weights: str | None, has_val: bool) -> Context:
+             weights: str | None, has_val: bool, surgery: bool) -> Context:
     stats = data_stats or {}
     pixels, batch = lossnorm.input_size(net, data_stats)
     # without stats.json, an ignore label the run was configured with (meta) is the reference
@@ -58,36 +59,46 @@ def _context(net: Any, meta: dict[str, Any], data_stats: dict[str, Any] | None, 
         ignore_label=stats["ignore_label"] if "ignore_label" in stats else meta.get("ignore_label"),
         stats_given=known_ignore,
         weight_layers=frozenset(weight_layer_names(weights)) if weights else frozenset(),
-        solver=solver, has_val_net=has_val, pixels=pixels, batch=batch, meta=meta)
+        solver=solver, has_val_net=has_val, pixels=pixels, batch=batch, meta=meta, surgery=surgery)
 
 
 def diagnose(train_prototxt: str, *, val_prototxt: str | None = None, solver: str | None = None,
              weights: str | None = None, data_stats: dict[str, Any] | None = None,
              meta: dict[str, Any] | None = None, dynamic: bool = True,
-             log_dir: str | None = None, timeout: float = 600) -> list[Finding]:
+             log_dir: str | None = None, timeout: float = 600, surgery: bool = True) -> list[Finding]:
     """Findings for a net, errors first. `meta` defaults to the prototxt's `# segorch-meta:`
     header; `data_stats` is the data stage's stats.json; the dynamic check (one
-    forward/backward in a child, log under `log_dir`) runs when `dynamic` is true.
-    Raises UserError for a missing or unparsable file."""
+    forward/backward in a child, log under `log_dir`) runs when `dynamic` is true; `surgery`
+    says whether the run's bilinear surgery fills the upsampling layers (surgery.bilinear).
+    Raises UserError for a missing, empty, binary or unparsable file."""
     net = load_net(train_prototxt)
     meta = dict(meta if meta is not None else (read_meta(Path(train_prototxt).read_text()) or {}))
     solver_param = load_solver(solver) if solver else None
     val_net = load_net(val_prototxt) if val_prototxt else None
-    ctx = _context(net, meta, data_stats, solver_param, weights, val_net is not None)
+    ctx = _context(net, meta, data_stats, solver_param, weights, val_net is not None, surgery)
     findings = static_findings(net, ctx)
     if val_net is not None:
         train_layers = frozenset(x.name for x in net.layer)
         val_ctx = replace(ctx, weight_layers=ctx.weight_layers | train_layers)
         findings += [f for f in static_findings(val_net, val_ctx, VAL_RULES)
                      if (f.code, f.layer) not in {(g.code, g.layer) for g in findings}]
-    if dynamic:
+    # a net this Caffe cannot build (a fork's layers) has nothing to probe
+    if dynamic and not any(f.code == "fork-layer" for f in findings):
         from nets import dynamic as dyn
 
-        stats, failure = dyn.probe(train_prototxt, weights=weights, log_dir=log_dir, timeout=timeout)
+        stats, failure = dyn.probe(train_prototxt, weights=weights, log_dir=log_dir, timeout=timeout,
+                                   surgery=surgery)
         if failure is not None:
             findings.append(failure)
         else:
-            findings += dyn.findings_from_stats(stats, net)
+            flow = zeroinit.analyse(net, ctx)
+            seen = {(f.code, f.layer) for f in findings}
+            # the static label-range errors already say what the batch's bad labels show
+            static_range = any(f.code in LABEL_RANGE and f.severity == "error" for f in findings)
+            findings += [f for f in dyn.findings_from_stats(stats, net, zero_output=flow.zero_output,
+                                                            no_gradient=flow.no_gradient)
+                         if (f.code, f.layer) not in seen
+                         and not (static_range and f.code == "label-out-of-range")]
             pixels, batch = dyn.loss_input_size(stats)
             if pixels:
                 ctx = replace(ctx, pixels=pixels, batch=batch)

@@ -11,7 +11,7 @@ from typing import Any
 
 from common.child import ChildResult, run_child
 from common.findings import Finding
-from nets.graph import CLASS_LOSSES, in_phase, lr_mults
+from nets.graph import CLASS_LOSSES, in_phase, lr_mults, signal_bottoms
 from nets.probe import MARK
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -85,12 +85,14 @@ def invalid_finding(child: ChildResult, log_text: str, log_path: Path, timed_out
 
 
 def probe(prototxt: str, *, weights: str | None = None, log_dir: str | None = None,
-          timeout: float = 600) -> tuple[dict[str, Any] | None, Finding | None]:
+          timeout: float = 600, surgery: bool = True) -> tuple[dict[str, Any] | None, Finding | None]:
     """Run the probe in a child; (statistics, None) or (None, the finding that says why not)."""
     log_path = Path(log_dir or tempfile.mkdtemp(prefix="segorch-probe-")) / "probe.log"
     args = ["-m", "nets.probe", str(Path(prototxt).resolve())]
     if weights:
         args += ["--weights", str(Path(weights).resolve())]
+    if not surgery:
+        args.append("--no-surgery")
     env = dict(os.environ, GLOG_minloglevel="0", GLOG_logtostderr="1",
                PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
     start = log_path.stat().st_size if log_path.exists() else 0
@@ -113,14 +115,19 @@ def _is_zero(s: dict[str, Any]) -> bool:
     return s["finite"] and s["count"] > 0 and s["asum"] == 0
 
 
-def findings_from_stats(stats: dict[str, Any], net: Any) -> list[Finding]:
+def findings_from_stats(stats: dict[str, Any], net: Any, *, zero_output: frozenset[str] = frozenset(),
+                        no_gradient: frozenset[str] = frozenset()) -> list[Finding]:
     """dead-top, non-finite and zero-gradient findings from the probe's statistics; each
-    names the first layer where the problem appears, not the layers it spreads to."""
-    out: list[Finding] = []
+    names the first layer where the problem appears, not the layers it spreads to. Zeros the
+    static analysis explains (`nets.zeroinit.Flow`: zero-initialised layers, on purpose or
+    not) are its findings, not these: `zero_output` layers output zeros at the first step,
+    `no_gradient` layers get no gradient at the first step."""
+    out: list[Finding] = _surgery_findings(stats, net) + _label_findings(stats)
     zero: dict[str, bool] = {}
     bad: dict[str, bool] = {}
     for layer in stats["layers"]:
         bottoms = layer["bottoms"]
+        signal = signal_bottoms(layer["type"], bottoms)
         for top, s in layer["tops"].items():
             inherited_bad = any(bad.get(b) for b in bottoms)
             if not s["finite"] and not inherited_bad:
@@ -131,8 +138,9 @@ def findings_from_stats(stats: dict[str, Any], net: Any) -> list[Finding]:
                     "check its weights (a weights file with NaN?), divisions or logs of zero, "
                     "labels outside [0, classes) without ignore_label, or lower base_lr",
                     {"blob": top}))
-            elif _is_zero(s) and bottoms and not _is_loss_or_metric(layer["type"]) and \
-                    not all(zero.get(b, False) for b in bottoms) and not inherited_bad:
+            elif _is_zero(s) and signal and not _is_loss_or_metric(layer["type"]) and \
+                    not all(zero.get(b, False) for b in signal) and not inherited_bad and \
+                    layer["name"] not in zero_output:
                 out.append(Finding(
                     "error", "dead-top", layer["name"],
                     f"'{layer['name']}' ({layer['type']}) outputs all zeros in '{top}' on a real "
@@ -152,16 +160,47 @@ def findings_from_stats(stats: dict[str, Any], net: Any) -> list[Finding]:
             "aborts on it), or fix its num_output / bias_term", dict(skipped)))
     if stats.get("backward") and any(x["type"].endswith("Loss") for x in stats["layers"]):
         # without a loss nothing sends gradients: zero diffs would say nothing
-        out += _gradient_findings(stats, net)
+        out += _gradient_findings(stats, net, no_gradient)
     return out
 
 
-def _gradient_findings(stats: dict[str, Any], net: Any) -> list[Finding]:
+def _label_findings(stats: dict[str, Any]) -> list[Finding]:
+    """Labels on the real batch that Caffe's loss cannot take (the probe replaced them)."""
+    out = []
+    for blob, bad in stats.get("labels", {}).items():
+        reader, ignore = bad["readers"][0], bad["ignore"]
+        values = ", ".join(f"{v:g}" for v in bad["values"])
+        out.append(Finding(
+            "error", "label-out-of-range", reader,
+            f"the batch's labels in '{blob}' hold {values} ({bad['count']} pixels), outside the "
+            f"{bad['classes']} classes '{reader}' scores" + (f" and not its ignore_label {ignore}" if ignore is not None
+                                                             else " (it has no ignore_label)")
+            + ": Caffe's loss reads past its probabilities for them (a garbage loss and gradients, "
+            "or a segfault). The check replaced them to go on.",
+            "if one of them marks unlabelled pixels, set loss_param { ignore_label: V } (and "
+            "accuracy_param); else set num_output to the number of classes. `orchestrate check "
+            "--data DIR` compares the net with the data stage's stats.json", dict(bad, blob=blob)))
+    return out
+
+
+def _surgery_findings(stats: dict[str, Any], net: Any) -> list[Finding]:
+    """What the run's bilinear surgery could not do on the built net (it never raises): an
+    error where the layer is frozen (lr_mult 0) and so stays at its filler."""
+    layers = {x.name: x for x in net.layer}
+    return [Finding(
+        "error" if r["layer"] in layers and lr_mults(layers[r["layer"]], 1)[0] == 0 else "warning",
+        "deconv-group", r["layer"],
+        f"the run's bilinear surgery cannot fill '{r['layer']}' ({r['reason']}): it starts from its "
+        "filler instead.", r["fix"], {"surgery": "refused"})
+        for r in stats.get("surgery", {}).get("refused", [])]
+
+
+def _gradient_findings(stats: dict[str, Any], net: Any, no_gradient: frozenset[str]) -> list[Finding]:
     layers = {x.name: x for x in in_phase(net, stats.get("phase", "TRAIN"))}
     out = []
     for name, blobs in stats["params"].items():
         layer = layers.get(name)
-        if layer is None or layer.type == "BatchNorm":
+        if layer is None or layer.type == "BatchNorm" or name in no_gradient:
             continue
         mults = lr_mults(layer, len(blobs))
         nonfinite = [j for j, b in enumerate(blobs) if not b["diff"]["finite"] or not b["data"]["finite"]]

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterator
 
 from common.findings import Finding
+from nets.bilinear import fits, is_learned_upsampling, is_surgery_target
 
 PHASES = ("TRAIN", "TEST")
 # layers whose output keeps the spatial layout and channels of their (first) input
@@ -18,6 +19,8 @@ CLASS_LOSSES = {"SoftmaxWithLoss", "InfogainLoss", "MultinomialLogisticLoss"}
 DATA_TYPES = {"Data", "ImageData", "HDF5Data", "Input", "DummyData", "MemoryData", "WindowData",
               "DenseImageData", "Python"}
 LEARNABLE = {"Convolution", "Deconvolution", "InnerProduct", "Embed"}
+# layers whose later bottoms only give a shape (Crop's reference) or are targets, not signal
+FIRST_BOTTOM_ONLY = {"Crop", "Accuracy"}
 
 
 @dataclass(frozen=True)
@@ -34,6 +37,7 @@ class Context:
     pixels: int | None = None                 # H*W of the scores the loss reads
     batch: int | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+    surgery: bool = True                      # the run's bilinear surgery fills upsampling layers
 
 
 def layer_phases(layer: Any) -> set[str]:
@@ -57,6 +61,34 @@ def phase_views(net: Any) -> Iterator[tuple[str, list[Any]]]:
         if names not in seen:
             seen.append(names)
             yield phase, layers
+
+
+def unique_layers(net: Any) -> list[Any]:
+    """Layers by name, first declaration (a train_val net declares some layers once per phase)."""
+    seen: dict[str, Any] = {}
+    for layer in net.layer:
+        seen.setdefault(layer.name, layer)
+    return list(seen.values())
+
+
+def shares_params(net: Any, layer: Any) -> bool:
+    """True when the layer's weights are owned by an earlier layer (same param name)."""
+    names = {p.name for p in layer.param[:1] if p.name}
+    if not names:
+        return False
+    for other in net.layer:
+        if other is layer:
+            return False
+        if {p.name for p in other.param[:1]} & names:
+            return True
+    return False
+
+
+def signal_bottoms(layer_type: str, bottoms: list[str]) -> list[str]:
+    """The bottoms whose values flow into the layer's output: not a Crop's reference (it
+    gives only the size), not a loss's or accuracy's labels."""
+    is_loss = layer_type in FIRST_BOTTOM_ONLY or layer_type.endswith("Loss")
+    return list(bottoms[:1]) if is_loss else list(bottoms)
 
 
 def producer(layers: list[Any], idx: int, blob: str) -> int | None:
@@ -112,10 +144,22 @@ def channels_of(layers: list[Any], idx: int, blob: str) -> int | None:
     return None
 
 
+def surgery_fills(layers: list[Any], idx: int) -> bool:
+    """The run's bilinear surgery writes this layer's weights: a surgery target whose input
+    channels (when known) fit one kernel per channel."""
+    layer = layers[idx]
+    if not is_surgery_target(layer):
+        return False
+    cp = layer.convolution_param
+    c_in = channels_of(layers, idx, layer.bottom[0]) if layer.bottom else None
+    return c_in is None or fits(c_in, int(cp.num_output), int(cp.group or 1))
+
+
 def score_path(layers: list[Any], idx: int) -> list[int]:
     """The layers that make the class scores read by layer `idx` (its first bottom): walk back
-    through pass-through layers, Crop (cropped input), Eltwise (all inputs) and Deconvolution,
-    stopping at a Convolution or InnerProduct. Returns their indices, nearest first."""
+    through pass-through layers, Crop (cropped input), Eltwise (all inputs) and interpolating
+    Deconvolutions, stopping at a Convolution, an InnerProduct or a learned upsampling
+    Deconvolution (which makes the scores itself). Returns their indices, nearest first."""
     found: list[int] = []
     frontier = [(idx, layers[idx].bottom[0])] if layers[idx].bottom else []
     while frontier:
@@ -126,7 +170,7 @@ def score_path(layers: list[Any], idx: int) -> list[int]:
         layer = layers[p]
         if layer.type in ("Convolution", "InnerProduct", "Deconvolution"):
             found.append(p)
-            if layer.type != "Deconvolution":
+            if layer.type != "Deconvolution" or is_learned_upsampling(layer):
                 continue
         elif layer.type not in PASS_THROUGH:
             continue

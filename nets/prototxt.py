@@ -36,7 +36,21 @@ def _read_text(path: str | Path, what: str) -> str:
     p = Path(path)
     if not p.is_file():
         raise UserError(f"{what} file not found: {p}", f"check the path to the {what} file")
-    return p.read_text(errors="replace")
+    data = p.read_bytes()
+    try:
+        if b"\0" in data:
+            raise UnicodeDecodeError("utf-8", data, 0, 1, "NUL byte")
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise UserError(f"the {what} {p} is a binary file, not a text prototxt (a .caffemodel or "
+                        ".solverstate?)", f"pass the {what} as text; weights go to --weights") from None
+
+
+def _parse_error(e: Any, path: str | Path, what: str) -> UserError:
+    line = e.GetLine() if hasattr(e, "GetLine") else None
+    where = f"{path}, line {line}" if line else str(path)
+    return UserError(f"cannot parse the {what} {where}: {e}",
+                     f"fix the {what} text at {where} (Caffe prototxt, text protobuf)")
 
 
 def _parse(text: str, message: Any, path: str | Path, what: str) -> Any:
@@ -45,23 +59,32 @@ def _parse(text: str, message: Any, path: str | Path, what: str) -> Any:
     try:
         text_format.Parse(text, message)
     except text_format.ParseError as e:
-        line = e.GetLine() if hasattr(e, "GetLine") else None
-        where = f"{path}, line {line}" if line else str(path)
-        raise UserError(f"cannot parse the {what} {where}: {e}",
-                        f"fix the {what} text at {where} (Caffe prototxt, text protobuf)") from None
+        raise _parse_error(e, path, what) from None
     return message
 
 
 def parse_net(text: str, path: str | Path = "<text>") -> Any:
-    """NetParameter from prototxt text."""
+    """NetParameter from prototxt text; a parse error on a fork's fields (caffe-segnet) says so
+    and gives the BVLC equivalents."""
     from caffe.proto import caffe_pb2
+    from google.protobuf import text_format
 
-    return _parse(text, caffe_pb2.NetParameter(), path, "net prototxt")
+    from nets import forks
+
+    try:
+        return text_format.Parse(text, caffe_pb2.NetParameter())
+    except text_format.ParseError as e:
+        hits = forks.scan(text)
+        raise (forks.fork_error(path, hits, str(e)) if hits else _parse_error(e, path, "net prototxt")) from None
 
 
 def load_net(path: str | Path) -> Any:
-    """NetParameter from a prototxt file."""
-    return parse_net(_read_text(path, "net prototxt"), path)
+    """NetParameter from a prototxt file that defines at least one layer."""
+    net = parse_net(_read_text(path, "net prototxt"), path)
+    if not len(net.layer) and not len(net.layers):
+        raise UserError(f"the net prototxt {path} defines no layers",
+                        "pass the net's train (or train_val) prototxt, with its layer { ... } blocks")
+    return net
 
 
 def load_solver(path: str | Path) -> Any:
@@ -101,3 +124,21 @@ def weight_blobs(weights: Any) -> dict[str, list[Any]]:
 def weight_layer_names(path: str | Path) -> set[str]:
     """Names of the layers a caffemodel provides weights for."""
     return set(weight_blobs(load_weights(path)))
+
+
+def load_data_stats(path: str | Path) -> dict[str, Any]:
+    """The data stage's stats.json (num_classes, ignore_label, ...) from its output directory
+    (DIR/stats.json, or DIR/train/stats.json for a split build) or the file itself."""
+    p = Path(path)
+    candidates = [p] if p.is_file() else [p / "stats.json", p / "train" / "stats.json"]
+    found = next((c for c in candidates if c.is_file()), None)
+    if found is None:
+        raise UserError(f"no stats.json in {p} (looked for {', '.join(str(c) for c in candidates)})",
+                        "pass the data stage's output directory (`orchestrate data build --out DIR`)")
+    try:
+        stats = json.loads(found.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise UserError(f"{found} is not valid JSON ({e})", "rebuild the data with `orchestrate data build`") from None
+    if not isinstance(stats, dict) or not isinstance(stats.get("num_classes"), int):
+        raise UserError(f"{found} has no integer num_classes", "rebuild the data with `orchestrate data build`")
+    return stats

@@ -30,7 +30,9 @@ def check_num_output(net: Any, ctx: Context) -> list[Finding]:
                         "error", "num-output-mismatch", layers[p].name,
                         f"'{layers[p].name}' ({layers[p].type}) outputs {nout} channels but the data "
                         f"has {ctx.num_classes} classes: '{layers[i].name}' reads {nout} class "
-                        "scores" + (" (labels beyond them are out of range)." if nout < ctx.num_classes
+                        "scores" + (" (labels beyond them are out of range: Caffe's loss reads past its "
+                                    "probabilities for them, a garbage loss or a segfault)."
+                                    if nout < ctx.num_classes
                                     else f" ({nout - ctx.num_classes} classes never appear)."),
                         f"set num_output: {ctx.num_classes} on '{layers[p].name}' and on every "
                         "score / upsampling layer of the head (group too, for a Deconvolution)",
@@ -79,7 +81,8 @@ def _consequence(layer_type: str, label: int, num_classes: int | None) -> str:
     if layer_type == "Accuracy":
         return ", so the accuracy scores void pixels as if they had a class"
     if num_classes and label >= num_classes:
-        return ", beyond the scores' channels (a garbage loss and gradients)"
+        return (", beyond the scores' channels: Caffe's loss then reads past its probabilities "
+                "(a garbage loss and gradients, or a segfault)")
     return ", and the net is trained to predict them"
 
 

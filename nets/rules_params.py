@@ -1,109 +1,96 @@
-"""Static rules about learnable blobs: zero initialisation, the upsampling Deconvolution and
-BatchNorm. Pure functions: NetParameter and Context in, Findings out."""
+"""Static rules about learnable blobs: the upsampling Deconvolution and BatchNorm (zero
+initialisation lives in `nets.zeroinit`). Pure functions: NetParameter and Context in, Findings out."""
 from __future__ import annotations
 
 from typing import Any
 
 from common.findings import Finding
-from nets.graph import (LEARNABLE, PHASES, Context, channels_of, consumers, conv_param, dedupe,
-                        layer_phases, lr_mults, phase_views, stride_of)
+from nets.bilinear import fits, is_surgery_target
+from nets.graph import (PHASES, Context, channels_of, consumers, dedupe, layer_phases, lr_mults,
+                        phase_views, stride_of, unique_layers)
+from nets.zeroinit import check_zero_init
 
-
-def _unique(net: Any) -> list[Any]:
-    """Layers by name (a train_val net declares some layers once per phase)."""
-    seen: dict[str, Any] = {}
-    for layer in net.layer:
-        seen.setdefault(layer.name, layer)
-    return list(seen.values())
-
-
-def _is_zero_filler(filler: Any) -> bool:
-    # FillerParameter defaults to type "constant", value 0
-    return filler.type == "constant" and filler.value == 0
-
-
-def _shares_params(net: Any, layer: Any) -> bool:
-    """True when the layer's weights are owned by an earlier layer (same param name)."""
-    names = {p.name for p in layer.param[:1] if p.name}
-    if not names:
-        return False
-    for other in net.layer:
-        if other is layer:
-            return False
-        if {p.name for p in other.param[:1]} & names:
-            return True
-    return False
-
-
-def check_zero_init(net: Any, ctx: Context) -> list[Finding]:
-    """Convolution/InnerProduct/... weights with no filler and no weights file: Caffe's default
-    filler is constant 0, so the layer outputs its bias and passes no gradient down."""
-    out = []
-    for layer in _unique(net):
-        if layer.name in ctx.weight_layers or _shares_params(net, layer):
-            continue
-        if layer.type in LEARNABLE:
-            if layer.type == "Deconvolution" and stride_of(layer) > 1:
-                continue  # upsampling: check_deconv says more
-            cp = conv_param(layer)
-            if cp.HasField("weight_filler") and not _is_zero_filler(cp.weight_filler):
-                continue
-            what = "an explicit constant-0 weight_filler" if cp.HasField("weight_filler") else "no weight_filler"
-        elif layer.type == "Scale" and layer.scale_param.HasField("filler") and \
-                _is_zero_filler(layer.scale_param.filler):
-            what = "a constant-0 filler"
-        else:
-            continue
-        out.append(Finding(
-            "error", "zero-init", layer.name,
-            f"{layer.type} '{layer.name}' has {what} and no weights file provides it: Caffe's "
-            "default filler is constant 0, so every weight starts at 0; the layer outputs only "
-            "its bias and sends no gradient to the layers below it, which never learn.",
-            'add weight_filler { type: "msra" } (ReLU nets; "xavier" otherwise) and '
-            'bias_filler { type: "constant" value: 0 }, or pass --weights with a caffemodel '
-            "that has this layer"))
-    return out
+__all__ = ["check_zero_init", "check_deconv", "check_batchnorm"]
 
 
 def check_deconv(net: Any, ctx: Context) -> list[Finding]:
-    """Upsampling Deconvolutions: bilinear initialisation and one kernel per class."""
+    """Upsampling Deconvolutions, judged by what the run does: its bilinear surgery (unless
+    `ctx.surgery` is off) writes one kernel per class into each one that is not a learned
+    upsampling (those are left alone) and whose weights no weights file gives."""
     out = []
     for _, layers in phase_views(net):
         for i, layer in enumerate(layers):
-            if layer.type != "Deconvolution" or stride_of(layer) < 2:
+            if not is_surgery_target(layer) or layer.name in ctx.weight_layers:
                 continue
-            cp, s = layer.convolution_param, stride_of(layer)
-            frozen = lr_mults(layer, 1)[0] == 0
-            filler = cp.weight_filler.type if cp.HasField("weight_filler") else None
-            if filler != "bilinear" and layer.name not in ctx.weight_layers:
-                start = "all zeros (Caffe's default constant-0 filler)" if filler in (None, "constant") \
-                    else f"random ({filler}), not an interpolation"
-                out.append(Finding(
-                    "warning", "deconv-not-bilinear", layer.name,
-                    f"upsampling Deconvolution '{layer.name}' (stride {s}) starts as {start}"
-                    + (" and, with lr_mult 0, stays so" if frozen else "")
-                    + ": the scores are not upsampled bilinearly.",
-                    'add weight_filler { type: "bilinear" } to its convolution_param. The '
-                    "orchestrator's bilinear surgery sets these weights when a run starts, but "
-                    "Caffe's own tools and other scripts do not"))
+            cp = layer.convolution_param
             c_in = channels_of(layers, i, layer.bottom[0]) if layer.bottom else None
-            nout = int(cp.num_output)
-            if int(cp.group) != nout and (c_in is None or c_in == nout):
-                out.append(Finding(
-                    "error" if frozen else "warning", "deconv-group", layer.name,
-                    f"Deconvolution '{layer.name}' has group {cp.group} for {nout} channels: the "
-                    "bilinear kernel is written into every (output, input) channel pair, so each "
-                    "upsampled class score is the sum of all classes"
-                    + (" and, with lr_mult 0, stays so." if frozen else " until training untangles it."),
-                    f"set group: {nout} (one kernel per class) and bias_term: false",
-                    {"group": int(cp.group), "num_output": nout}))
+            finding = (_with_surgery if ctx.surgery else _without_surgery)(
+                layer, c_in, int(cp.num_output), int(cp.group or 1))
+            out += [finding] if finding else []
     return dedupe(out)
+
+
+def _start(layer: Any) -> tuple[str | None, str, bool]:
+    """(filler type, what the layer starts as, frozen)."""
+    cp = layer.convolution_param
+    filler = cp.weight_filler.type if cp.HasField("weight_filler") else None
+    start = "all zeros (Caffe's default constant-0 filler)" if filler in (None, "constant") else f"a {filler} fill"
+    return filler, start, lr_mults(layer, 1)[0] == 0
+
+
+def _group_finding(layer: Any, frozen: bool, why: str, fix: str, data: dict[str, Any]) -> Finding:
+    return Finding("error" if frozen else "warning", "deconv-group", layer.name,
+                   why + (" and, with lr_mult 0, stays so." if frozen else " until training untangles it."),
+                   fix, data)
+
+
+def _with_surgery(layer: Any, c_in: int | None, nout: int, group: int) -> Finding | None:
+    filler, start, frozen = _start(layer)
+    if c_in is not None and not fits(c_in, nout, group):
+        return _group_finding(
+            layer, frozen,
+            f"Deconvolution '{layer.name}' reads {c_in} channels with group {group} and {nout} outputs: "
+            "a bilinear kernel would mix channels (each output the sum of several inputs), so the "
+            f"run's surgery cannot fill it and it starts as {start}",
+            f"for class scores set num_output: {c_in} and group: {c_in} (one kernel per class, "
+            'bias_term: false); for a learned upsampling give it lr_mult > 0 and weight_filler { type: "msra" }',
+            {"channels": c_in, "group": group, "num_output": nout})
+    if filler == "bilinear":
+        return None
+    return Finding(
+        "info", "deconv-not-bilinear", layer.name,
+        f"upsampling Deconvolution '{layer.name}' (stride {stride_of(layer)}) starts as {start} in this "
+        "prototxt: the run's bilinear surgery writes one kernel per class into it when training "
+        "starts, but Caffe's own tools (caffe train) and other scripts leave it so"
+        + (" and, with lr_mult 0, it stays so there." if frozen else "."),
+        'add weight_filler { type: "bilinear" } (with group: num_output) so the prototxt is right '
+        "without the surgery")
+
+
+def _without_surgery(layer: Any, c_in: int | None, nout: int, group: int) -> Finding | None:
+    filler, start, frozen = _start(layer)
+    if filler != "bilinear":
+        return Finding(
+            "warning", "deconv-not-bilinear", layer.name,
+            f"upsampling Deconvolution '{layer.name}' (stride {stride_of(layer)}) starts as {start} and "
+            "nothing fills it: the run's bilinear surgery is off" + (" and lr_mult is 0." if frozen else "."),
+            'add weight_filler { type: "bilinear" } with group: num_output, or turn the surgery on '
+            "(surgery.bilinear: true)")
+    if nout > 1 and group != nout:
+        return _group_finding(
+            layer, frozen,
+            f"Deconvolution '{layer.name}' has group {group} for {nout} channels: Caffe's bilinear "
+            "filler writes the kernel into every (output, input) channel pair, so each upsampled "
+            "class score is the sum of all classes",
+            f"set group: {nout} (one kernel per class) and bias_term: false, or turn the surgery on",
+            {"channels": c_in, "group": group, "num_output": nout})
+    return None
 
 
 def check_batchnorm(net: Any, ctx: Context) -> list[Finding]:
     """BatchNorm: frozen statistics, one layer for both phases, a Scale with bias after it."""
     out = []
-    for layer in _unique(net):
+    for layer in unique_layers(net):
         if layer.type == "BatchNorm" and any(p.lr_mult != 0 for p in layer.param):
             three = len(layer.param) == 3
             out.append(Finding(
@@ -150,7 +137,7 @@ def _bn_global_stats(net: Any) -> list[Finding]:
         "normalises with stored statistics that nothing accumulates (they stay at their "
         "initial values unless a weights file brings them).",
         "remove use_global_stats (it follows the phase: false in TRAIN, true in TEST)")
-        for layer in _unique(net)
+        for layer in unique_layers(net)
         if layer.type == "BatchNorm" and "TRAIN" in layer_phases(layer)
         and layer.batch_norm_param.HasField("use_global_stats")
         and layer.batch_norm_param.use_global_stats]
@@ -168,10 +155,19 @@ def _bn_duplicates(net: Any) -> list[Finding]:
     out = []
     for per_phase in by_site.values():
         train, test = per_phase.get("TRAIN", []), per_phase.get("TEST", [])
-        if not train or not test or {x.name for x in train} == {x.name for x in test}:
+        if not train or not test:
             continue
         names = f"'{train[0].name}' (TRAIN) and '{test[0].name}' (TEST)"
-        if _share_blobs(train[0], test[0]):
+        if train[0].name == test[0].name:
+            out.append(Finding(
+                "info", "bn-phase-duplicate", test[0].name,
+                f"BatchNorm '{test[0].name}' is declared once per phase under the same name: this "
+                "works, because BVLC Caffe's TEST net shares the TRAIN layer's blobs by name, "
+                "so validation normalises with the statistics training accumulates. It is redundant: "
+                "use_global_stats already follows the phase (false in TRAIN, true in TEST).",
+                "nothing to fix; one BatchNorm layer without include rules and without "
+                "use_global_stats does the same"))
+        elif _share_blobs(train[0], test[0]):
             out.append(Finding(
                 "info", "bn-phase-duplicate", test[0].name,
                 f"BatchNorm copied per phase: {names} share their blobs by param name, which "

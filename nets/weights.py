@@ -4,11 +4,10 @@ another shape, and Caffe's own `copy_from` aborts on that. `transplant` reshapes
 in a copy of the caffemodel and lets Caffe copy it, so the fast C++ path reads the data."""
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
+from common.tempfiles import through_temp_file
 from nets.prototxt import load_weights
 
 
@@ -70,11 +69,5 @@ def transplant(net: Any, weights_path: str | Path) -> dict[str, Any]:
                 for legacy in ("num", "channels", "height", "width"):
                     bp.ClearField(legacy)
                 bp.shape.dim[:] = shape
-    fd, tmp = tempfile.mkstemp(suffix=".caffemodel")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(weights.SerializeToString())
-        net.copy_from(tmp)
-    finally:
-        os.unlink(tmp)
+    through_temp_file(weights.SerializeToString(), ".caffemodel", net.copy_from)
     return result

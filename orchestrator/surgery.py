@@ -1,52 +1,68 @@
-"""Bilinear surgery: the upsampling kernel FCN's Deconvolution layers start from (pure numpy)."""
+"""Bilinear surgery: the upsampling kernel FCN's Deconvolution layers start from. The functions
+live in `nets.bilinear` (the doctor's probe applies the same surgery as the run); re-exported here.
+`run_surgery` is the run's side: which layers, and the result as findings (never an exception)."""
 from __future__ import annotations
 
-import numpy as np
+from typing import Any
 
-from common.errors import UserError
+from common.findings import Finding
+from nets.bilinear import (apply, bilinear_kernel, bilinear_weights, is_bilinear,
+                           is_learned_upsampling, kernel_size_for_stride, surgery_targets)
 
-
-def kernel_size_for_stride(stride: int) -> int:
-    """FCN's rule: a stride-s upsampling needs a kernel of 2s - s % 2."""
-    return 2 * stride - stride % 2
-
-
-def bilinear_kernel(size: int) -> np.ndarray:
-    """2-D bilinear interpolation kernel of `size` x `size` (the tent filter, separable)."""
-    factor = (size + 1) // 2
-    center = factor - 1 if size % 2 == 1 else factor - 0.5
-    ramp = 1.0 - np.abs(np.arange(size, dtype=np.float64) - center) / factor
-    return np.outer(ramp, ramp)
+__all__ = ["apply", "bilinear_kernel", "bilinear_weights", "is_bilinear", "is_learned_upsampling",
+           "kernel_size_for_stride", "surgery_targets", "loaded_layers", "plan", "run_surgery"]
 
 
-def bilinear_weights(shape: tuple[int, ...], group: int, layer: str) -> np.ndarray:
-    """Deconvolution weights (C_in, C_out/group, kh, kw) in FCN's channel layout: class c feeds class c.
+def loaded_layers(net: Any, weights: str) -> set[str]:
+    """Layers of a pycaffe `net` whose weights the run took from the weights file (copied or
+    reshaped by nets.weights.transplant): surgery must not overwrite them."""
+    from nets.prototxt import load_weights
+    from nets.weights import plan as transplant_plan
 
-    With group == C_in each group holds one channel and gets the kernel; with group 1 the
-    kernel sits on the diagonal (in == out). Anything else would mix classes: an error.
-    """
-    if len(shape) != 4:
-        raise UserError(f"layer {layer}: weights of shape {shape} are not a 2-D Deconvolution", "apply bilinear surgery only to Deconvolution layers")
-    c_in, c_out_g, kh, kw = shape
-    if kh != kw:
-        raise UserError(f"layer {layer}: kernel {kh}x{kw} is not square, bilinear surgery needs a square kernel",
-                        "use kernel_size k with stride s and k = 2s - s % 2")
-    k = bilinear_kernel(kh).astype(np.float32)
-    w = np.zeros(shape, dtype=np.float32)
-    if group == c_in and c_out_g == 1:
-        w[:, 0] = k
-    elif group == 1 and c_in == c_out_g:
-        w[np.arange(c_in), np.arange(c_in)] = k
-    else:
-        raise UserError(
-            f"layer {layer}: {c_in} input channels, group {group}, {c_out_g * group} outputs: a bilinear "
-            "kernel would mix classes", "set num_output = channels and group = channels (FCN's layout), or exclude the layer from surgery")
-    return w
+    targets = {name: [tuple(b.data.shape) for b in blobs] for name, blobs in net.params.items()}
+    done = transplant_plan(load_weights(weights), targets)
+    return set(done["copied"]) | {r["layer"] for r in done["reshaped"]}
 
 
-def is_bilinear(weights: np.ndarray, group: int, layer: str = "?", atol: float = 1e-6) -> bool:
-    """True when `weights` equal the bilinear layout for their shape (verification after surgery)."""
-    try:
-        return bool(np.allclose(weights, bilinear_weights(weights.shape, group, layer), atol=atol))
-    except UserError:
-        return False
+def _filler(param: Any, name: str) -> str:
+    layer = next((x for x in param.layer if x.name == name), None)
+    cp = layer.convolution_param if layer is not None else None
+    return cp.weight_filler.type if cp is not None and cp.HasField("weight_filler") else "constant 0"
+
+
+def plan(param: Any, named: list[str], loaded: set[str]) -> tuple[list[str], list[Finding]]:
+    """(layers to fill, findings for the ones left alone) for a NetParameter (pure).
+
+    `named` (surgery.layers) are done as asked, when they are Deconvolutions. Without names:
+    every upsampling Deconvolution except learned ones and those whose weights came from the
+    weights file (`loaded`)."""
+    deconvs = {x.name for x in param.layer if x.type == "Deconvolution"}
+    if named:
+        return [n for n in named if n in deconvs], [
+            Finding("warning", "surgery-skipped", n, f"surgery.layers names '{n}', which is not a Deconvolution "
+                    f"of the train net (its Deconvolutions: {', '.join(sorted(deconvs)) or 'none'})",
+                    "correct the name in surgery.layers") for n in named if n not in deconvs]
+    names = surgery_targets(param)
+    learned = {x.name: x.convolution_param.weight_filler.type for x in param.layer if is_learned_upsampling(x)}
+    out = [Finding("info", "surgery-skipped", n, f"'{n}' is a learned upsampling (lr_mult > 0, weight_filler "
+                   f"{filler}): left to its filler", "none needed; name it in surgery.layers to start it bilinear")
+           for n, filler in learned.items()]
+    out += [Finding("info", "surgery-skipped", n, f"'{n}' kept the weights the weights file gave it",
+                    "none needed; name it in surgery.layers to reset it to bilinear") for n in names if n in loaded]
+    return [n for n in names if n not in loaded], out
+
+
+def run_surgery(net: Any, param: Any, named: list[str], weights: str | None) -> list[Finding]:
+    """The run's bilinear surgery on a pycaffe `net` (its NetParameter `param`), as findings.
+    A layer it cannot fill well keeps its filler's weights and becomes a warning: surgery
+    never stops a run."""
+    needs_weights = weights and not named and surgery_targets(param)
+    names, out = plan(param, named, loaded_layers(net, weights) if needs_weights else set())
+    result = apply(net, param, names)
+    out += [Finding("info", "surgery", d["layer"], f"bilinear kernel {d['kernel']}x{d['kernel']} set on "
+                    f"{d['channels']} channels (group {d['group']}) and verified", "none needed")
+            for d in result["done"]]
+    out += [Finding("warning", "surgery-skipped", r["layer"], f"bilinear surgery not applied to '{r['layer']}': "
+                    f"{r['reason']}; it keeps its filler's weights ({_filler(param, r['layer'])})", r["fix"])
+            for r in result["refused"]]
+    return out

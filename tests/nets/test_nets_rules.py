@@ -61,24 +61,92 @@ def test_zero_init_quiet_with_filler_or_weights():
     assert rules_params.check_zero_init(n, Context(weight_layers=frozenset({"conv1"}))) == []
 
 
+RELU_ON = 'layer {{ name: "relu_{b}" type: "ReLU" bottom: "{b}" top: "{b}" }}'
+
+
+def zero_init(*layers: str, ctx: Context = Context()) -> dict[str, tuple[str, str]]:
+    return {f.layer: (f.severity, f.message) for f in rules_params.check_zero_init(net(*layers), ctx)}
+
+
+def test_zero_classifier_over_live_features_is_info():
+    found = zero_init(DATA, conv("feat", "data"), RELU_ON.format(b="feat"), conv("score_fr", "feat", 4, filler=""),
+                      CROP.format(b="score_fr"), loss())
+    assert list(found) == ["score_fr"] and found["score_fr"][0] == "info"
+    assert "live" in found["score_fr"][1] and "gradient" in found["score_fr"][1]
+
+
+def test_zero_layers_in_series_block_each_other():
+    found = zero_init(DATA, conv("conv1", "data", filler=""), RELU_ON.format(b="conv1"),
+                      conv("conv2", "conv1", filler=""), RELU_ON.format(b="conv2"), conv("score", "conv2", 4),
+                      loss())
+    assert {k: v[0] for k, v in found.items()} == {"conv1": "error", "conv2": "error"}
+    assert "conv2" in found["conv1"][1] and "gradient" in found["conv1"][1]
+    assert "conv1" in found["conv2"][1] and "zero" in found["conv2"][1]
+    # without a ReLU between them the two still hold each other at zero
+    plain = zero_init(DATA, conv("a", "data", filler=""), conv("b", "a", 4, filler=""), loss("b"))
+    assert {k: v[0] for k, v in plain.items()} == {"a": "error", "b": "error"}
+
+
+ALEX = ("conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7")
+
+
+def backbone_net(weights: frozenset[str] = frozenset()) -> list:
+    layers, bottom = [DATA], "data"
+    for name in ALEX:
+        layers += [conv(name, bottom, filler=""), RELU_ON.format(b=name)]
+        bottom = name
+    layers += [conv("score_fr", "fc7", 4, filler=""), CROP.format(b="score_fr"), loss()]
+    return rules_params.check_zero_init(net(*layers), Context(weight_layers=weights))
+
+
+def test_zero_backbone_expects_pretrained_weights():
+    found = backbone_net()
+    [bb] = [f for f in found if f.layer in ALEX]
+    assert (bb.layer, bb.severity, bb.data["layers"], bb.data["backbone"]) == ("conv1", "error", list(ALEX), "AlexNet")
+    assert "pretrained" in bb.message and "--weights" in bb.fix and "weights:" in bb.fix
+    [score] = [f for f in found if f.layer == "score_fr"]
+    assert score.severity == "error" and "fc7" in score.message
+    # with the backbone's weights the zero classifier learns
+    assert [(f.layer, f.severity) for f in backbone_net(frozenset(ALEX))] == [("score_fr", "info")]
+
+
 # ---------------------------------------------------------------- deconvolution
 def test_deconv_not_bilinear():
     n = net(DATA, conv("score", "data", 4), deconv("up", "score", filler=""))
     found = rules_params.check_deconv(n, Context())
     assert codes(found) == ["deconv-not-bilinear"] and found[0].layer == "up"
-    assert "surgery" in found[0].fix and "zeros" in found[0].message
+    # the run's surgery fills it: a note, not a warning
+    assert found[0].severity == "info" and "surgery" in found[0].message and "zeros" in found[0].message
     assert rules_params.check_deconv(net(DATA, conv("score", "data", 4), deconv("up", "score")), Context()) == []
     # covered by a weights file (the surgery's output, or trained weights): fine
     assert rules_params.check_deconv(n, Context(weight_layers=frozenset({"up"}))) == []
 
 
-def test_deconv_group():
-    found = rules_params.check_deconv(net(DATA, conv("score", "data", 4), deconv("up", "score", group=1)), Context())
-    assert [(f.code, f.severity) for f in found] == [("deconv-group", "error")]
-    learnable = net(DATA, conv("score", "data", 4), deconv("up", "score", group=1, lr=1))
-    assert [f.severity for f in rules_params.check_deconv(learnable, Context())] == ["warning"]
-    # a feature-upsampling deconv (64 -> 4 channels) is not a class upsampler
-    assert rules_params.check_deconv(net(DATA, conv("f", "data", 64), deconv("up", "f", group=1)), Context()) == []
+def test_deconv_group_by_what_the_surgery_writes():
+    # group 1 over as many channels as outputs: the surgery writes a per-class diagonal kernel
+    diagonal = net(DATA, conv("score", "data", 4), deconv("up", "score", group=1))
+    assert rules_params.check_deconv(diagonal, Context()) == []
+    # 64 channels into 4 with one bilinear kernel: every output mixes all inputs
+    mixing = net(DATA, conv("f", "data", 64), deconv("up", "f", group=1))
+    [f] = rules_params.check_deconv(mixing, Context())
+    assert (f.code, f.severity, f.layer) == ("deconv-group", "error", "up") and "mix" in f.message
+    learnable = net(DATA, conv("f", "data", 64), deconv("up", "f", group=1, lr=1, filler=""))
+    assert [f.severity for f in rules_params.check_deconv(learnable, Context()) if f.code == "deconv-group"] == \
+        ["warning"]
+
+
+LEARNED_UP = ('layer { name: "up" type: "Deconvolution" bottom: "f" top: "up" param { lr_mult: 1 } '
+              'convolution_param { num_output: 4 kernel_size: 2 stride: 2 weight_filler { type: "msra" } } }')
+CROP = 'layer {{ name: "score" type: "Crop" bottom: "{b}" bottom: "data" top: "score" }}'
+
+
+def test_learned_upsampling_is_left_alone():
+    n = net(DATA, conv("f", "data", 16), LEARNED_UP, CROP.format(b="up"), loss())
+    assert rules_params.check_deconv(n, Context()) == []
+    assert rules_params.check_zero_init(n, Context()) == []
+    # the learned deconv makes the scores: it is blamed, not the 16-channel conv behind it
+    assert rules_data.check_num_output(n, Context(num_classes=4)) == []
+    assert [f.layer for f in rules_data.check_num_output(n, Context(num_classes=5))] == ["up"]
 
 
 # ---------------------------------------------------------------- batch norm
@@ -114,6 +182,16 @@ def test_bn_phase_duplicate_sharing_blobs_is_info():
             BN.format(n="bn_train", extra=f"include {{ phase: TRAIN }} {shared}"),
             BN.format(n="bn_test", extra=f"include {{ phase: TEST }} {shared}"), SCALE)
     assert [(f.code, f.severity) for f in rules_params.check_batchnorm(n, Context())] == [("bn-phase-duplicate", "info")]
+
+
+def test_bn_phase_duplicate_under_one_name_is_info():
+    same = net(DATA, conv("conv1", "data"),
+               BN.format(n="bn1", extra="include { phase: TRAIN } batch_norm_param { use_global_stats: false }"),
+               BN.format(n="bn1", extra="include { phase: TEST } batch_norm_param { use_global_stats: true }"),
+               SCALE)
+    [f] = rules_params.check_batchnorm(same, Context())
+    assert (f.code, f.severity, f.layer) == ("bn-phase-duplicate", "info", "bn1")
+    assert "by name" in f.message and "redundant" in f.message
 
 
 def test_bn_global_stats_in_train():
