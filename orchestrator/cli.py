@@ -42,6 +42,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except OSError as e:  # disk full, permissions: one line naming the file, no traceback
+        from orchestrator.rundir import io_error_text
+        print(f"error: {io_error_text(e)}", file=sys.stderr)
+        return EXIT_BAD_INPUT
 
 
 if __name__ == "__main__":

@@ -14,12 +14,13 @@ def _run(args: argparse.Namespace) -> int:
     exp = config.load_experiment(args.experiment, args.set or [])
     if args.quiet:
         exp.progress.quiet = True
-    return runner.run_experiment(exp, args.run_dir or f"runs/{exp.name}", force=args.force, fresh=args.fresh)
+    return runner.run_experiment(exp, args.run_dir or f"runs/{exp.name}", force=args.force, fresh=args.fresh,
+                                 from_snapshot=args.from_snapshot, snapshot_weights=args.weights)
 
 
 def _resume(args: argparse.Namespace) -> int:
     from orchestrator import runner
-    return runner.resume_run(args.run_dir)
+    return runner.resume_run(args.run_dir, args.set or [])
 
 
 def _validate(args: argparse.Namespace) -> int:
@@ -32,9 +33,13 @@ def _validate(args: argparse.Namespace) -> int:
 def _check(args: argparse.Namespace) -> int:
     from nets.doctor import diagnose, format_findings
     if args.prototxt:
+        from nets.prototxt import load_data_stats
+        stats = load_data_stats(args.data) if args.data else None
         findings = diagnose(args.prototxt, val_prototxt=args.val_prototxt, solver=args.solver,
-                            weights=args.weights, dynamic=not args.static)
+                            weights=args.weights, data_stats=stats, dynamic=not args.static)
     elif args.experiment:
+        if args.data:
+            raise UserError("check: --data goes with --prototxt", "an experiment names its data under data:")
         from orchestrator import config, runner
         exp = config.load_experiment(args.experiment, args.set or [])
         with tempfile.TemporaryDirectory(prefix="orchestrate-check-") as tmp:
@@ -69,9 +74,14 @@ def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None
     p.add_argument("--force", action="store_true", help="train even when the doctor finds errors")
     p.add_argument("--fresh", action="store_true", help="delete an existing run directory first")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--from-snapshot", metavar="X.solverstate",
+                   help="start from a snapshot of `caffe train` (iteration, solver history, weights)")
+    p.add_argument("--weights", metavar="X.caffemodel", help="with --from-snapshot: the snapshot's weights "
+                   "(default: the state's learned_net)")
     p.set_defaults(func=_run)
-    p = sub.add_parser("resume", help="continue a run from its newest complete snapshot")
+    p = sub.add_parser("resume", help="continue a run from its newest intact snapshot")
     p.add_argument("run_dir")
+    p.add_argument("--set", **sets)
     p.set_defaults(func=_resume)
     p = sub.add_parser("validate", help="check an experiment file against the schema (all errors at once)")
     p.add_argument("experiment")
@@ -82,7 +92,8 @@ def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None
     p.add_argument("--prototxt", help="a train (or train_val) prototxt, yours or generated")
     p.add_argument("--val-prototxt")
     p.add_argument("--solver")
-    p.add_argument("--weights")
+    p.add_argument("--weights", help="a caffemodel (pretrained backbone or earlier training) the run will load")
+    p.add_argument("--data", help="the data stage's output dir (its stats.json: classes, ignore label) for --prototxt")
     p.add_argument("--set", **sets)
     p.add_argument("--static", action="store_true", help="skip the one-batch forward/backward probe")
     p.add_argument("--json", action="store_true", help="print the findings as a JSON list")

@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal
 import yaml
 
 from common.errors import UserError
-from data_prep.cli import _size as parse_wxh  # the data stage's own --resize parser
+from data_prep.cli import parse_size as parse_wxh  # the data stage's own --resize parser
 from orchestrator import schema
 from orchestrator.schema import Check, Limits, rule
 
@@ -28,9 +28,10 @@ Classes = Annotated[int, Limits(ge=1, le=255)]
 
 def _is_wxh(text: str) -> bool:
     try:
-        return min(parse_wxh(text)) >= 1
+        parse_wxh(text)
     except argparse.ArgumentTypeError:
         return False
+    return True
 
 
 _NAME = re.compile(r"\w[\w.-]{0,99}")  # starts like a word: never '.', '..', a hidden dir or an option
@@ -47,6 +48,7 @@ class BuildCfg:
     ignore_label: Label = 255
     resize: Annotated[str, Check(_is_wxh, "WIDTHxHEIGHT with positive integers, e.g. 240x180")] | None = None
     encoded: bool = False
+    allow_lossy_labels: bool = False  # JPEG labels: compression invents classes at edges
 
     @property
     def size(self) -> tuple[int, int] | None:
@@ -113,6 +115,10 @@ class NetCfg:
 
 @dataclass
 class SolverCfg:
+    """Caffe's solver. `prototxt` names the user's own solver file: its values fill the keys
+    not given here, and its other fields are kept (orchestrator.solverfile)."""
+
+    prototxt: str | None = None
     type: Literal["SGD", "Nesterov", "Adam", "AdaGrad", "RMSProp", "AdaDelta"] = "SGD"
     base_lr: PosFloat = 0.01
     lr_policy: Literal["fixed", "step", "multistep", "poly", "exp", "inv", "sigmoid"] = "fixed"
@@ -248,7 +254,7 @@ class Experiment:
 _NEEDS_VAL = "needs validation data (data.val) and validation.enabled"
 
 _PATH_KEYS = (("data", "train"), ("data", "val"), ("data", "build", "root"), ("net", "prototxt"),
-              ("net", "val_prototxt"), ("weights",))
+              ("net", "val_prototxt"), ("weights",), ("solver", "prototxt"))
 
 
 def parse_override(text: str) -> tuple[str, Any]:
@@ -263,12 +269,17 @@ def parse_override(text: str) -> tuple[str, Any]:
                         "quote it or close its brackets, e.g. --set solver.stepvalue=[100,200]") from e
 
 
-def from_dict(raw: dict[str, Any], overrides: list[str] = (), source: str = "<dict>") -> Experiment:
-    """Validate a raw mapping (plus --set overrides); raise UserError listing every problem."""
+def from_dict(raw: dict[str, Any], overrides: list[str] = (), source: str = "<dict>",
+              solver_file: bool = False) -> Experiment:
+    """Validate a raw mapping (plus --set overrides); raise UserError listing every problem.
+    With `solver_file`, solver.prototxt (the user's solver) fills the solver keys not given."""
     raw = copy.deepcopy(raw or {})  # overrides must not leak into the caller's nested dicts
     for o in overrides:
         schema.set_dotted(raw, *parse_override(o))
     errors: list[str] = []
+    if solver_file:
+        from orchestrator import solverfile
+        solverfile.merge_into(raw, errors)
     exp = schema.load(Experiment, raw, "", errors)
     if errors:
         raise UserError(f"{source}: {len(errors)} problem(s) in the experiment:\n  - " + "\n  - ".join(errors),
@@ -292,7 +303,7 @@ def load_experiment(path: str | os.PathLike[str], overrides: list[str] = ()) -> 
         raise UserError(f"{p}: not valid YAML: {e}", "fix the YAML syntax at the line shown") from e
     if not isinstance(raw, dict):
         raise UserError(f"{p}: the experiment must be a YAML mapping", "start from experiments/demo.yaml")
-    exp = from_dict(raw, overrides, str(p))
+    exp = from_dict(raw, overrides, str(p), solver_file=True)
     return absolutize(exp)
 
 

@@ -1,22 +1,34 @@
 """The run directory: its file names, append-only JSONL logs, atomic summary and snapshots.
 
-A snapshot is a folder `snapshots/iter_<N>/` holding `weights.caffemodel`, `state.solverstate`
-and `hooks.json`. It is assembled under `iter_<N>.tmp/` and renamed when complete, so a crash
-mid-write never leaves a folder that resume would take.
+A snapshot is a folder `snapshots/iter_<N>/` holding `weights.caffemodel`, `state.solverstate`,
+`hooks.json` and `manifest.json` (size and sha256 of the other three). It is assembled under
+`iter_<N>.tmp/` and renamed when complete, so a crash mid-write never leaves a folder that
+resume would take, and resume checks the manifest so a file damaged later is found too.
+
+A run directory carries a marker file (`.segorch-run`) written when it is created: only a
+folder with the marker is ever deleted (`--fresh`). One process owns it at a time: an OS lock
+on `.lock` (`RunDir.acquire_lock`), which the worker child inherits.
 """
 from __future__ import annotations
 
+import errno
+import fcntl
+import hashlib
 import json
 import math
 import os
 import re
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
 from common.errors import UserError
 
 STATUSES = ("running", "completed", "early_stopped", "diverged", "interrupted", "failed")
+MARKER = ".segorch-run"
+LOCK = ".lock"
+SNAP_FILES = ("weights.caffemodel", "state.solverstate", "hooks.json")
 _SNAP_RE = re.compile(r"^iter_(\d+)$")
 
 
@@ -32,13 +44,35 @@ def _clean(obj: Any) -> Any:
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
-    """Write JSON to a temp file, fsync and rename: readers never see half a file."""
+    """Write JSON to a temp file, fsync and rename: readers never see half a file, and a
+    failed write (disk full) leaves the old file and no temp file behind."""
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as f:
-        json.dump(_clean(data), f, indent=2)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w") as f:
+            json.dump(_clean(data), f, indent=2)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file, read in 1 MiB blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def io_error_text(e: OSError) -> str:
+    """One line for an OSError: what failed and on which file ('no space left writing X')."""
+    where = f" writing {e.filename}" if e.filename else ""
+    if e.errno == errno.ENOSPC:
+        return f"no space left on device{where}"
+    return f"{e.strerror or e}{where}"
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
@@ -74,6 +108,7 @@ class RunDir:
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root).resolve()
+        self.lock_fd: int | None = None
 
     def __getattr__(self, name: str) -> Path:
         files = {"config": "config.yaml", "train_net": "train.prototxt", "val_net": "val.prototxt",
@@ -86,8 +121,58 @@ class RunDir:
         raise AttributeError(name)
 
     def create(self) -> None:
+        """Make the folder with its marker (the proof that `--fresh` may delete it later)."""
         self.root.mkdir(parents=True, exist_ok=True)
+        marker = self.root / MARKER
+        if not marker.exists():
+            marker.write_text(json.dumps({"created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                                          "by": "orchestrate run"}) + "\n")
         self.partial.mkdir(parents=True, exist_ok=True)
+
+    @property
+    def is_ours(self) -> bool:
+        """True when `orchestrate run` created this folder (it holds the marker)."""
+        return (self.root / MARKER).is_file()
+
+    def acquire_lock(self) -> int:
+        """Take the run directory's OS lock (non-blocking) and write our pid into it; UserError
+        naming the holder's pid when another process has it. The lock lives as long as the
+        returned descriptor (and its copies in a child); it is never unlocked explicitly."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.root / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            raise UserError(f"{self.root} is in use by pid {holder} (a run or resume owns it)",
+                            f"wait for it to finish, stop it (kill -INT {holder}), or choose another "
+                            "--run-dir") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self.lock_fd = fd
+        return fd
+
+    def clear(self) -> None:
+        """Delete everything in the folder but the marker and the lock (a fresh start)."""
+        for p in self.root.iterdir():
+            if p.name in (MARKER, LOCK):
+                continue
+            if p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p)
+            else:
+                p.unlink()
+        self.partial.mkdir(parents=True, exist_ok=True)
+
+    def remove_temp_files(self) -> None:
+        """Leftovers of an interrupted write: the snapshot staging dirs and `*.tmp` files."""
+        shutil.rmtree(self.partial, ignore_errors=True)
+        self.partial.mkdir(parents=True, exist_ok=True)
+        if self.snapshots.exists():
+            for p in self.snapshots.glob("iter_*.tmp"):
+                shutil.rmtree(p, ignore_errors=True)
+        for p in self.root.glob("*.tmp"):
+            p.unlink(missing_ok=True)
 
     # ---------------------------------------------------------------- logs
     def append(self, path: Path, record: dict[str, Any]) -> None:
@@ -125,16 +210,32 @@ class RunDir:
         out = []
         for p in self.snapshots.iterdir():
             m = _SNAP_RE.match(p.name)
-            if m and p.is_dir() and all((p / f).exists() for f in ("weights.caffemodel", "state.solverstate", "hooks.json")):
+            if m and p.is_dir() and all((p / f).exists() for f in SNAP_FILES):
                 out.append((int(m.group(1)), p))
         return sorted(out)
+
+    def intact_snapshot(self) -> tuple[tuple[int, Path] | None, list[str]]:
+        """The newest snapshot whose files match its manifest, and one line per newer snapshot
+        that did not (renamed to `iter_N.corrupt` so that neither resume nor pruning counts it)."""
+        skipped = []
+        for it, p in reversed(self.snapshot_dirs()):
+            problem = verify_snapshot(p)
+            if problem is None:
+                return (it, p), skipped
+            skipped.append(f"snapshots/iter_{it}: {problem}")
+            bad = p.with_name(p.name + ".corrupt")
+            shutil.rmtree(bad, ignore_errors=True)
+            os.replace(p, bad)
+        return None, skipped
 
     def latest_snapshot(self) -> tuple[int, Path] | None:
         snaps = self.snapshot_dirs()
         return snaps[-1] if snaps else None
 
-    def commit_snapshot(self, iteration: int, caffemodel: Path, solverstate: Path, hooks_state: dict[str, Any]) -> Path:
-        """Move the files Caffe wrote into iter_<N>/ and make it visible in one rename."""
+    def commit_snapshot(self, iteration: int, caffemodel: Path, solverstate: Path, hooks_state: dict[str, Any],
+                        config: dict[str, Any] | None = None) -> Path:
+        """Move the files Caffe wrote into iter_<N>/ with the hooks' state, the config they were
+        trained with and a manifest, and make the folder visible in one rename."""
         from caffe.proto import caffe_pb2
 
         final = self.snapshots / f"iter_{iteration}"
@@ -144,13 +245,16 @@ class RunDir:
         os.replace(caffemodel, tmp / "weights.caffemodel")
         state = caffe_pb2.SolverState()
         state.ParseFromString(solverstate.read_bytes())
-        state.ClearField("learned_net")  # resume loads weights.caffemodel itself: paths stay relative
+        # `caffe train --snapshot` loads the weights from learned_net: the final absolute path
+        # (orchestrate resume ignores it and relinks it when the run dir has moved)
+        state.learned_net = str(final / "weights.caffemodel")
         (tmp / "state.solverstate").write_bytes(state.SerializeToString())
         solverstate.unlink()
-        write_json_atomic(tmp / "hooks.json", {"iter": iteration, "hooks": hooks_state})
+        write_json_atomic(tmp / "hooks.json", {"iter": iteration, "hooks": hooks_state, "config": config})
         for f in tmp.iterdir():
             with open(f, "rb") as fh:
                 os.fsync(fh.fileno())
+        write_manifest(tmp)
         if final.exists():
             shutil.rmtree(final)
         os.replace(tmp, final)
@@ -163,6 +267,63 @@ class RunDir:
         for it, p in snaps:
             if it not in recent and it not in keep:
                 shutil.rmtree(p, ignore_errors=True)
+
+
+def write_manifest(p: Path) -> None:
+    """manifest.json: size and sha256 of a snapshot's files, checked by resume."""
+    write_json_atomic(p / "manifest.json", {
+        f: {"size": (p / f).stat().st_size, "sha256": sha256_file(p / f)} for f in SNAP_FILES})
+
+
+def relink_snapshot(p: Path) -> bool:
+    """Point the solverstate's learned_net at this folder's weights again (after a move or
+    copy), so Caffe's own `caffe train --snapshot` finds them; True when it changed."""
+    from caffe.proto import caffe_pb2
+
+    state_file, want = p / "state.solverstate", str(p.resolve() / "weights.caffemodel")
+    state = caffe_pb2.SolverState()
+    state.ParseFromString(state_file.read_bytes())
+    if state.learned_net == want:
+        return False
+    state.learned_net = want
+    tmp = state_file.with_name(state_file.name + ".tmp")
+    tmp.write_bytes(state.SerializeToString())
+    os.replace(tmp, state_file)
+    write_manifest(p)
+    return True
+
+
+def verify_snapshot(p: Path) -> str | None:
+    """None when the snapshot's files are whole (manifest sizes and checksums, hooks.json
+    readable), else what is wrong. Snapshots written before manifests only get the JSON check."""
+    manifest = p / "manifest.json"
+    if manifest.exists():
+        try:
+            entries = json.loads(manifest.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            return "manifest.json is damaged"
+        for name in SNAP_FILES:
+            want, f = entries.get(name) or {}, p / name
+            if not f.is_file():
+                return f"{name} is missing"
+            if f.stat().st_size != want.get("size"):
+                return f"{name} has {f.stat().st_size} bytes, {want.get('size')} when written (truncated?)"
+            if sha256_file(f) != want.get("sha256"):
+                return f"{name} does not match its checksum (damaged)"
+    try:
+        json.loads((p / "hooks.json").read_text())["hooks"]
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError):
+        return "hooks.json is not readable JSON"
+    return None
+
+
+def disk_nearly_full(path: Path, margin: int = 1 << 20) -> bool:
+    """True when the file system holding `path` has less than `margin` bytes free."""
+    try:
+        st = os.statvfs(path)
+    except OSError:
+        return False
+    return st.f_bavail * st.f_frsize < margin
 
 
 def require_run_dir(path: str | os.PathLike[str]) -> RunDir:

@@ -2,32 +2,32 @@
 doctor, then supervise the Caffe child (orchestrator.worker) and turn an abort into a verdict."""
 from __future__ import annotations
 
-import ctypes
 import json
 import shutil
-import signal
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
-from common.child import quiet_glog_env, result_from_log
 from common.errors import UserError
 from common.findings import Finding, has_errors
 from orchestrator import config as cfgmod
-from orchestrator.rundir import RunDir, read_jsonl
-from orchestrator.worker import EXIT_CODES, last_val
+from orchestrator.rundir import LOCK, MARKER, RunDir, read_jsonl
+from orchestrator.supervisor import EXIT_BAD_INPUT, supervise
 
-EXIT_BAD_INPUT = 2
+START_STATE = "start.solverstate"  # a `caffe train` solver state the run continues from
 
 
-def read_stats(data_dir: str) -> dict[str, Any]:
-    """The data stage's stats.json of an output dir (UserError naming the dir when absent)."""
+def read_stats(data_dir: str, key: str = "data") -> dict[str, Any]:
+    """The data stage's stats.json of an output dir (UserError naming the key and dir when
+    absent or unreadable)."""
     p = Path(data_dir) / "stats.json"
     if not p.exists():
-        raise UserError(f"data dir {data_dir}: no stats.json (not built by `orchestrate data build`)",
+        raise UserError(f"{key}: {data_dir} has no stats.json (not built by `orchestrate data build`)",
                         "build it with orchestrate data build, or add data.build to the experiment")
-    return json.loads(p.read_text())
+    try:
+        return json.loads(p.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise UserError(f"{key}: {p} is not readable JSON ({e})", "rebuild the data with orchestrate data build") from None
 
 
 def ensure_data(exp: cfgmod.Experiment) -> None:
@@ -45,22 +45,16 @@ def ensure_data(exp: cfgmod.Experiment) -> None:
         print(f"building {out} from {lst_path}", flush=True)
         build_dataset(Path(out), num_classes=b.num_classes, ignore_label=b.ignore_label, list_file=lst_path,
                       root=Path(b.root), overwrite=stats.exists(), encoded=b.encoded, quiet=True,
-                      **({"resize": tuple(int(v) for v in b.resize.lower().split("x"))} if b.resize else {}))
+                      allow_lossy_labels=b.allow_lossy_labels,
+                      **({"resize": b.size} if b.size else {}))
 
 
 def make_nets(exp: cfgmod.Experiment, run: RunDir) -> dict[str, Any]:
     """Write train/val/deploy prototxts into the run dir; return the net's meta (classes, loss...)."""
     import nets
-    from nets.prototxt import read_meta
-    if exp.net.prototxt:
-        shutil.copyfile(exp.net.prototxt, run.train_net)
-        if exp.net.val_prototxt:
-            shutil.copyfile(exp.net.val_prototxt, run.val_net)
-        meta = read_meta(run.train_net.read_text()) or {}
-        meta.setdefault("num_classes", exp.net.num_classes)
-        meta.setdefault("ignore_label", exp.net.ignore_label)
-        meta["val_images"] = exp.validation.max_images or 0
-        return meta
+    if exp.net.prototxt:  # the user's own net: its meta's `findings` belong in the run's findings
+        from orchestrator.usernet import user_net_meta
+        return user_net_meta(exp, run)
     stats = read_stats(exp.data.train)
     num_classes = exp.net.num_classes or int(stats["num_classes"])
     ignore = exp.net.ignore_label if exp.net.ignore_label is not None else stats.get("ignore_label")
@@ -87,11 +81,15 @@ def make_nets(exp: cfgmod.Experiment, run: RunDir) -> dict[str, Any]:
     return meta
 
 
-def solver_text(exp: cfgmod.Experiment, run: RunDir, has_val: bool) -> str:
-    """solver.prototxt: Caffe's own testing and snapshotting are off; hooks do both."""
+def solver_text(exp: cfgmod.Experiment, run: RunDir, has_val: bool, base: str | Path | None = None) -> str:
+    """solver.prototxt: the schema's fields (on top of the fields of `base`, the user's solver
+    file or the run's own on resume), this folder's paths; Caffe's own testing and
+    snapshotting are off, the hooks do both."""
     from caffe.proto import caffe_pb2
     from google.protobuf import text_format
-    s, p = exp.solver, caffe_pb2.SolverParameter()
+
+    from orchestrator.solverfile import solver_param
+    s, p = exp.solver, solver_param(base)
     p.train_net = str(run.train_net)
     if has_val:
         p.test_net.append(str(run.val_net))
@@ -114,120 +112,118 @@ def solver_text(exp: cfgmod.Experiment, run: RunDir, has_val: bool) -> str:
 def preflight(exp: cfgmod.Experiment, run: RunDir, meta: dict[str, Any]) -> list[Finding]:
     """The doctor on the run's own nets and solver (static rules + a one-batch probe in a child)."""
     from nets.doctor import diagnose
-    stats = read_stats(exp.data.train) if not exp.net.prototxt else None
+    # a user net's data may come from elsewhere: the data stage's stats only where they exist
+    has_stats = (Path(exp.data.train) / "stats.json").is_file()
+    stats = read_stats(exp.data.train, "data.train") if not exp.net.prototxt or has_stats else None
     return diagnose(str(run.train_net), val_prototxt=str(run.val_net) if run.val_net.exists() else None,
-                    solver=str(run.solver), weights=exp.weights, data_stats=stats, meta=meta, dynamic=True)
+                    solver=str(run.solver), weights=exp.weights, data_stats=stats, meta=meta, dynamic=True,
+                    surgery=exp.surgery.bilinear)
 
 
-def prepare(exp: cfgmod.Experiment, run_dir: str, force: bool, fresh: bool) -> tuple[RunDir, list[Finding]]:
-    """Create the run directory with everything the worker needs; returns the pre-flight findings."""
-    run = RunDir(run_dir)
-    if run.root.exists() and any(run.root.iterdir()):
-        if not fresh:
-            raise UserError(f"{run.root} already exists", f"resume it with `orchestrate resume {run.root}`, "
-                            "pass --fresh to start over, or choose --run-dir")
-        shutil.rmtree(run.root)
+def check_inputs(exp: cfgmod.Experiment) -> None:
+    """Everything a run reads, checked before anything is created (UserError naming it)."""
     if exp.weights and exp.weights.endswith(".solverstate"):
         raise UserError(f"weights: {exp.weights} is a solver state, not weights",
                         "give a .caffemodel as weights; to continue a run use orchestrate resume RUN_DIR")
     if exp.weights and not Path(exp.weights).is_file():
         raise UserError(f"weights: {exp.weights} not found", "give the path of a .caffemodel")
+    for key, path in (("net.prototxt", exp.net.prototxt), ("net.val_prototxt", exp.net.val_prototxt)):
+        if path and not Path(path).is_file():
+            raise UserError(f"{key}: {path} not found", f"give the path of your net's prototxt as {key}")
+    b = exp.data.build
+    if b is not None:
+        lists = [("data.build.train_list", b.train_list)] + ([("data.build.val_list", b.val_list)] if b.val_list else [])
+        for key, lst in lists:
+            if not (Path(b.root) / lst).is_file():
+                raise UserError(f"{key}: {Path(b.root) / lst} not found",
+                                "check data.build.root and the list names (paths inside the lists are read "
+                                "relative to data.build.root)")
+        return
+    if exp.net.prototxt:
+        return
+    for key, d in (("data.train", exp.data.train), ("data.val", exp.data.val)):
+        if d:
+            read_stats(d, key)
+
+
+def open_run_dir(path: str, fresh: bool) -> tuple[RunDir, bool]:
+    """The run directory, locked and empty but for its marker; (run, created here).
+
+    Only a folder we created (marker) is ever emptied; a run that never trained (stopped in
+    pre-flight) may be started again without --fresh."""
+    run = RunDir(path)
+    if run.root.exists() and not run.root.is_dir():
+        raise UserError(f"{run.root} is a file, not a run directory", "choose another --run-dir")
+    created = not run.root.exists()
+    if not created and any(p.name != LOCK for p in run.root.iterdir()):
+        if not run.is_ours:
+            verb = "delete" if fresh else "use"
+            raise UserError(f"{run.root} exists and was not created by orchestrate run (no {MARKER} marker): "
+                            f"refusing to {verb} it", "choose another --run-dir (or another name:)")
+        run.acquire_lock()
+        trained = bool(run.snapshot_dirs() or read_jsonl(run.metrics))
+        if trained and not fresh:
+            raise UserError(f"{run.root} already holds a run", f"resume it with `orchestrate resume {run.root}`, "
+                            "pass --fresh to delete it and start over, or choose --run-dir")
+        run.clear()
+    else:
+        run.acquire_lock()
     run.create()
-    run.config.write_text(cfgmod.to_yaml(exp))
-    ensure_data(exp)
-    meta = make_nets(exp, run)
-    run.meta.write_text(json.dumps(meta, indent=2))
-    run.solver.write_text(solver_text(exp, run, run.val_net.exists()))
-    findings = preflight(exp, run, meta)
-    run.findings.write_text(json.dumps([f.to_dict() for f in findings], indent=2))
+    return run, created
+
+
+def _discard(run: RunDir, created: bool) -> None:
+    """Undo a start that failed before training: nothing half-made stays behind."""
+    if created:
+        shutil.rmtree(run.root, ignore_errors=True)
+        return
+    for p in list(run.root.iterdir()) if run.root.exists() else []:
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            p.unlink(missing_ok=True)
+
+
+def prepare(exp: cfgmod.Experiment, run_dir: str, force: bool, fresh: bool,
+            start: tuple[Path, int] | None = None) -> tuple[RunDir, list[Finding]]:
+    """Create the run directory with everything the worker needs; returns the pre-flight findings.
+    `start` is a solver state (and its iteration) to continue from, copied into the run.
+    The inputs are checked first; a failure on the way removes what this call made."""
+    check_inputs(exp)
+    run, created = open_run_dir(run_dir, fresh)
+    try:
+        run.config.write_text(cfgmod.to_yaml(exp))
+        ensure_data(exp)
+        meta = make_nets(exp, run)
+        notes = [Finding.from_dict(d) for d in meta.pop("findings", [])]  # what the net set-up found
+        if start is not None:
+            shutil.copyfile(start[0], run.root / START_STATE)
+            meta.update(start_state=START_STATE, start_iter=start[1])
+        run.meta.write_text(json.dumps(meta, indent=2))
+        run.solver.write_text(solver_text(exp, run, run.val_net.exists(), exp.solver.prototxt))
+        findings = notes + preflight(exp, run, meta)
+        run.findings.write_text(json.dumps([f.to_dict() for f in findings], indent=2))
+    except BaseException:
+        _discard(run, created)
+        raise
     return run, findings
 
 
-def _die_with_parent() -> None:
-    """In the child: receive SIGKILL when the parent dies, so no orphan keeps training."""
-    try:
-        ctypes.CDLL("libc.so.6").prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except OSError:
-        pass
-
-
-def abort_finding(code_hint: str, res: Any) -> Finding:
-    """Caffe's last fatal line (or the signal) as a finding with a fix."""
-    msg = res.fatal or f"the Caffe process ended with {res.signal_name or f'exit code {res.returncode}'}"
-    text = msg.lower()
-    if "cuda" in text or "cpu-only" in text or "no_gpu" in text or "gpu" in text:
-        return Finding("error", "gpu-unavailable", res.layer, f"Caffe could not use the GPU: {msg}",
-                       "set device: cpu, or build with CAFFE_GPU=1 on a machine with a working NVIDIA driver")
-    if res.fatal:
-        return Finding("error", "net-invalid", res.layer, f"Caffe aborted ({res.fatal_source}): {msg}",
-                       "fix the layer named in Caffe's message (shapes, crop offsets, bottoms) and run again")
-    return Finding("error", code_hint, None, msg, "see caffe.log in the run directory; "
-                   "continue from the last snapshot with orchestrate resume RUN_DIR")
-
-
-def supervise(run: RunDir, resume: bool) -> int:
-    """Run the worker child; forward SIGINT/SIGTERM; write the verdict if it dies without one."""
-    offset = run.log.stat().st_size if run.log.exists() else 0
-    with open(run.log, "ab") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "orchestrator.worker", str(run.root)] + (["--resume"] if resume else []),
-                                stderr=log, env=quiet_glog_env(), preexec_fn=_die_with_parent)
-    forward = lambda signum, frame: proc.send_signal(signum)  # noqa: E731
-    old = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        rc = proc.wait()
-    finally:
-        for s, h in old.items():
-            signal.signal(s, h)
-    summary = run.summary_data()
-    if rc in EXIT_CODES.values() and summary.get("status") not in (None, "running"):
-        _closing_line(run, summary)
-        return rc
-    res = result_from_log(rc, run.log, offset)
-    f = abort_finding("child-died", res)
-    findings = summary.get("findings", []) + [f.to_dict()]
-    bad = _first_non_finite(run)
-    if bad is not None:  # Caffe crashed on the NaNs it produced: that is a divergence, not a bug
-        d = Finding("error", "diverged", None, f"diverged at iteration {bad}: the loss became non-finite and "
-                    f"Caffe then crashed ({res.signal_name or rc})", "lower solver.base_lr (try 10x smaller), keep "
-                    "the loss normalized (VALID), or set solver.clip_gradients", {"iteration": bad})
-        run.write_summary(status="diverged", stop_reason=f"non-finite loss at iteration {bad}",
-                          iterations=bad, findings=findings + [d.to_dict()])
-        print(f"\nstatus: diverged\n{d}", file=sys.stderr)
-        return EXIT_CODES["diverged"]
-    run.write_summary(status="failed", stop_reason=f"{f.code}: {f.message}", findings=findings)
-    try:
-        from orchestrator import report
-        report.write_all(run)
-    except Exception:  # the verdict matters more than the pictures
-        pass
-    print(f"\nrun failed: {f}\nrun directory: {run.root}", file=sys.stderr)
-    return EXIT_BAD_INPUT
-
-
-def _first_non_finite(run: RunDir) -> int | None:
-    """Iteration of the first non-finite loss in metrics.jsonl (JSON null), if any."""
-    for rec in read_jsonl(run.metrics):
-        if rec.get("loss") is None:
-            return int(rec["iter"])
-    return None
-
-
-def _closing_line(run: RunDir, summary: dict[str, Any]) -> None:
-    val = last_val(run)
-    best = summary.get("best") or {}
-    bm = (best.get("metrics") or {}).get("mean_iu")
-    print(f"\nstatus: {summary['status']} ({summary.get('stop_reason')})")
-    if val:
-        print(f"val mIoU: {val['mean_iu']:.4f} at iteration {val['iter']}" + (f" (best {bm:.4f} at {best['iteration']})" if bm is not None else ""))
-    print(f"curves: {run.curves}\nreport: {run.report}\nsummary: {run.summary}")
-    for f in summary.get("findings", []):
-        if f["severity"] == "error":
-            print(f"  {f['severity']} {f['code']} [{f.get('layer')}]: {f['message']}\n    fix: {f['fix']}")
-
-
-def run_experiment(exp: cfgmod.Experiment, run_dir: str, *, force: bool = False, fresh: bool = False) -> int:
-    """`orchestrate run`: prepare, pre-flight (errors stop unless force), train in a child."""
-    run, findings = prepare(exp, run_dir, force, fresh)
+def run_experiment(exp: cfgmod.Experiment, run_dir: str, *, force: bool = False, fresh: bool = False,
+                   from_snapshot: str | None = None, snapshot_weights: str | None = None) -> int:
+    """`orchestrate run`: prepare, pre-flight (errors stop unless force), train in a child.
+    `from_snapshot` continues a `caffe train` snapshot (its weights become `weights`)."""
+    start = None
+    if from_snapshot:
+        from orchestrator.solverfile import caffe_snapshot
+        state, weights, it = caffe_snapshot(from_snapshot, snapshot_weights)
+        if it >= exp.solver.max_iter:
+            raise UserError(f"--from-snapshot: {state.name} is at iteration {it}, solver.max_iter is {exp.solver.max_iter}",
+                            f"raise solver.max_iter above {it} (--set solver.max_iter=N)")
+        exp.weights, start = str(weights), (state, it)
+    elif snapshot_weights:
+        raise UserError("--weights goes with --from-snapshot", "put start weights in the experiment's weights: key")
+    run, findings = prepare(exp, run_dir, force, fresh, start)
     for f in findings:
         if f.severity != "info":
             print(str(f), file=sys.stderr)
@@ -235,20 +231,23 @@ def run_experiment(exp: cfgmod.Experiment, run_dir: str, *, force: bool = False,
         run.write_summary(status="failed", stop_reason="pre-flight: the doctor found errors (use --force to train anyway)",
                           iterations=0, name=exp.name, findings=[f.to_dict() for f in findings])
         print(f"\nstopped before training: {sum(f.severity == 'error' for f in findings)} error finding(s); "
-              f"see {run.summary}", file=sys.stderr)
+              f"see {run.summary}. Fix them and run the same command again (nothing was trained), "
+              "or pass --force", file=sys.stderr)
         return EXIT_BAD_INPUT
-    return supervise(run, resume=False)
+    return supervise(run, [])
 
 
-def resume_run(path: str) -> int:
-    """`orchestrate resume RUN_DIR`: continue from the newest complete snapshot."""
+def resume_run(path: str, overrides: list[str] = ()) -> int:
+    """`orchestrate resume RUN_DIR [--set k=v]`: continue from the newest intact snapshot."""
+    from orchestrator.resume import plan_resume
     p = Path(path)
     if p.suffix in (".caffemodel", ".solverstate") or p.is_file():
         raise UserError(f"{path} is a file; resume needs the run directory (it holds the solver state, "
                         "the weights and the hooks' state)", "give the run directory, e.g. orchestrate resume runs/demo")
-    from orchestrator.rundir import require_run_dir
-    run = require_run_dir(path)
-    if run.latest_snapshot() is None:
-        raise UserError(f"{run.root}: no complete snapshot to resume from", "start again with orchestrate run --fresh")
-    return supervise(run, resume=True)
-
+    plan = plan_resume(path, list(overrides))
+    if plan is None:
+        return 0
+    run, exp, iteration, notes = plan
+    # this folder's paths and the new settings; the other fields of the run's own solver stay
+    run.solver.write_text(solver_text(exp, run, run.val_net.exists(), run.solver))
+    return supervise(run, ["--resume", str(iteration), "--notes", json.dumps([n.to_dict() for n in notes])])

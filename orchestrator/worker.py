@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 import traceback
+from pathlib import Path
 from typing import Any
 
 from common.errors import UserError
+from common.tempfiles import through_temp_file
 from common.findings import Finding
 from orchestrator import config as cfgmod
 from orchestrator import loop, rules, surgery
@@ -26,9 +29,9 @@ from orchestrator.hooks.snapshot import SnapshotHook
 from orchestrator.hooks.stats import StatsHook
 from orchestrator.hooks.validation import ValidationHook
 from orchestrator.hooks.writers import MetricsWriter, SummaryWriter
-from orchestrator.rundir import RunDir, read_jsonl
+from orchestrator.rundir import RunDir
+from orchestrator.supervisor import EXIT_CODES, VERDICT_ENV
 
-EXIT_CODES = {"completed": 0, "early_stopped": 0, "failed": 2, "diverged": 3, "interrupted": 130}
 
 
 def set_device(exp: cfgmod.Experiment) -> None:
@@ -43,26 +46,12 @@ def set_device(exp: cfgmod.Experiment) -> None:
 
 
 def apply_surgery(net: Any, train_prototxt: str, exp: cfgmod.Experiment) -> list[Finding]:
-    """Bilinear kernels into the upsampling Deconvolutions (or the layers named in surgery.layers)."""
+    """Bilinear kernels into the upsampling Deconvolutions (or the layers named in surgery.layers).
+    What it cannot do well is a finding, never an exception: the layer keeps its filler's weights."""
     from nets.prototxt import load_net
     if not exp.surgery.bilinear:
         return []
-    param = load_net(train_prototxt)
-    deconvs = {l.name: l for l in param.layer if l.type == "Deconvolution"}
-    names = exp.surgery.layers or [n for n, l in deconvs.items() if max(list(l.convolution_param.stride) or [1]) > 1]
-    out = []
-    for name in names:
-        if name not in deconvs or name not in net.params:
-            raise UserError(f"surgery.layers: '{name}' is not a Deconvolution with weights in {train_prototxt}",
-                            f"name one of: {', '.join(deconvs) or 'none'}")
-        group = deconvs[name].convolution_param.group or 1
-        blob = net.params[name][0]
-        blob.data[...] = surgery.bilinear_weights(blob.data.shape, group, name)
-        if not surgery.is_bilinear(blob.data, group, name):
-            raise RuntimeError(f"surgery on {name} did not take effect")
-        out.append(Finding("info", "surgery", name, f"bilinear kernel {blob.data.shape[2]}x{blob.data.shape[3]} "
-                           f"set on {blob.data.shape[0]} channels (group {group}) and verified", "none needed"))
-    return out
+    return surgery.run_surgery(net, load_net(train_prototxt), exp.surgery.layers, exp.weights)
 
 
 def build_hooks(solver: Any, exp: cfgmod.Experiment, run: RunDir, meta: dict[str, Any],
@@ -90,28 +79,74 @@ def build_hooks(solver: Any, exp: cfgmod.Experiment, run: RunDir, meta: dict[str
     return hooks
 
 
-def restore(solver: Any, run: RunDir, hooks: list[loop.Hook]) -> int:
-    """Load the newest complete snapshot into the solver and hooks; trim the logs after it."""
-    latest = run.latest_snapshot()
-    if latest is None:
-        raise UserError(f"{run.root}: no complete snapshot to resume from", "start again with orchestrate run")
-    it, snap = latest
+def data_sources(train_prototxt: str) -> dict[str, str]:
+    """Data layer name -> the LMDB it reads, in the TRAIN phase of the run's train net."""
+    from nets.graph import in_phase
+    from nets.prototxt import load_net
+    return {x.name: x.data_param.source for x in in_phase(load_net(train_prototxt), "TRAIN")
+            if x.type == "Data" and x.data_param.source}
+
+
+def skip_data_batches(net: Any, batches: int, sources: dict[str, str]) -> int:
+    """Advance Caffe's own Data layers (sequential LMDB readers without saved state) by the
+    batches the restored iterations consumed, so a resumed run reads the same records in the
+    same order as an uninterrupted one. A Data layer is back at its first record every
+    records / gcd(records, batch) batches, so at most that many are read. Returns how many."""
+    import lmdb
+
+    done = 0
+    for i, (name, layer) in enumerate(zip(net._layer_names, net.layers)):
+        if layer.type != "Data" or list(net.bottom_names[name]):
+            continue
+        batch, period = net.blobs[net.top_names[name][0]].num, 0
+        try:
+            with lmdb.open(sources[name], readonly=True, lock=False) as env:
+                records = int(env.stat()["entries"])
+            period = records // math.gcd(records, batch)
+        except (KeyError, lmdb.Error, ZeroDivisionError):
+            pass
+        n = batches % period if period else batches
+        for _ in range(n):
+            net._forward(i, i)
+        done = max(done, n)
+    return done
+
+
+def restore_state(solver: Any, state_file: Path) -> None:
+    """Caffe's solver.restore without its learned_net: the weights are already loaded, and the
+    path inside the state may belong to another folder (a moved run, a `caffe train` run)."""
+    from caffe.proto import caffe_pb2
+    state = caffe_pb2.SolverState()
+    state.ParseFromString(state_file.read_bytes())
+    state.ClearField("learned_net")
+    through_temp_file(state.SerializeToString(), ".solverstate", solver.restore)
+
+
+def restore(solver: Any, run: RunDir, hooks: list[loop.Hook], iteration: int,
+            exp: cfgmod.Experiment) -> int:
+    """Load snapshot `iteration` (chosen and verified by the parent) into the solver and hooks,
+    put Caffe's Data layers back at the same record, and trim the logs after it."""
+    snap = run.snapshots / f"iter_{iteration}"
+    if not snap.is_dir():
+        raise UserError(f"{snap}: snapshot not found", "resume with orchestrate resume RUN_DIR")
     solver.net.copy_from(str(snap / "weights.caffemodel"))
-    solver.restore(str(snap / "state.solverstate"))
+    restore_state(solver, snap / "state.solverstate")
     saved = json.loads((snap / "hooks.json").read_text())["hooks"]
     for h in hooks:
         if h.name in saved:
             h.load_state_dict(saved[h.name])
-    run.truncate_after(run.metrics, it)
-    run.truncate_after(run.val, it)
-    return it
+    skip_data_batches(solver.net, iteration * exp.solver.iter_size, data_sources(str(run.train_net)))
+    run.truncate_after(run.metrics, iteration)
+    run.truncate_after(run.val, iteration)
+    return iteration
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run (or resume) the training described by RUN_DIR; the exit code follows the status."""
     ap = argparse.ArgumentParser(prog="orchestrator.worker")
     ap.add_argument("run_dir")
-    ap.add_argument("--resume", action="store_true")
+    ap.add_argument("--resume", type=int, metavar="ITER", help="restore snapshots/iter_ITER first")
+    ap.add_argument("--notes", default="[]", help="JSON list of findings the parent adds (resume changes)")
     args = ap.parse_args(argv)
     run = RunDir(args.run_dir)
     import yaml
@@ -123,8 +158,15 @@ def main(argv: list[str] | None = None) -> int:
     solver = caffe.get_solver(str(run.solver))
     hooks = build_hooks(solver, exp, run, meta, preflight)
     ctx = loop.Context(solver=solver, exp=exp, run=run, meta=meta)
-    if args.resume:
-        ctx.start_iter = restore(solver, run, hooks)
+    notes = [Finding.from_dict(d) for d in json.loads(args.notes)]
+    if args.resume is not None:
+        ctx.start_iter = restore(solver, run, hooks, args.resume, exp)
+        by_name: dict[str, Any] = {h.name: h for h in hooks}
+        if any(n.code == "resume-changes" and "solver.base_lr" in n.data for n in notes) \
+                and "lr_on_plateau" in by_name:  # the user's new base_lr wins over a reduced one
+            by_name["lr_on_plateau"].base_lr = None
+        if "validation" in by_name and by_name["validation"].best is not None:
+            ctx.extra["best"] = by_name["validation"].best
         print(f"resumed from iteration {ctx.start_iter}", flush=True)
     else:
         if exp.weights:  # VGG16's fc6/fc7 are reshaped into FCN's convolutional ones
@@ -132,18 +174,41 @@ def main(argv: list[str] | None = None) -> int:
             transplant(solver.net, exp.weights)
         ctx.findings += apply_surgery(solver.net, str(run.train_net), exp)
         ctx.start_iter = 0
+        if meta.get("start_state"):  # `run --from-snapshot`: Caffe's iteration and solver history
+            restore_state(solver, run.root / meta["start_state"])
+            ctx.start_iter = int(solver.iter)
+            skip_data_batches(solver.net, ctx.start_iter * exp.solver.iter_size, data_sources(str(run.train_net)))
+            ctx.findings.append(Finding("info", "from-snapshot", None, f"continued a Caffe snapshot at iteration "
+                                        f"{ctx.start_iter} (weights {exp.weights})", "none needed",
+                                        {"iteration": ctx.start_iter}))
+            print(f"continuing from iteration {ctx.start_iter}", flush=True)
+    ctx.findings += notes
     run.write_summary(status="running", stop_reason=None, iterations=ctx.start_iter, name=exp.name)
     try:
         loop.train(ctx, hooks)
     except KeyboardInterrupt:
         pass
+    except Exception as e:  # the hooks' after_train wrote what they could; the parent hears why
+        tell_parent(ctx.status, ctx.stop_reason or f"{type(e).__name__}: {e}", getattr(e, "filename", None))
+        raise
+    tell_parent(ctx.status, ctx.stop_reason)
     return EXIT_CODES.get(ctx.status, 2)
 
 
-def last_val(run: RunDir) -> dict[str, Any] | None:
-    """The newest validation record (for the parent's closing line)."""
-    recs = read_jsonl(run.val)
-    return recs[-1] if recs else None
+_told: list[bool] = []
+
+
+def tell_parent(status: str, reason: str | None, file: str | None = None) -> None:
+    """The verdict on the pipe the parent gave us (SEGORCH_VERDICT_FD): it arrives even when
+    the disk is full and summary.json could not be written. The first verdict wins."""
+    fd = os.environ.get(VERDICT_ENV)
+    if _told or not fd:
+        return
+    _told.append(True)
+    try:
+        os.write(int(fd), (json.dumps({"status": status, "stop_reason": reason, "file": file}) + "\n").encode())
+    except OSError:
+        pass
 
 
 def _exit_now(code: int) -> None:
@@ -159,8 +224,13 @@ if __name__ == "__main__":
     try:
         _exit_now(main())
     except UserError as e:
+        tell_parent("failed", str(e))
         print(f"error: {e}", file=sys.stderr)
         _exit_now(2)
-    except Exception:
-        traceback.print_exc()
+    except Exception as exc:
+        tell_parent("failed", f"{type(exc).__name__}: {exc}", getattr(exc, "filename", None))
+        try:
+            traceback.print_exc()
+        except OSError:
+            pass
         _exit_now(2)

@@ -5,6 +5,7 @@ from collections.abc import Callable
 from typing import Any
 
 from orchestrator.loop import Context, Hook
+from orchestrator.schema import to_dict
 
 
 class SnapshotHook(Hook):
@@ -24,7 +25,7 @@ class SnapshotHook(Hook):
         prefix = ctx.run.partial / f"snap_iter_{ctx.iteration}"
         self.last_iter = ctx.iteration
         ctx.run.commit_snapshot(ctx.iteration, prefix.with_suffix(".caffemodel"),
-                                prefix.with_suffix(".solverstate"), self.hook_states())
+                                prefix.with_suffix(".solverstate"), self.hook_states(), to_dict(ctx.exp))
         ctx.run.prune_snapshots(self.keep_last, {self.best_iter} if self.best_iter is not None else set())
 
     def after_step(self, ctx: Context) -> None:
@@ -41,7 +42,8 @@ class SnapshotHook(Hook):
         if ctx.status in ("completed", "early_stopped", "interrupted"):
             self.snap(ctx)
         if self.best_iter is not None and ctx.extra.get("best"):
-            ctx.extra["best"]["snapshot"] = str(ctx.run.snapshots / f"iter_{self.best_iter}")
+            # relative to the run dir, which stays relocatable
+            ctx.extra["best"]["snapshot"] = f"snapshots/iter_{self.best_iter}"
 
     def state_dict(self) -> dict[str, Any]:
         return {"best_iter": self.best_iter, "last_iter": self.last_iter}

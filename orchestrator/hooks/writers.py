@@ -4,6 +4,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from common.findings import Finding
 from orchestrator.loop import Context, Hook
 from orchestrator.rundir import JsonlLog
 
@@ -42,6 +43,11 @@ class SummaryWriter(Hook):
         self.preflight = preflight
         self.t0 = time.perf_counter()
         self.seconds_before = 0.0
+        self.findings: list[Finding] = []  # the run's findings: restored ones first, then this session's
+
+    def before_train(self, ctx: Context) -> None:
+        ctx.findings[:0] = self.findings  # a resumed run keeps what it found before the snapshot
+        self.findings = ctx.findings
 
     def after_train(self, ctx: Context) -> None:
         from orchestrator import report
@@ -54,7 +60,9 @@ class SummaryWriter(Hook):
         report.write_all(ctx.run)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"train_seconds": self.seconds_before + time.perf_counter() - self.t0}
+        return {"train_seconds": self.seconds_before + time.perf_counter() - self.t0,
+                "findings": [f.to_dict() for f in self.findings]}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.seconds_before = float(state.get("train_seconds", 0.0))
+        self.findings = [Finding.from_dict(d) for d in state.get("findings", [])]
