@@ -26,11 +26,14 @@ builds of the same --out left behind are removed by the next build.
 """
 
 
-def _size(text: str) -> tuple[int, int]:
+def parse_size(text: str) -> tuple[int, int]:
+    """'480x360' -> (480, 360): width x height, both positive (also used by the experiment schema)."""
     try:
         a, b = (int(v) for v in text.lower().split("x"))
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not like 480x360") from None
+    if a < 1 or b < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: width and height must be positive")
     return a, b
 
 
@@ -56,7 +59,7 @@ def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None
     split.add_argument("--val-list", type=Path, help="a second list for val (same --root)")
     split.add_argument("--val-fraction", type=float, help="split this fraction of the one list off as val")
     split.add_argument("--split-seed", type=int, default=0, help="seed of that split (default 0)")
-    b.add_argument("--resize", type=_size, metavar="WxH", help="resize: images area/linear, labels nearest")
+    b.add_argument("--resize", type=parse_size, metavar="WxH", help="resize: images area/linear, labels nearest")
     b.add_argument("--encoded", action="store_true", help="store PNG bytes (Datum.encoded) instead of raw pixels")
     b.add_argument("--shuffle-seed", type=int, help="shuffle the records (one permutation for both LMDBs)")
     b.add_argument("--workers", type=int, default=None, help=f"decoding processes (default: cores = {os.cpu_count()})")
