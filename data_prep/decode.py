@@ -193,6 +193,12 @@ def _resize(img: np.ndarray, size: tuple[int, int], nearest: bool) -> np.ndarray
     return cv2.resize(img, size, interpolation=interp)
 
 
+def resize(img: np.ndarray, size: tuple[int, int], nearest: bool) -> np.ndarray:
+    """The data stage's resize to (width, height): area when shrinking images, linear when
+    growing, nearest-exact for labels; `predict` uses it to see what training saw."""
+    return _resize(img, size, nearest)
+
+
 def _to_datum(arr: np.ndarray, encoded: bool) -> bytes:
     """Datum bytes of an H x W (x 3) uint8 array."""
     if encoded:

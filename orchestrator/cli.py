@@ -13,13 +13,14 @@ EXIT_OK, EXIT_FINDINGS, EXIT_BAD_INPUT, EXIT_DIVERGED, EXIT_INTERRUPTED = 0, 1, 
 
 def _parser() -> argparse.ArgumentParser:
     from data_prep import cli as data_cli
-    from orchestrator import cli_commands
+    from orchestrator import cli_commands, cli_predict
 
     p = argparse.ArgumentParser(prog="orchestrate", description=__doc__)
     p.add_argument("--version", action="store_true", help="print version, Caffe commit, build and pycaffe path")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     data_cli.register(sub)
     cli_commands.register(sub)
+    cli_predict.register(sub)
     return p
 
 

@@ -1,0 +1,53 @@
+"""`orchestrate runs [DIR]`: one line per run directory under a folder, to compare experiments."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from common.errors import UserError
+from orchestrator.rundir import MARKER
+
+
+def run_row(folder: Path) -> dict[str, Any]:
+    """name, status, iterations, best mIoU and where, training time, of one run directory."""
+    try:
+        s = json.loads((folder / "summary.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        s = {}
+    best = s.get("best") or {}
+    return {"name": folder.name, "status": s.get("status", "?"), "iterations": s.get("iterations"),
+            "max_iter": s.get("max_iter"), "best_miou": (best.get("metrics") or {}).get("mean_iu"),
+            "best_iter": best.get("iteration"), "seconds": s.get("train_seconds")}
+
+
+def find_runs(folder: Path) -> list[Path]:
+    """Run directories at any depth below `folder` (a sweep keeps its trials one level down)."""
+    return sorted({p.parent for p in folder.rglob(MARKER)} | {p.parent for p in folder.rglob("summary.json")
+                                                              if (p.parent / "config.yaml").exists()})
+
+
+def _fmt_time(sec: float | None) -> str:
+    if sec is None:
+        return "-"
+    m, s = divmod(int(sec), 60)
+    return f"{m // 60}:{m % 60:02d}:{s:02d}" if m >= 60 else f"{m}:{s:02d}"
+
+
+def runs_table(folder: str) -> str:
+    """The table as text, best mIoU first (runs without a validation last)."""
+    root = Path(folder)
+    if not root.is_dir():
+        raise UserError(f"{folder} is not a folder", "give the folder that holds run directories, e.g. runs")
+    rows = [run_row(p) | {"name": str(p.relative_to(root)) if p != root else p.name} for p in find_runs(root)]
+    if not rows:
+        return f"no run directories under {folder}"
+    rows.sort(key=lambda r: (r["best_miou"] is None, -(r["best_miou"] or 0.0), r["name"]))
+    width = max(len("run"), *(len(r["name"]) for r in rows))
+    lines = [f"{'run':<{width}}  {'status':<13} {'iter':>11}  {'best mIoU':>9} {'at':>6}  {'time':>8}"]
+    for r in rows:
+        it = f"{r['iterations'] or 0}/{r['max_iter'] or '?'}"
+        miou = "-" if r["best_miou"] is None else f"{r['best_miou']:.4f}"
+        lines.append(f"{r['name']:<{width}}  {r['status']:<13} {it:>11}  {miou:>9} {r['best_iter'] or '-':>6}  "
+                     f"{_fmt_time(r['seconds']):>8}")
+    return "\n".join(lines)

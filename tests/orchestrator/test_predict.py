@@ -1,0 +1,140 @@
+"""`orchestrate predict` and `orchestrate runs` on real Caffe runs: the same numbers as
+validation, outputs at the input's size, user nets through a derived deploy net, clear errors."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from orchestrator.rundir import read_jsonl
+from tests.orchestrator.conftest import experiment, orchestrate, write_exp
+
+
+@pytest.fixture(scope="module")
+def trained(synth_lmdb: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A short run with validation every 20 iterations (best snapshot kept)."""
+    tmp = tmp_path_factory.mktemp("pred")
+    run = tmp / "run"
+    exp = experiment(synth_lmdb, solver={"max_iter": 60}, validation={"interval": 20}, snapshot={"interval": 20})
+    r = orchestrate("run", str(write_exp(tmp, exp)), "--run-dir", str(run))
+    assert r.returncode == 0, r.stderr[-2000:]
+    return run
+
+
+def test_predict_eval_equals_the_best_validation(trained, synth_lmdb, tmp_path):
+    out = tmp_path / "pred"
+    r = orchestrate("predict", str(trained), "--list", str(synth_lmdb / "raw" / "val.txt"), "--out", str(out), "--eval")
+    assert r.returncode == 0, r.stderr[-2000:]
+    summary = json.loads((trained / "summary.json").read_text())
+    best = next(v for v in read_jsonl(trained / "val.jsonl") if v["iter"] == summary["best"]["iteration"])
+    result = json.loads((out / "eval.json").read_text())
+    assert result["snapshot"] == f"snapshots/iter_{best['iter']}" and result["images"] == 12
+    assert abs(result["mean_iu"] - best["mean_iu"]) < 1e-6
+    assert abs(result["pixel_accuracy"] - best["pixel_accuracy"]) < 1e-6
+    assert f"mIoU {result['mean_iu']:.4f}" in r.stdout  # the per-class table
+    assert (out / "confusion.png").stat().st_size > 0
+    images = [Path(line.split()[0]) for line in (synth_lmdb / "raw" / "val.txt").read_text().split("\n") if line.strip()]
+    for img in images:
+        pred = Image.open(out / f"{img.stem}.png")
+        assert pred.mode == "P" and pred.size == Image.open(synth_lmdb / "raw" / img).size
+        assert np.asarray(pred).max() < 5
+        assert Image.open(out / f"{img.stem}_overlay.png").size == pred.size
+        assert (out / f"{img.stem}_error.png").exists()
+    assert not list(tmp_path.glob(".pred.partial-*"))
+
+
+def test_predict_restores_the_original_size_after_the_data_stage_resize(synth_lmdb, tmp_path):
+    raw = synth_lmdb / "raw"
+    exp = experiment(synth_lmdb, solver={"max_iter": 10}, validation={"interval": 10}, snapshot={"interval": 10})
+    exp["data"] = {"train": str(tmp_path / "d" / "train"), "val": str(tmp_path / "d" / "val"), "batch_size": 4,
+                   "build": {"root": str(raw), "train_list": "train.txt", "val_list": "val.txt",
+                             "num_classes": 5, "resize": "24x20"}}
+    run = tmp_path / "run"
+    assert orchestrate("run", str(write_exp(tmp_path, exp)), "--run-dir", str(run)).returncode == 0
+    out = tmp_path / "pred"
+    r = orchestrate("predict", str(run), "--images", str(raw / "images"), "--out", str(out), "--snapshot", "last",
+                    "--batch", "4")
+    assert r.returncode == 0, r.stderr[-2000:]
+    some = sorted((raw / "images").iterdir())[0]
+    assert Image.open(out / f"{some.stem}.png").size == Image.open(some).size == (32, 32)
+    assert not (out / "eval.json").exists()
+
+
+USER_TRAIN_VAL = """# a user's train_val net: Data layers per phase, no deploy.prototxt
+layer { name: "data" type: "Data" top: "data" include { phase: TRAIN }
+  transform_param { mean_value: 110 mean_value: 112 mean_value: 111 }
+  data_param { source: "%(d)s/train/images" batch_size: 4 backend: LMDB } }
+layer { name: "label" type: "Data" top: "label" include { phase: TRAIN }
+  data_param { source: "%(d)s/train/labels" batch_size: 4 backend: LMDB } }
+layer { name: "data" type: "Data" top: "data" include { phase: TEST }
+  transform_param { mean_value: 110 mean_value: 112 mean_value: 111 }
+  data_param { source: "%(d)s/val/images" batch_size: 1 backend: LMDB } }
+layer { name: "label" type: "Data" top: "label" include { phase: TEST }
+  data_param { source: "%(d)s/val/labels" batch_size: 1 backend: LMDB } }
+layer { name: "conv1" type: "Convolution" bottom: "data" top: "conv1"
+  convolution_param { num_output: 8 kernel_size: 3 pad: 1 weight_filler { type: "msra" } } }
+layer { name: "relu1" type: "ReLU" bottom: "conv1" top: "conv1" }
+layer { name: "seg" type: "Convolution" bottom: "conv1" top: "seg"
+  convolution_param { num_output: 5 kernel_size: 3 pad: 1 weight_filler { type: "msra" } } }
+layer { name: "loss" type: "SoftmaxWithLoss" bottom: "seg" bottom: "label" top: "loss"
+  loss_param { ignore_label: 255 } }
+"""
+
+
+def test_predict_a_user_net_through_a_derived_deploy_net(synth_lmdb, tmp_path):
+    net = tmp_path / "train_val.prototxt"
+    net.write_text(USER_TRAIN_VAL % {"d": synth_lmdb})
+    exp = experiment(synth_lmdb, net={"prototxt": str(net), "num_classes": 5, "ignore_label": 255},
+                     solver={"max_iter": 20, "base_lr": 0.01}, validation={"interval": 20}, snapshot={"interval": 20})
+    run = tmp_path / "run"
+    r = orchestrate("run", str(write_exp(tmp_path, exp)), "--run-dir", str(run))
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert not (run / "deploy.prototxt").exists()
+    out = tmp_path / "pred"
+    r = orchestrate("predict", str(run), "--list", str(synth_lmdb / "raw" / "val.txt"), "--out", str(out), "--eval")
+    assert r.returncode == 0, r.stderr[-2000:]
+    val = read_jsonl(run / "val.jsonl")[-1]
+    assert abs(json.loads((out / "eval.json").read_text())["mean_iu"] - val["mean_iu"]) < 1e-6
+
+
+def test_predict_errors_are_clear_and_leave_nothing(trained, synth_lmdb, tmp_path):
+    out = tmp_path / "pred"
+    lst = synth_lmdb / "raw" / "val.txt"
+    r = orchestrate("predict", str(trained), "--list", str(lst), "--out", str(out), "--snapshot", "iter_999")
+    assert r.returncode == 2 and "iter_999" in r.stderr and "choose one of" in r.stderr and not out.exists()
+    bad_dir = tmp_path / "raw"
+    shutil.copytree(synth_lmdb / "raw", bad_dir)
+    first = (bad_dir / lst.read_text().split()[0])
+    first.write_bytes(first.read_bytes()[:100])  # a truncated PNG
+    r = orchestrate("predict", str(trained), "--list", str(bad_dir / "val.txt"), "--out", str(out))
+    assert r.returncode == 2 and first.name in r.stderr and "truncated" in r.stderr, r.stderr[-1500:]
+    assert not out.exists() and not list(tmp_path.glob(".pred.partial-*"))
+    r = orchestrate("predict", str(trained), "--images", str(bad_dir / "images"), "--out", str(out), "--eval")
+    assert r.returncode == 2 and "--eval needs labels" in r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_a_caffe_abort_in_predict_is_reported(trained, synth_lmdb, tmp_path):
+    broken = tmp_path / "run"
+    shutil.copytree(trained, broken)
+    # the deploy net no longer fits the weights' shapes: Caffe aborts while building it
+    (broken / "deploy.prototxt").write_text((broken / "deploy.prototxt").read_text().replace("num_output: 5", "num_output: 7", 1))
+    out = tmp_path / "pred"
+    r = orchestrate("predict", str(broken), "--list", str(synth_lmdb / "raw" / "val.txt"), "--out", str(out))
+    assert r.returncode == 2 and "predict failed" in r.stderr and "Caffe aborted" in r.stderr and not out.exists()
+    assert "Traceback" not in r.stderr
+
+
+def test_runs_table(trained, tmp_path):
+    folder = tmp_path / "runs"
+    folder.mkdir()
+    shutil.copytree(trained, folder / "a")
+    r = orchestrate("runs", str(folder))
+    assert r.returncode == 0
+    best = json.loads((trained / "summary.json").read_text())["best"]
+    line = next(x for x in r.stdout.splitlines() if x.startswith("a "))
+    assert "completed" in line and "60/60" in line and f"{best['metrics']['mean_iu']:.4f}" in line
