@@ -33,15 +33,27 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 os.environ.setdefault("GLOG_minloglevel", "2")
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from bench.common import result_line  # noqa: E402
-from data_prep.build import build_dataset, write_image_lmdb  # noqa: E402
+from data_prep.build import BuildOptions, build_dataset, write_lmdbs  # noqa: E402
 from data_prep.datum import parse_datum  # noqa: E402
-from data_prep.sources import read_list  # noqa: E402
+from data_prep.fsutil import atomic_dir  # noqa: E402
+from data_prep.sources import Pair, read_list  # noqa: E402
+
+
+def write_image_lmdb(pairs: list[Pair], db_dir: Path, *, workers: int | None = None) -> dict[str, Any]:
+    """Only an image LMDB at `db_dir` (pairs without labels): what convert_imageset makes, made
+    by the data stage's writer, so the two tools do the same work."""
+    opts = BuildOptions(1, 255, workers=workers, quiet=True)
+    opts.validate()
+    with atomic_dir(Path(db_dir), overwrite=False) as tmp:
+        res = write_lmdbs([Pair(p.image, None, p.where) for p in pairs], tmp, None, opts, "images")
+    return {"num_records": len(res["index"]), "seconds": res["seconds"], "bytes": res["bytes"]}
 
 
 def find_convert_imageset() -> Path:
@@ -101,7 +113,7 @@ def run_ours_process(list_file: Path, out: Path, workers: int | None) -> float:
     """Our builder in a fresh interpreter, so Python's and the imports' start-up count too."""
     shutil.rmtree(out, ignore_errors=True)
     code = ("import sys; from pathlib import Path; sys.path.insert(0, sys.argv[1]);"
-            "from data_prep.build import write_image_lmdb; from data_prep.sources import read_list;"
+            "from bench.bench_lmdb import write_image_lmdb; from data_prep.sources import read_list;"
             "write_image_lmdb(read_list(Path(sys.argv[2])), Path(sys.argv[3]),"
             " workers=None if sys.argv[4] == 'None' else int(sys.argv[4]))")
     cmd = [sys.executable, "-c", code, str(REPO), str(list_file), str(out), str(workers)]

@@ -23,6 +23,21 @@ os.environ.setdefault("GLOG_minloglevel", "2")
 import numpy as np  # noqa: E402
 
 from bench.common import best_of, result_line  # noqa: E402
+from orchestrator.stats import BlobStat, collect, layer_of_top  # noqa: E402
+
+
+def collect_numpy(net: Any) -> list[BlobStat]:
+    """What orchestrator.stats.collect computes, in numpy from blob.data / blob.diff (the baseline)."""
+    owner = layer_of_top(net)
+
+    def one(name: str, kind: str, layer: str, b: Any) -> BlobStat:
+        d, g = b.data, b.diff
+        return BlobStat(name, kind, layer, b.count, float(np.abs(d).sum()), float(np.abs(g).sum()),
+                        float(np.dot(d.ravel(), d.ravel())), float(np.dot(g.ravel(), g.ravel())))
+    out = [one(n, "top", owner.get(n, n), b) for n, b in net.blobs.items()]
+    for layer, blobs in net.params.items():
+        out.extend(one(f"{layer}/{i}", "param", layer, b) for i, b in enumerate(blobs))
+    return out
 
 
 def timed_on_device(net: Any, fn: Callable[[], object], repeats: int = 5) -> float:
@@ -44,7 +59,6 @@ def main() -> None:
     import caffe
 
     import nets
-    from orchestrator import stats
     if gpu:
         caffe.set_device(0)
         caffe.set_mode_gpu()
@@ -60,15 +74,15 @@ def main() -> None:
     for b in list(net.blobs.values()) + [b for bl in net.params.values() for b in bl]:
         b.data[...] = rng.standard_normal(b.data.shape, dtype=np.float32)
         b.diff[...] = rng.standard_normal(b.diff.shape, dtype=np.float32)
-    a, n = stats.collect(net), stats.collect_numpy(net)
+    a, n = collect(net), collect_numpy(net)
     worst = max(abs(x.asum_data - y.asum_data) / max(1.0, y.asum_data) for x, y in zip(a, n))
     print(f"largest relative difference bindings vs numpy: {worst:.2e}")
     if gpu:
-        t_bind = timed_on_device(net, lambda: stats.collect(net))
-        t_np = timed_on_device(net, lambda: stats.collect_numpy(net))
+        t_bind = timed_on_device(net, lambda: collect(net))
+        t_np = timed_on_device(net, lambda: collect_numpy(net))
     else:
-        t_bind = best_of(lambda: stats.collect(net))
-        t_np = best_of(lambda: stats.collect_numpy(net))
+        t_bind = best_of(lambda: collect(net))
+        t_np = best_of(lambda: collect_numpy(net))
     elems = sum(s.count for s in a)
     print(f"{'GPU' if gpu else 'CPU'} mode, FCN-8s 500x500: {len(a)} blobs, {elems / 1e6:.1f} M values; bindings {t_bind * 1e3:.1f} ms, "
           f"numpy {t_np * 1e3:.1f} ms")

@@ -37,10 +37,6 @@ class ChildResult:
     layer: str | None  # the layer Caffe was working on or named
 
     @property
-    def aborted(self) -> bool:
-        return self.returncode == -signal.SIGABRT or self.returncode == 128 + signal.SIGABRT or self.fatal is not None
-
-    @property
     def signal_name(self) -> str | None:
         if self.returncode < 0:
             return signal.Signals(-self.returncode).name

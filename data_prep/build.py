@@ -135,7 +135,7 @@ class LmdbWriter:
         import lmdb
 
         self.path = Path(path)
-        self.path.mkdir(exist_ok=True)  # write_image_lmdb's is the temp folder itself
+        self.path.mkdir(exist_ok=True)  # an image-only build writes into the temp folder itself
         (self.path / "lock.mdb").write_bytes(bytes(LOCK_FILE_BYTES))
         with _as_oserror(self.path):
             self.env = lmdb.open(str(path), map_size=MAP_SIZE, subdir=True, meminit=False, lock=True)
@@ -359,15 +359,3 @@ def build_split(out_dir: Path, *, num_classes: int, ignore_label: int, list_file
             src = dict(source, split=name, **split)
             out[name] = _write_dir(tmp / name, pairs, opts, src, name)
     return out
-
-
-def write_image_lmdb(pairs: list[Pair], db_dir: Path, *, resize: tuple[int, int] | None = None,
-                     encoded: bool = False, workers: int | None = None, overwrite: bool = False,
-                     quiet: bool = True) -> dict[str, Any]:
-    """Only an image LMDB at `db_dir` (pairs without labels): what convert_imageset makes; for bench/."""
-    opts = BuildOptions(1, 255, resize=resize, encoded=encoded, workers=workers, quiet=quiet)
-    opts.validate()
-    pairs = [Pair(p.image, None, p.where) for p in pairs]
-    with atomic_dir(Path(db_dir), overwrite) as tmp:
-        res = write_lmdbs(pairs, tmp, None, opts, "images")
-    return {"num_records": len(res["index"]), "seconds": res["seconds"], "bytes": res["bytes"]}

@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from nets.bilinear import kernel_size_for_stride
+
 FILLERS = ("msra", "xavier")
 LOSSES = ("softmax", "infogain")
 NORMALIZATIONS = ("VALID", "FULL", "BATCH_SIZE", "NONE")
@@ -29,11 +31,6 @@ def weight_filler(kind: str) -> dict[str, Any]:
     if kind not in FILLERS:
         raise ValueError(f"filler must be one of {FILLERS}, got {kind!r}")
     return dict(type=kind)
-
-
-def upsample_kernel(stride: int) -> int:
-    """Kernel of a bilinear upsampling by `stride`: 2s - s % 2 (covers both neighbours)."""
-    return 2 * stride - stride % 2
 
 
 def conv(n: Any, name: str, bottom: Any, nout: int, *, ks: int = 3, pad: int = 1,
@@ -91,7 +88,7 @@ def upsample(n: Any, name: str, bottom: Any, num_classes: int, stride: int,
     n[name] = L.Deconvolution(
         bottom,
         convolution_param=dict(num_output=num_classes, group=num_classes,
-                               kernel_size=upsample_kernel(stride), stride=stride,
+                               kernel_size=kernel_size_for_stride(stride), stride=stride,
                                bias_term=False, weight_filler=dict(type="bilinear")),
         param=[dict(lr_mult=1 if learnable else 0, decay_mult=1 if learnable else 0)])
     return n[name]

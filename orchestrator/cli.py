@@ -7,20 +7,21 @@ import sys
 from collections.abc import Sequence
 
 from common.errors import UserError
+from orchestrator.contract import EXIT_BAD_INPUT, Status
 
-EXIT_OK, EXIT_FINDINGS, EXIT_BAD_INPUT, EXIT_DIVERGED, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+EXIT_OK = 0  # (1: the doctor found errors, returned by `check` itself)
 
 
 def _parser() -> argparse.ArgumentParser:
     from data_prep import cli as data_cli
-    from orchestrator import cli_commands, cli_predict
+    from orchestrator import cli_commands, cli_runs
 
     p = argparse.ArgumentParser(prog="orchestrate", description=__doc__)
     p.add_argument("--version", action="store_true", help="print version, Caffe commit, build and pycaffe path")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     data_cli.register(sub)
     cli_commands.register(sub)
-    cli_predict.register(sub)
+    cli_runs.register(sub)
     return p
 
 
@@ -42,7 +43,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        return Status.INTERRUPTED.exit_code
     except OSError as e:  # disk full, permissions: one line naming the file, no traceback
         from orchestrator.rundir import io_error_text
         print(f"error: {io_error_text(e)}", file=sys.stderr)

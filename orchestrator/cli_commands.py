@@ -43,7 +43,7 @@ def _check(args: argparse.Namespace) -> int:
         from orchestrator import config, runner
         exp = config.load_experiment(args.experiment, args.set or [])
         with tempfile.TemporaryDirectory(prefix="orchestrate-check-") as tmp:
-            _, findings = runner.prepare(exp, tmp, force=True, fresh=True)
+            _, findings = runner.prepare(exp, tmp, fresh=True)
     else:
         raise UserError("check needs an experiment YAML or --prototxt NET", "orchestrate check experiments/demo.yaml")
     if args.json:

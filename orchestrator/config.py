@@ -14,13 +14,10 @@ import yaml
 from common.errors import UserError
 from data_prep.cli import parse_size as parse_wxh  # the data stage's own --resize parser
 from orchestrator import schema
-from orchestrator.schema import Check, Limits, rule
+from orchestrator.rules import Thresholds
+from orchestrator.schema import Check, Count, Limits, NonNegFloat, NonNegInt, PosFloat, rule
 
-# Limits shared by many fields; the others are declared inline with their field.
-Count = Annotated[int, Limits(ge=1)]  # iterations, intervals, sizes: 0 would divide by zero or mean nothing
-NonNegInt = Annotated[int, Limits(ge=0)]
-PosFloat = Annotated[float, Limits(gt=0)]
-NonNegFloat = Annotated[float, Limits(ge=0)]
+# Limits shared by several fields here (schema has the common ones); the others are declared inline.
 Fraction = Annotated[float, Limits(ge=0, lt=1)]  # moving-average decays
 Label = Annotated[int, Limits(ge=0, le=255)]  # labels are stored as uint8
 Classes = Annotated[int, Limits(ge=1, le=255)]
@@ -154,23 +151,8 @@ class SurgeryCfg:
     layers: list[str] = field(default_factory=list)  # empty: every Deconvolution with stride > 1
 
 
-@dataclass
-class ChecksCfg:
-    """Statistics interval and the divergence thresholds (see orchestrator.rules)."""
-
-    stats_interval: Count = 10
-    loss_factor: Annotated[float, Limits(gt=1, hint="a loss this many times the recent median is divergence")] = 10.0
-    loss_window: Count = 20
-    warmup: NonNegInt = 10
-    saturation_loss: PosFloat = 87.3365
-    update_ratio_max: PosFloat = 1.0
-    update_ratio_min: NonNegFloat = 0.0
-    zero_blobs: bool = True
-
-    @rule("update_ratio_min", "update_ratio_max")
-    def _ratio_order(self) -> str | None:
-        ok = self.update_ratio_min < self.update_ratio_max
-        return None if ok else f"must be below checks.update_ratio_max ({self.update_ratio_max:g})"
+# the `checks` section is the divergence rules' own thresholds (one type, declared with the rules)
+ChecksCfg = Thresholds
 
 
 @dataclass
@@ -178,6 +160,7 @@ class ValidationCfg:
     enabled: bool = True
     interval: Count = 100
     max_images: Count | None = None
+    pictures: NonNegInt = 4  # val images drawn at each new best (RUN_DIR/best/); 0: none
 
 
 @dataclass
@@ -214,6 +197,7 @@ class SnapshotCfg:
 class ProgressCfg:
     quiet: bool = False
     log_interval: Count = 1
+    tensorboard: bool = True  # event files in RUN_DIR/tb/
 
 
 @dataclass

@@ -24,6 +24,11 @@ class Plateau:
         self.bad += 1
         return False
 
+    def restart_patience(self) -> None:
+        """After acting on a plateau (lr reduced), wait `patience` more validations before the
+        next action; the best so far stays the bar to beat."""
+        self.bad = 0
+
     @property
     def exhausted(self) -> bool:
         """Patience used up: `patience` validations in a row without improvement."""

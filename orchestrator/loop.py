@@ -3,6 +3,12 @@
 Hooks run between iterations in list order: before_train once, after_step after every
 solver.step(1), after_train once in a `finally` (so an exception or a stop still snapshots
 and writes the summary). Each hook has state_dict/load_state_dict so a resumed run continues.
+
+Hooks talk through typed fields of the Context only. The per-step facts (this iteration's
+record, statistics, validation and whether it is a new best) are reset by the loop before
+every step and before after_train, so a hook sees only what a hook before it found in the
+same step: the order of the list is the order of the facts (statistics before the rules,
+validation before early stop and the snapshots).
 """
 from __future__ import annotations
 
@@ -13,6 +19,7 @@ from typing import Any
 
 from common.findings import Finding
 from orchestrator.config import Experiment
+from orchestrator.contract import Status
 from orchestrator.rundir import RunDir
 from orchestrator.stats import BlobStat
 
@@ -24,25 +31,35 @@ class Context:
     solver: Any
     exp: Experiment
     run: RunDir
-    meta: dict[str, Any]
     start_iter: int = 0
     iteration: int = 0
     loss: float = math.nan
     lr: float = math.nan
     step_seconds: float = 0.0
-    record: dict[str, Any] = field(default_factory=dict)  # this iteration's metrics.jsonl line
+    # ---- this step's facts: reset by the loop before every step (and before after_train)
+    record: dict[str, Any] = field(default_factory=dict)  # extra keys of this iteration's metrics.jsonl line
     stats: list[BlobStat] | None = None  # set on iterations where statistics were computed
-    last_stats: list[BlobStat] = field(default_factory=list)
-    val: dict[str, Any] | None = None  # set on iterations where validation ran
-    status: str = "running"
+    val: dict[str, Any] | None = None  # set on iterations where validation ran (its val.jsonl record)
+    new_best: bool = False  # `val` is the best validation so far
+    confusion: list[list[int]] | None = None  # the confusion matrix of `val`
+    pictures: list[tuple[str, Any]] | None = None  # (tag, RGB array) of the best validation's overlays
+    # ---- the run's facts: kept across steps, each written by one hook
+    last_stats: list[BlobStat] = field(default_factory=list)  # StatsHook: the newest statistics
+    best: dict[str, Any] | None = None  # ValidationHook: {"iteration", "metrics"} of the best validation
+    best_snapshot: str | None = None  # SnapshotHook: the snapshot holding the best weights (run-relative)
+    status: Status = Status.RUNNING
     stop_reason: str | None = None
     findings: list[Finding] = field(default_factory=list)
-    extra: dict[str, Any] = field(default_factory=dict)  # hook-to-hook values (e.g. best snapshot)
 
-    def request_stop(self, status: str, reason: str) -> None:
+    def request_stop(self, status: Status, reason: str) -> None:
         """Ask the loop to stop after this iteration (the first request wins)."""
         if self.stop_reason is None:
             self.status, self.stop_reason = status, reason
+
+    def new_step(self) -> None:
+        """Forget the previous step's facts."""
+        self.record, self.stats, self.val, self.new_best = {}, None, None, False
+        self.confusion, self.pictures = None, None
 
     @property
     def stopping(self) -> bool:
@@ -86,7 +103,7 @@ def train(ctx: Context, hooks: list[Hook]) -> Context:
             h.before_train(ctx)
         ctx.iteration = solver.iter
         while ctx.iteration < max_iter and not ctx.stopping:
-            ctx.record, ctx.stats, ctx.val = {}, None, None
+            ctx.new_step()
             ctx.lr = float(solver.lr) if hasattr(solver, "lr") else float(solver.param.base_lr)
             t0 = time.perf_counter()
             solver.step(1)
@@ -96,14 +113,15 @@ def train(ctx: Context, hooks: list[Hook]) -> Context:
             for h in hooks:
                 h.after_step(ctx)
         if not ctx.stopping:
-            ctx.request_stop("completed", f"reached max_iter {max_iter}")
+            ctx.request_stop(Status.COMPLETED, f"reached max_iter {max_iter}")
     except BaseException as e:
         if isinstance(e, KeyboardInterrupt):
-            ctx.request_stop("interrupted", "KeyboardInterrupt")
+            ctx.request_stop(Status.INTERRUPTED, "KeyboardInterrupt")
         else:
-            ctx.request_stop("failed", f"{type(e).__name__}: {e}")
+            ctx.request_stop(Status.FAILED, f"{type(e).__name__}: {e}")
         raise
     finally:
+        ctx.new_step()
         for h in hooks:
             h.after_train(ctx)
     return ctx

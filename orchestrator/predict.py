@@ -14,6 +14,7 @@ from typing import Any
 from common.child import run_child
 from common.errors import UserError
 from data_prep.sources import IMAGE_EXTS, Pair, pair_folders, read_list
+from orchestrator.contract import WEIGHTS, RunMeta, snapshot_relpath
 from orchestrator.rundir import RunDir, require_run_dir, verify_snapshot
 from orchestrator.supervisor import abort_finding
 
@@ -80,10 +81,10 @@ def _data_stats(exp: dict[str, Any]) -> dict[str, Any]:
     return {}
 
 
-def class_names(exp: dict[str, Any], meta: dict[str, Any]) -> list[str] | None:
+def class_names(exp: dict[str, Any], meta: RunMeta) -> list[str] | None:
     """The net's class names, else those of the raw dataset's dataset.json (data.build.root)."""
-    if meta.get("class_names"):
-        return list(meta["class_names"])
+    if meta.class_names:
+        return list(meta.class_names)
     root = ((exp.get("data") or {}).get("build") or {}).get("root")
     try:
         names = json.loads((Path(root) / "dataset.json").read_text()).get("class_names") if root else None
@@ -117,15 +118,15 @@ def predict(run_dir: str, *, out: str, images: str | None = None, labels: str | 
     iteration, snap = choose_snapshot(run, snapshot)
     pairs = collect_inputs(images, labels, list_file, root, evaluate)
     exp = yaml.safe_load(run.config.read_text())
-    meta = json.loads(run.meta.read_text()) if run.meta.exists() else {}
+    meta = RunMeta.read(run.meta)
     stats = _data_stats(exp)
     out_dir = Path(out).resolve()
     tmp = _prepare_out(out_dir)
-    job = {"run": str(run.root), "weights": str(snap / "weights.caffemodel"), "iteration": iteration,
-           "snapshot": f"snapshots/{snap.name}", "pairs": [[str(p.image), str(p.label) if p.label else None, p.where]
+    job = {"run": str(run.root), "weights": str(snap / WEIGHTS), "iteration": iteration,
+           "snapshot": snapshot_relpath(iteration), "pairs": [[str(p.image), str(p.label) if p.label else None, p.where]
                                                           for p in pairs],
            "device": device, "eval": evaluate, "batch": batch, "quiet": quiet,
-           "num_classes": meta.get("num_classes"), "ignore_label": meta.get("ignore_label"),
+           "num_classes": meta.num_classes, "ignore_label": meta.ignore_label,
            "class_names": class_names(exp, meta), "resize": stats.get("resize"),
            "palette": stats.get("palette"), "mean_bgr": stats.get("mean_bgr"),
            "input_size": [stats["height"], stats["width"]] if stats.get("height") else None}

@@ -5,6 +5,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from orchestrator.contract import RUN_FILES, RunMeta
 from orchestrator.rundir import RunDir, read_jsonl
 
 
@@ -37,8 +38,24 @@ def _fmt(v: Any) -> str:
     return "n/a" if v is None else f"{v:.4f}" if isinstance(v, float) else str(v)
 
 
-def render(summary: dict[str, Any], val: list[dict[str, Any]], class_names: list[str] | None = None) -> str:
-    """The report as Markdown: verdict, best validation with per-class IU, findings."""
+def pictures_section(best_dir: Path) -> list[str]:
+    """Markdown for the best validation's pictures (RUN_DIR/best/), if the run drew them."""
+    info = best_dir / "best.json"
+    if not info.exists():
+        return []
+    meta = json.loads(info.read_text())
+    lines = [f"### Predictions at the best validation (iteration {meta['iteration']})", "",
+             "overlay (prediction on the image) and errors (red: wrong, grey: ignored)", ""]
+    for name in meta["images"]:
+        lines.append(f"![{name} overlay](best/{name}_overlay.png) ![{name} errors](best/{name}_error.png)")
+    if (best_dir / "confusion.png").exists():
+        lines += ["", "![confusion matrix of the best validation](best/confusion.png)"]
+    return lines + [""]
+
+
+def render(summary: dict[str, Any], val: list[dict[str, Any]], class_names: list[str] | None = None,
+           pictures: list[str] | None = None) -> str:
+    """The report as Markdown: verdict, best validation with per-class IU and pictures, findings."""
     lines = [f"# Run report: {summary.get('name', '')}", "",
              f"- status: **{summary.get('status')}** ({summary.get('stop_reason')})",
              f"- iterations: {summary.get('iterations')} of {summary.get('max_iter')}",
@@ -54,6 +71,7 @@ def render(summary: dict[str, Any], val: list[dict[str, Any]], class_names: list
             name = class_names[i] if class_names and i < len(class_names) else str(i)
             lines.append(f"| {name} | {_fmt(iu)} |")
         lines.append("")
+        lines += pictures or []
     if val:
         lines += ["## Validations", "", "| iteration | mean IU | pixel acc |", "|---|---|---|"]
         lines += [f"| {r['iter']} | {_fmt(r.get('mean_iu'))} | {_fmt(r.get('pixel_accuracy'))} |" for r in val]
@@ -74,8 +92,6 @@ def write_all(run: RunDir) -> None:
     summary = run.summary_data()
     summary.setdefault("name", run.root.name)
     metrics, val = read_jsonl(run.metrics), read_jsonl(run.val)
-    names = None
-    if run.meta.exists():
-        names = json.loads(run.meta.read_text()).get("class_names")
+    names = RunMeta.read(run.meta).class_names if run.meta.exists() else None
     plot_curves(metrics, val, run.curves)
-    run.report.write_text(render(summary, val, names))
+    run.report.write_text(render(summary, val, names, pictures_section(run.root / RUN_FILES["best"])))

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from orchestrator.contract import Status
+
 # dotted-key prefixes a resume may change (everything else is refused)
 RESUMABLE = ("solver.", "validation.", "snapshot.", "early_stop.", "lr_on_plateau.", "progress.",
              "checks.", "name", "device")
 # ...except these, which the saved state depends on (Adam's history is not SGD's)
 FIXED = ("solver.type",)
-FINISHED = ("completed", "early_stopped")
 
 
 def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
@@ -61,13 +62,13 @@ def continue_decision(status: str | None, iterations: int | None, max_iter: int,
 
     A completed run continues only when max_iter now lies beyond it; an early-stopped one
     also needs its early-stop settings changed (else it would stop again at once)."""
-    if status not in FINISHED:
+    if status not in {s.value for s in Status if s.finished}:
         return None
     done = int(iterations or 0)
     raise_it = f"raise solver.max_iter above {done} (orchestrate resume RUN_DIR --set solver.max_iter=N)"
     if max_iter <= done:
         return f"the run is {status.replace('_', '-')} at iteration {done}: nothing to do. To train on, {raise_it}"
-    if status == "early_stopped" and not any(k.startswith("early_stop.") for k in allowed):
+    if status == Status.EARLY_STOPPED and not any(k.startswith("early_stop.") for k in allowed):
         return (f"the run stopped early at iteration {done} and would stop again at the next validation: "
                 "nothing to do. To train on, change early_stop (e.g. --set early_stop.enabled=false or a "
                 "larger early_stop.patience)")

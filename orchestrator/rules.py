@@ -8,24 +8,35 @@ import math
 import statistics
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Annotated
 
 from common.findings import Finding
-from orchestrator.stats import BlobStat
+from orchestrator.schema import Count, Limits, NonNegFloat, NonNegInt, PosFloat, rule
+
+if TYPE_CHECKING:
+    from orchestrator.stats import BlobStat
 
 SATURATED_LOSS = 87.3365  # -log(FLT_MIN): SoftmaxWithLoss's clamp when the true class has probability 0
 
 
-@dataclass(frozen=True)
+@dataclass
 class Thresholds:
-    """The `checks` section of the experiment, as plain numbers."""
+    """The experiment's `checks` section: how often statistics are taken and the limits the
+    rules below apply (declared with their bounds, loaded by orchestrator.schema)."""
 
-    loss_factor: float = 10.0
-    loss_window: int = 20
-    warmup: int = 10
-    saturation_loss: float = SATURATED_LOSS
-    update_ratio_max: float = 1.0
-    update_ratio_min: float = 0.0
+    stats_interval: Count = 10
+    loss_factor: Annotated[float, Limits(gt=1, hint="a loss this many times the recent median is divergence")] = 10.0
+    loss_window: Count = 20
+    warmup: NonNegInt = 10
+    saturation_loss: PosFloat = SATURATED_LOSS
+    update_ratio_max: PosFloat = 1.0
+    update_ratio_min: NonNegFloat = 0.0
     zero_blobs: bool = True
+
+    @rule("update_ratio_min", "update_ratio_max")
+    def _ratio_order(self) -> str | None:
+        ok = self.update_ratio_min < self.update_ratio_max
+        return None if ok else f"must be below checks.update_ratio_max ({self.update_ratio_max:g})"
 
 
 def check_loss(iteration: int, loss: float, history: Sequence[float], t: Thresholds) -> list[Finding]:

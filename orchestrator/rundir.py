@@ -1,4 +1,5 @@
-"""The run directory: its file names, append-only JSONL logs, atomic summary and snapshots.
+"""The run directory: its paths (names in orchestrator.contract), append-only JSONL logs, atomic
+summary and snapshots.
 
 A snapshot is a folder `snapshots/iter_<N>/` holding `weights.caffemodel`, `state.solverstate`,
 `hooks.json` and `manifest.json` (size and sha256 of the other three). It is assembled under
@@ -17,19 +18,15 @@ import hashlib
 import json
 import math
 import os
-import re
 import shutil
 import time
 from pathlib import Path
 from typing import Any
 
 from common.errors import UserError
-
-STATUSES = ("running", "completed", "early_stopped", "diverged", "interrupted", "failed")
-MARKER = ".segorch-run"
-LOCK = ".lock"
-SNAP_FILES = ("weights.caffemodel", "state.solverstate", "hooks.json")
-_SNAP_RE = re.compile(r"^iter_(\d+)$")
+from orchestrator.contract import (CAFFE_PREFIX, HOOKS, LOCK, MANIFEST, MARKER, RESERVE, RUN_FILES, SNAP_FILES, STATE,
+                                   WEIGHTS, Status, caffe_snapshot_files, snapshot_iteration, snapshot_name,
+                                   snapshot_relpath)
 
 
 def _clean(obj: Any) -> Any:
@@ -111,14 +108,21 @@ class RunDir:
         self.lock_fd: int | None = None
 
     def __getattr__(self, name: str) -> Path:
-        files = {"config": "config.yaml", "train_net": "train.prototxt", "val_net": "val.prototxt",
-                 "deploy_net": "deploy.prototxt", "solver": "solver.prototxt", "metrics": "metrics.jsonl",
-                 "val": "val.jsonl", "summary": "summary.json", "report": "report.md", "curves": "curves.png",
-                 "log": "caffe.log", "meta": "net_meta.json", "findings": "findings.json",
-                 "snapshots": "snapshots", "partial": "snapshots/.partial"}
-        if name in files:
-            return self.root / files[name]
+        if name in RUN_FILES:
+            return self.root / RUN_FILES[name]
         raise AttributeError(name)
+
+    @property
+    def caffe_prefix(self) -> Path:
+        """Caffe's snapshot_prefix: solver.snapshot() writes into the staging folder."""
+        return self.partial / CAFFE_PREFIX
+
+    def caffe_snapshot(self, iteration: int) -> tuple[Path, Path]:
+        """(caffemodel, solverstate) that solver.snapshot() just wrote at `iteration`."""
+        return caffe_snapshot_files(self.caffe_prefix, iteration)
+
+    def snapshot_dir(self, iteration: int) -> Path:
+        return self.snapshots / snapshot_name(iteration)
 
     def create(self) -> None:
         """Make the folder with its marker (the proof that `--fresh` may delete it later)."""
@@ -164,6 +168,20 @@ class RunDir:
                 p.unlink()
         self.partial.mkdir(parents=True, exist_ok=True)
 
+    def reserve_space(self, size: int = 1 << 20) -> None:
+        """Hold `size` bytes on the run's disk while the child trains, so that the final summary
+        and report can still be written after the run has filled the disk."""
+        try:
+            with open(self.root / RESERVE, "wb") as f:
+                f.write(bytes(size))
+                f.flush()
+                os.fsync(f.fileno())
+        except OSError:
+            self.release_space()
+
+    def release_space(self) -> None:
+        (self.root / RESERVE).unlink(missing_ok=True)
+
     def remove_temp_files(self) -> None:
         """Leftovers of an interrupted write: the snapshot staging dirs and `*.tmp` files."""
         shutil.rmtree(self.partial, ignore_errors=True)
@@ -197,8 +215,10 @@ class RunDir:
         """Merge fields into summary.json (atomically)."""
         data = self.summary_data()
         data.update(fields)
-        if data.get("status") not in STATUSES:
-            raise ValueError(f"bad status {data.get('status')!r}")
+        try:
+            data["status"] = Status(data.get("status")).value
+        except ValueError:
+            raise ValueError(f"bad status {data.get('status')!r}") from None
         write_json_atomic(self.summary, data)
         return data
 
@@ -209,9 +229,9 @@ class RunDir:
             return []
         out = []
         for p in self.snapshots.iterdir():
-            m = _SNAP_RE.match(p.name)
-            if m and p.is_dir() and all((p / f).exists() for f in SNAP_FILES):
-                out.append((int(m.group(1)), p))
+            it = snapshot_iteration(p.name)
+            if it is not None and p.is_dir() and all((p / f).exists() for f in SNAP_FILES):
+                out.append((it, p))
         return sorted(out)
 
     def intact_snapshot(self) -> tuple[tuple[int, Path] | None, list[str]]:
@@ -222,7 +242,7 @@ class RunDir:
             problem = verify_snapshot(p)
             if problem is None:
                 return (it, p), skipped
-            skipped.append(f"snapshots/iter_{it}: {problem}")
+            skipped.append(f"{snapshot_relpath(it)}: {problem}")
             bad = p.with_name(p.name + ".corrupt")
             shutil.rmtree(bad, ignore_errors=True)
             os.replace(p, bad)
@@ -238,19 +258,19 @@ class RunDir:
         trained with and a manifest, and make the folder visible in one rename."""
         from caffe.proto import caffe_pb2
 
-        final = self.snapshots / f"iter_{iteration}"
-        tmp = self.snapshots / f"iter_{iteration}.tmp"
+        final = self.snapshot_dir(iteration)
+        tmp = final.with_name(final.name + ".tmp")
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
-        os.replace(caffemodel, tmp / "weights.caffemodel")
+        os.replace(caffemodel, tmp / WEIGHTS)
         state = caffe_pb2.SolverState()
         state.ParseFromString(solverstate.read_bytes())
         # `caffe train --snapshot` loads the weights from learned_net: the final absolute path
         # (orchestrate resume ignores it and relinks it when the run dir has moved)
-        state.learned_net = str(final / "weights.caffemodel")
-        (tmp / "state.solverstate").write_bytes(state.SerializeToString())
+        state.learned_net = str(final / WEIGHTS)
+        (tmp / STATE).write_bytes(state.SerializeToString())
         solverstate.unlink()
-        write_json_atomic(tmp / "hooks.json", {"iter": iteration, "hooks": hooks_state, "config": config})
+        write_json_atomic(tmp / HOOKS, {"iter": iteration, "hooks": hooks_state, "config": config})
         for f in tmp.iterdir():
             with open(f, "rb") as fh:
                 os.fsync(fh.fileno())
@@ -271,7 +291,7 @@ class RunDir:
 
 def write_manifest(p: Path) -> None:
     """manifest.json: size and sha256 of a snapshot's files, checked by resume."""
-    write_json_atomic(p / "manifest.json", {
+    write_json_atomic(p / MANIFEST, {
         f: {"size": (p / f).stat().st_size, "sha256": sha256_file(p / f)} for f in SNAP_FILES})
 
 
@@ -280,7 +300,7 @@ def relink_snapshot(p: Path) -> bool:
     copy), so Caffe's own `caffe train --snapshot` finds them; True when it changed."""
     from caffe.proto import caffe_pb2
 
-    state_file, want = p / "state.solverstate", str(p.resolve() / "weights.caffemodel")
+    state_file, want = p / STATE, str(p.resolve() / WEIGHTS)
     state = caffe_pb2.SolverState()
     state.ParseFromString(state_file.read_bytes())
     if state.learned_net == want:
@@ -296,12 +316,12 @@ def relink_snapshot(p: Path) -> bool:
 def verify_snapshot(p: Path) -> str | None:
     """None when the snapshot's files are whole (manifest sizes and checksums, hooks.json
     readable), else what is wrong. Snapshots written before manifests only get the JSON check."""
-    manifest = p / "manifest.json"
+    manifest = p / MANIFEST
     if manifest.exists():
         try:
             entries = json.loads(manifest.read_text())
         except (json.JSONDecodeError, UnicodeDecodeError):
-            return "manifest.json is damaged"
+            return f"{MANIFEST} is damaged"
         for name in SNAP_FILES:
             want, f = entries.get(name) or {}, p / name
             if not f.is_file():
@@ -311,9 +331,9 @@ def verify_snapshot(p: Path) -> str | None:
             if sha256_file(f) != want.get("sha256"):
                 return f"{name} does not match its checksum (damaged)"
     try:
-        json.loads((p / "hooks.json").read_text())["hooks"]
+        json.loads((p / HOOKS).read_text())["hooks"]
     except (OSError, json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError):
-        return "hooks.json is not readable JSON"
+        return f"{HOOKS} is not readable JSON"
     return None
 
 

@@ -1,5 +1,6 @@
 """The parent side of `orchestrate run/resume`: prepare the run directory, pre-flight with the
-doctor, then supervise the Caffe child (orchestrator.worker) and turn an abort into a verdict."""
+doctor, then supervise the Caffe child (orchestrator.supervisor) and turn an abort into a verdict.
+What the two sides share is in orchestrator.contract."""
 from __future__ import annotations
 
 import json
@@ -10,19 +11,19 @@ from typing import Any
 
 from common.errors import UserError
 from common.findings import Finding, has_errors
+from data_prep.build import INFOGAIN_FILE, STATS_FILE
 from orchestrator import config as cfgmod
-from orchestrator.rundir import LOCK, MARKER, RunDir, read_jsonl
-from orchestrator.supervisor import EXIT_BAD_INPUT, supervise
-
-START_STATE = "start.solverstate"  # a `caffe train` solver state the run continues from
+from orchestrator.contract import EXIT_BAD_INPUT, LOCK, MARKER, START_STATE, RunMeta, Status
+from orchestrator.rundir import RunDir, read_jsonl
+from orchestrator.supervisor import supervise
 
 
 def read_stats(data_dir: str, key: str = "data") -> dict[str, Any]:
     """The data stage's stats.json of an output dir (UserError naming the key and dir when
     absent or unreadable)."""
-    p = Path(data_dir) / "stats.json"
+    p = Path(data_dir) / STATS_FILE
     if not p.exists():
-        raise UserError(f"{key}: {data_dir} has no stats.json (not built by `orchestrate data build`)",
+        raise UserError(f"{key}: {data_dir} has no {STATS_FILE} (not built by `orchestrate data build`)",
                         "build it with orchestrate data build, or add data.build to the experiment")
     try:
         return json.loads(p.read_text())
@@ -39,7 +40,7 @@ def ensure_data(exp: cfgmod.Experiment) -> None:
     jobs = [(exp.data.train, b.train_list)] + ([(exp.data.val, b.val_list)] if exp.data.val and b.val_list else [])
     for out, lst in jobs:
         lst_path = Path(b.root) / lst
-        stats = Path(out) / "stats.json"
+        stats = Path(out) / STATS_FILE
         if stats.exists() and (not lst_path.exists() or stats.stat().st_mtime >= lst_path.stat().st_mtime):
             continue
         print(f"building {out} from {lst_path}", flush=True)
@@ -49,10 +50,11 @@ def ensure_data(exp: cfgmod.Experiment) -> None:
                       **({"resize": b.size} if b.size else {}))
 
 
-def make_nets(exp: cfgmod.Experiment, run: RunDir) -> dict[str, Any]:
-    """Write train/val/deploy prototxts into the run dir; return the net's meta (classes, loss...)."""
+def make_nets(exp: cfgmod.Experiment, run: RunDir) -> tuple[RunMeta, list[Finding]]:
+    """Write train/val/deploy prototxts into the run dir; return the net's meta (classes, loss...)
+    and what setting up the net found (a user's net: how validation will go)."""
     import nets
-    if exp.net.prototxt:  # the user's own net: its meta's `findings` belong in the run's findings
+    if exp.net.prototxt:
         from orchestrator.usernet import user_net_meta
         return user_net_meta(exp, run)
     stats = read_stats(exp.data.train)
@@ -72,13 +74,13 @@ def make_nets(exp: cfgmod.Experiment, run: RunDir) -> dict[str, Any]:
                       val_data=val_src, deploy_shape=(int(stats.get("height", 64)), int(stats.get("width", 64))),
                       width=n.width, depth=n.depth, batch_norm=n.batch_norm, filler=n.filler, loss=n.loss,
                       normalization=n.normalization, ignore_label=ignore, learn_upsample=n.learn_upsample,
-                      infogain_file=str(Path(exp.data.train) / "infogain_H.binaryproto") if n.loss == "infogain" else None)
+                      infogain_file=str(Path(exp.data.train) / INFOGAIN_FILE) if n.loss == "infogain" else None)
     g.write(run.root)
-    meta = dict(g.meta)
-    meta["class_names"] = stats.get("class_names")
+    meta = RunMeta.from_dict(g.meta)
+    meta.class_names = stats.get("class_names")
     val_n = int(read_stats(exp.data.val)["num_records"]) if exp.data.val else 0
-    meta["val_images"] = min(val_n, exp.validation.max_images or val_n)
-    return meta
+    meta.val_images = min(val_n, exp.validation.max_images or val_n)
+    return meta, []
 
 
 def solver_text(exp: cfgmod.Experiment, run: RunDir, has_val: bool, base: str | Path | None = None) -> str:
@@ -102,22 +104,22 @@ def solver_text(exp: cfgmod.Experiment, run: RunDir, has_val: bool, base: str | 
     if s.type == "Adam":
         p.momentum2 = s.momentum2
     p.clip_gradients, p.max_iter, p.display, p.snapshot = s.clip_gradients, s.max_iter, 0, 0
-    p.snapshot_prefix = str(run.partial / "snap")
+    p.snapshot_prefix = str(run.caffe_prefix)
     p.random_seed = exp.seed
     p.solver_mode = caffe_pb2.SolverParameter.GPU if exp.gpu_id is not None else caffe_pb2.SolverParameter.CPU
     p.device_id = exp.gpu_id or 0
     return text_format.MessageToString(p)
 
 
-def preflight(exp: cfgmod.Experiment, run: RunDir, meta: dict[str, Any]) -> list[Finding]:
+def preflight(exp: cfgmod.Experiment, run: RunDir, meta: RunMeta) -> list[Finding]:
     """The doctor on the run's own nets and solver (static rules + a one-batch probe in a child)."""
     from nets.doctor import diagnose
     # a user net's data may come from elsewhere: the data stage's stats only where they exist
-    has_stats = (Path(exp.data.train) / "stats.json").is_file()
+    has_stats = (Path(exp.data.train) / STATS_FILE).is_file()
     stats = read_stats(exp.data.train, "data.train") if not exp.net.prototxt or has_stats else None
     return diagnose(str(run.train_net), val_prototxt=str(run.val_net) if run.val_net.exists() else None,
-                    solver=str(run.solver), weights=exp.weights, data_stats=stats, meta=meta, dynamic=True,
-                    surgery=exp.surgery.bilinear)
+                    solver=str(run.solver), weights=exp.weights, data_stats=stats, meta=meta.to_dict(),
+                    dynamic=True, surgery=exp.surgery.bilinear)
 
 
 def check_inputs(exp: cfgmod.Experiment) -> None:
@@ -184,7 +186,7 @@ def _discard(run: RunDir, created: bool) -> None:
             p.unlink(missing_ok=True)
 
 
-def prepare(exp: cfgmod.Experiment, run_dir: str, force: bool, fresh: bool,
+def prepare(exp: cfgmod.Experiment, run_dir: str, fresh: bool,
             start: tuple[Path, int] | None = None) -> tuple[RunDir, list[Finding]]:
     """Create the run directory with everything the worker needs; returns the pre-flight findings.
     `start` is a solver state (and its iteration) to continue from, copied into the run.
@@ -194,12 +196,11 @@ def prepare(exp: cfgmod.Experiment, run_dir: str, force: bool, fresh: bool,
     try:
         run.config.write_text(cfgmod.to_yaml(exp))
         ensure_data(exp)
-        meta = make_nets(exp, run)
-        notes = [Finding.from_dict(d) for d in meta.pop("findings", [])]  # what the net set-up found
+        meta, notes = make_nets(exp, run)
         if start is not None:
             shutil.copyfile(start[0], run.root / START_STATE)
-            meta.update(start_state=START_STATE, start_iter=start[1])
-        run.meta.write_text(json.dumps(meta, indent=2))
+            meta.start_state, meta.start_iter = START_STATE, start[1]
+        meta.write(run.meta)
         run.solver.write_text(solver_text(exp, run, run.val_net.exists(), exp.solver.prototxt))
         findings = notes + preflight(exp, run, meta)
         run.findings.write_text(json.dumps([f.to_dict() for f in findings], indent=2))
@@ -223,18 +224,18 @@ def run_experiment(exp: cfgmod.Experiment, run_dir: str, *, force: bool = False,
         exp.weights, start = str(weights), (state, it)
     elif snapshot_weights:
         raise UserError("--weights goes with --from-snapshot", "put start weights in the experiment's weights: key")
-    run, findings = prepare(exp, run_dir, force, fresh, start)
+    run, findings = prepare(exp, run_dir, fresh, start)
     for f in findings:
         if f.severity != "info":
             print(str(f), file=sys.stderr)
     if has_errors(findings) and not force:
-        run.write_summary(status="failed", stop_reason="pre-flight: the doctor found errors (use --force to train anyway)",
+        run.write_summary(status=Status.FAILED, stop_reason="pre-flight: the doctor found errors (use --force to train anyway)",
                           iterations=0, name=exp.name, findings=[f.to_dict() for f in findings])
         print(f"\nstopped before training: {sum(f.severity == 'error' for f in findings)} error finding(s); "
               f"see {run.summary}. Fix them and run the same command again (nothing was trained), "
               "or pass --force", file=sys.stderr)
         return EXIT_BAD_INPUT
-    return supervise(run, [])
+    return supervise(run)
 
 
 def resume_run(path: str, overrides: list[str] = ()) -> int:
@@ -250,4 +251,4 @@ def resume_run(path: str, overrides: list[str] = ()) -> int:
     run, exp, iteration, notes = plan
     # this folder's paths and the new settings; the other fields of the run's own solver stay
     run.solver.write_text(solver_text(exp, run, run.val_net.exists(), run.solver))
-    return supervise(run, ["--resume", str(iteration), "--notes", json.dumps([n.to_dict() for n in notes])])
+    return supervise(run, resume=iteration, notes=notes)

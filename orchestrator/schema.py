@@ -47,6 +47,12 @@ class Limits:
 
 _COMPARE = {">=": operator.ge, ">": operator.gt, "<=": operator.le, "<": operator.lt}
 
+# Limits shared by many fields (the experiment's and the divergence rules' thresholds)
+Count = Annotated[int, Limits(ge=1)]  # iterations, intervals, sizes: 0 would divide by zero or mean nothing
+NonNegInt = Annotated[int, Limits(ge=0)]
+PosFloat = Annotated[float, Limits(gt=0)]
+NonNegFloat = Annotated[float, Limits(ge=0)]
+
 
 @dataclasses.dataclass(frozen=True)
 class Check:

@@ -10,8 +10,6 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-
 
 @dataclass(frozen=True)
 class BlobStat:
@@ -53,7 +51,7 @@ class BlobStat:
                 "sumsq_data": num(self.sumsq_data), "sumsq_diff": num(self.sumsq_diff)}
 
 
-def _layer_of_top(net: Any) -> dict[str, str]:
+def layer_of_top(net: Any) -> dict[str, str]:
     """Top blob name -> the last layer that writes it (in-place layers overwrite the same blob)."""
     owner: dict[str, str] = {}
     for name in net._layer_names:
@@ -71,24 +69,10 @@ def _stat(name: str, kind: str, layer: str, b: Any) -> BlobStat:
 
 def collect(net: Any) -> list[BlobStat]:
     """Statistics of every top blob and parameter blob of a pycaffe Net, via the C++ bindings."""
-    owner = _layer_of_top(net)
+    owner = layer_of_top(net)
     out = [_stat(n, "top", owner.get(n, n), b) for n, b in net.blobs.items()]
     for layer, blobs in net.params.items():
         out.extend(_stat(f"{layer}/{i}", "param", layer, b) for i, b in enumerate(blobs))
-    return out
-
-
-def collect_numpy(net: Any) -> list[BlobStat]:
-    """The same statistics computed in numpy from blob.data / blob.diff (the benchmark's baseline)."""
-    owner = _layer_of_top(net)
-
-    def one(name: str, kind: str, layer: str, b: Any) -> BlobStat:
-        d, g = b.data, b.diff
-        return BlobStat(name, kind, layer, b.count, float(np.abs(d).sum()), float(np.abs(g).sum()),
-                        float(np.dot(d.ravel(), d.ravel())), float(np.dot(g.ravel(), g.ravel())))
-    out = [one(n, "top", owner.get(n, n), b) for n, b in net.blobs.items()]
-    for layer, blobs in net.params.items():
-        out.extend(one(f"{layer}/{i}", "param", layer, b) for i, b in enumerate(blobs))
     return out
 
 

@@ -5,7 +5,6 @@ Caffe's abort or the disk is full."""
 from __future__ import annotations
 
 import ctypes
-import json
 import os
 import signal
 import subprocess
@@ -14,11 +13,8 @@ from typing import Any
 
 from common.child import ChildResult, quiet_glog_env, result_from_log
 from common.findings import Finding
+from orchestrator.contract import EXIT_BAD_INPUT, VERDICT_ENV, Status, Verdict, WorkerArgs
 from orchestrator.rundir import RunDir, disk_nearly_full, io_error_text, read_jsonl
-
-EXIT_CODES = {"completed": 0, "early_stopped": 0, "failed": 2, "diverged": 3, "interrupted": 130}
-EXIT_BAD_INPUT = 2
-VERDICT_ENV = "SEGORCH_VERDICT_FD"
 
 
 def _die_with_parent() -> None:
@@ -51,16 +47,16 @@ def abort_finding(code_hint: str, res: ChildResult, disk_full: bool = False) -> 
                    "continue from the last snapshot with orchestrate resume RUN_DIR")
 
 
-def _start(run: RunDir, args: list[str], verdict_w: int) -> subprocess.Popen[bytes]:
+def _start(run: RunDir, args: WorkerArgs, verdict_w: int) -> subprocess.Popen[bytes]:
     env = quiet_glog_env()
     env[VERDICT_ENV] = str(verdict_w)
     fds = tuple(fd for fd in (verdict_w, run.lock_fd) if fd is not None)
     with open(run.log, "ab") as log:
-        return subprocess.Popen([sys.executable, "-m", "orchestrator.worker", str(run.root), *args],
+        return subprocess.Popen([sys.executable, *args.argv()],
                                 stderr=log, env=env, preexec_fn=_die_with_parent, pass_fds=fds)
 
 
-def _read_verdict(fd: int) -> dict[str, Any] | None:
+def _read_verdict(fd: int) -> Verdict | None:
     chunks = []
     while True:
         block = os.read(fd, 65536)
@@ -68,28 +64,26 @@ def _read_verdict(fd: int) -> dict[str, Any] | None:
             break
         chunks.append(block)
     os.close(fd)
-    lines = [x for x in b"".join(chunks).decode(errors="replace").splitlines() if x.strip()]
-    try:
-        return json.loads(lines[0]) if lines else None
-    except json.JSONDecodeError:
-        return None
+    return Verdict.decode(b"".join(chunks).decode(errors="replace"))
 
 
-def supervise(run: RunDir, args: list[str]) -> int:
-    """Run the worker child with `args`; forward SIGINT/SIGTERM; settle the verdict."""
+def supervise(run: RunDir, resume: int | None = None, notes: list[Finding] | None = None) -> int:
+    """Run the worker child (resuming snapshot `resume`, adding `notes` to the run's findings);
+    forward SIGINT/SIGTERM; settle the verdict."""
     offset = run.log.stat().st_size if run.log.exists() else 0
     # this invocation starts as running: a stale status of an earlier one is never reported
-    run.write_summary(status="running", stop_reason=None)
+    run.write_summary(status=Status.RUNNING, stop_reason=None)
+    run.reserve_space()
     r, w = os.pipe()
-    proc = _start(run, args, w)
+    proc = _start(run, WorkerArgs(str(run.root), resume, tuple(notes or ())), w)
     os.close(w)
     forward = lambda signum, frame: proc.send_signal(signum)  # noqa: E731
-    old = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
+    old = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1)}
     try:
         rc = proc.wait()
     finally:
-        for s, h in old.items():
-            signal.signal(s, h)
+        for s, h in old.items():  # a sweep's stop (SIGUSR1) for a run that has ended: nothing to do
+            signal.signal(s, signal.SIG_IGN if s == signal.SIGUSR1 else h)
     verdict = _read_verdict(r)
     try:
         return _settle(run, rc, verdict, offset)
@@ -99,23 +93,24 @@ def supervise(run: RunDir, args: list[str]) -> int:
         return EXIT_BAD_INPUT
 
 
-def _settle(run: RunDir, rc: int, verdict: dict[str, Any] | None, offset: int) -> int:
+def _settle(run: RunDir, rc: int, verdict: Verdict | None, offset: int) -> int:
+    full = disk_nearly_full(run.root)  # before the reserve and the half-written snapshot are freed
+    run.release_space()
     summary = run.summary_data()
-    if verdict and verdict.get("status") in EXIT_CODES and rc == EXIT_CODES[verdict["status"]]:
-        if summary.get("status") != verdict["status"]:  # the child could not write it (disk full?)
+    if verdict is not None and rc == verdict.status.exit_code:
+        if summary.get("status") != verdict.status.value:  # the child could not write it (disk full?)
             run.remove_temp_files()
-            summary = run.write_summary(status=verdict["status"], stop_reason=verdict.get("stop_reason"))
-        if verdict["status"] == "failed":
-            cause = verdict.get("stop_reason") or "the worker failed"
-            if verdict.get("file"):
-                cause += f" ({verdict['file']})"
+            summary = run.write_summary(status=verdict.status, stop_reason=verdict.stop_reason)
+        if verdict.status is Status.FAILED:
+            cause = verdict.stop_reason or "the worker failed"
+            if verdict.file:
+                cause += f" ({verdict.file})"
             print(f"\nrun failed: {cause}\nrun directory: {run.root}", file=sys.stderr)
             _findings_lines(summary)
             return rc
         closing_line(run, summary)
         return rc
     res = result_from_log(rc, run.log, offset)
-    full = disk_nearly_full(run.root)  # before the clean-up frees the half-written snapshot
     run.remove_temp_files()
     f = abort_finding("child-died", res, full)
     findings = summary.get("findings", []) + [f.to_dict()]
@@ -124,11 +119,11 @@ def _settle(run: RunDir, rc: int, verdict: dict[str, Any] | None, offset: int) -
         d = Finding("error", "diverged", None, f"diverged at iteration {bad}: the loss became non-finite and "
                     f"Caffe then crashed ({res.signal_name or rc})", "lower solver.base_lr (try 10x smaller), keep "
                     "the loss normalized (VALID), or set solver.clip_gradients", {"iteration": bad})
-        run.write_summary(status="diverged", stop_reason=f"non-finite loss at iteration {bad}",
+        run.write_summary(status=Status.DIVERGED, stop_reason=f"non-finite loss at iteration {bad}",
                           iterations=bad, findings=findings + [d.to_dict()])
-        print(f"\nstatus: diverged\n{d}", file=sys.stderr)
-        return EXIT_CODES["diverged"]
-    run.write_summary(status="failed", stop_reason=f"{f.code}: {f.message}", findings=findings)
+        print(f"\nstatus: {Status.DIVERGED}\n{d}", file=sys.stderr)
+        return Status.DIVERGED.exit_code
+    run.write_summary(status=Status.FAILED, stop_reason=f"{f.code}: {f.message}", findings=findings)
     try:
         from orchestrator import report
         report.write_all(run)

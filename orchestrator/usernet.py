@@ -15,7 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from common.findings import Finding
+from data_prep.build import STATS_FILE
 from orchestrator.config import Experiment
+from orchestrator.contract import RunMeta
 from orchestrator.rundir import RunDir
 
 PAIRED = ("data_prep.layers", "PairedDataLayer")
@@ -74,7 +76,7 @@ def val_net_count(val_param: Any) -> tuple[int | None, str]:
 
 
 def _stats(data_dir: str | None) -> dict[str, Any]:
-    p = Path(data_dir) / "stats.json" if data_dir else None
+    p = Path(data_dir) / STATS_FILE if data_dir else None
     return json.loads(p.read_text()) if p is not None and p.is_file() else {}
 
 
@@ -106,7 +108,7 @@ def validation_plan(exp: Experiment, val_param: Any | None) -> tuple[int, list[F
     n, what = val_net_count(val_param)
     source, recorded = what, _stats(exp.data.val).get("num_records")
     if n is None and recorded:
-        n, source = int(recorded), f"{exp.data.val}/stats.json"
+        n, source = int(recorded), f"{exp.data.val}/{STATS_FILE}"
     if n is None and cap:
         return cap, [Finding("info", "validation-size", None,
                              f"validation covers validation.max_images = {cap} images (the val set's "
@@ -124,10 +126,10 @@ def validation_plan(exp: Experiment, val_param: Any | None) -> tuple[int, list[F
     return min(n, cap or n), []
 
 
-def user_net_meta(exp: Experiment, run: RunDir) -> dict[str, Any]:
+def user_net_meta(exp: Experiment, run: RunDir) -> tuple[RunMeta, list[Finding]]:
     """Copy the user's train (and val) prototxt into the run directory; return the meta the
-    controller needs. A train_val file (TEST-phase data layers) serves as its own val net.
-    The meta's `findings` are for the run's findings list."""
+    controller needs and findings for the run's list (how validation will go). A train_val
+    file (TEST-phase data layers) serves as its own val net."""
     from nets.graph import has_test_data
     from nets.prototxt import load_net, read_meta
 
@@ -139,12 +141,12 @@ def user_net_meta(exp: Experiment, run: RunDir) -> dict[str, Any]:
         shutil.copyfile(val_src, run.val_net)
         val = load_net(run.val_net)
     stats = _stats(exp.data.val) or _stats(exp.data.train)
-    meta = read_meta(run.train_net.read_text()) or {}
-    meta["num_classes"] = exp.net.num_classes or meta.get("num_classes") or stats.get("num_classes")
-    ignore = next((v for v in (exp.net.ignore_label, meta.get("ignore_label"), stats.get("ignore_label"),
-                               _loss_ignore_label(val or train)) if v is not None), None)
-    meta["ignore_label"] = ignore
-    meta.setdefault("class_names", stats.get("class_names"))
-    meta["val_images"], findings = validation_plan(exp, val)
-    meta["findings"] = [f.to_dict() for f in findings]
-    return meta
+    header = read_meta(run.train_net.read_text()) or {}  # a generated net's `# segorch-meta:`
+    meta = RunMeta.from_dict(header)
+    meta.num_classes = exp.net.num_classes or meta.num_classes or stats.get("num_classes")
+    meta.ignore_label = next((v for v in (exp.net.ignore_label, meta.ignore_label, stats.get("ignore_label"),
+                                          _loss_ignore_label(val or train)) if v is not None), None)
+    if "class_names" not in header:
+        meta.class_names = stats.get("class_names")
+    meta.val_images, findings = validation_plan(exp, val)
+    return meta, findings

@@ -1,4 +1,5 @@
-"""The child process that owns Caffe during a run: `python -m orchestrator.worker RUN_DIR [--resume]`.
+"""The child process that owns Caffe during a run: `python -m orchestrator.worker RUN_DIR [--resume ITER]`
+(orchestrator.contract.WorkerArgs).
 
 The parent (orchestrator.runner) prepared the run directory; this process builds the solver,
 does surgery, restores a snapshot when resuming, and runs the loop with its hooks. If Caffe
@@ -6,32 +7,34 @@ aborts (glog CHECK), this process dies and the parent writes the verdict.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
+import signal
 import sys
 import traceback
 from pathlib import Path
 from typing import Any
 
 from common.errors import UserError
-from common.tempfiles import through_temp_file
 from common.findings import Finding
+from common.tempfiles import through_temp_file
+from data_prep.build import STATS_FILE
 from orchestrator import config as cfgmod
-from orchestrator import loop, rules, surgery
+from orchestrator import loop, surgery
+from orchestrator.contract import HOOKS, STATE, VERDICT_ENV, WEIGHTS, RunMeta, Status, Verdict, WorkerArgs
 from orchestrator.hooks.data_state import DataStateHook
 from orchestrator.hooks.divergence import DivergenceHook
 from orchestrator.hooks.early_stop import EarlyStopHook, LrPlateauHook
+from orchestrator.hooks.pictures import BestPicturesHook
 from orchestrator.hooks.progress import ProgressHook
 from orchestrator.hooks.signals import SignalHook
 from orchestrator.hooks.snapshot import SnapshotHook
 from orchestrator.hooks.stats import StatsHook
+from orchestrator.hooks.tensorboard import TensorBoardHook
 from orchestrator.hooks.validation import ValidationHook
 from orchestrator.hooks.writers import MetricsWriter, SummaryWriter
 from orchestrator.rundir import RunDir
-from orchestrator.supervisor import EXIT_CODES, VERDICT_ENV
-
 
 
 def set_device(exp: cfgmod.Experiment) -> None:
@@ -54,29 +57,39 @@ def apply_surgery(net: Any, train_prototxt: str, exp: cfgmod.Experiment) -> list
     return surgery.run_surgery(net, load_net(train_prototxt), exp.surgery.layers, exp.weights)
 
 
-def build_hooks(solver: Any, exp: cfgmod.Experiment, run: RunDir, meta: dict[str, Any],
+def build_hooks(solver: Any, exp: cfgmod.Experiment, meta: RunMeta,
                 preflight: list[dict[str, Any]]) -> list[loop.Hook]:
-    """The hooks in their order: statistics before the rules, validation before early stop and snapshots."""
-    c = exp.checks
-    thresholds = rules.Thresholds(c.loss_factor, c.loss_window, c.warmup, c.saturation_loss,
-                                  c.update_ratio_max, c.update_ratio_min, c.zero_blobs)
-    hooks: list[loop.Hook] = [SignalHook(), DataStateHook(solver), StatsHook(c.stats_interval),
-                              DivergenceHook(thresholds, meta.get("loss_normalization"))]
-    if exp.validation.enabled and meta.get("val_images"):
+    """The hooks in their order, which is the order of the step's facts (loop.Context):
+    statistics before the rules, validation before lr-on-plateau, early stop and snapshots,
+    the writers after everything that adds to the step's record, the summary last."""
+    hooks: list[loop.Hook] = [SignalHook(), DataStateHook(solver), StatsHook(exp.checks.stats_interval),
+                              DivergenceHook(exp.checks, meta.loss_normalization)]
+    if exp.validation.enabled and meta.val_images:
         monitor = exp.early_stop.metric if exp.early_stop.enabled else "mean_iu"
-        hooks.append(ValidationHook(exp.validation.interval, meta["val_images"], exp.data.val_batch_size,
-                                    meta["num_classes"], meta.get("ignore_label"), monitor))
+        hooks.append(ValidationHook(exp.validation.interval, meta.val_images, exp.data.val_batch_size,
+                                    meta.num_classes, meta.ignore_label, monitor))
+        if exp.data.val and meta.num_classes:
+            hooks.append(BestPicturesHook(exp.data.val, exp.validation.pictures, meta.num_classes,
+                                          meta.ignore_label, meta.class_names, _mean_bgr(exp.data.val)))
     if exp.lr_on_plateau.enabled:
         p = exp.lr_on_plateau
         hooks.append(LrPlateauHook(p.metric, p.patience, p.min_delta, p.factor, p.min_lr))
     if exp.early_stop.enabled:
         hooks.append(EarlyStopHook(exp.early_stop.metric, exp.early_stop.patience, exp.early_stop.min_delta))
     hooks += [MetricsWriter(exp.progress.log_interval), ProgressHook(exp.progress.quiet)]
+    if exp.progress.tensorboard:
+        hooks.append(TensorBoardHook(exp.progress.log_interval, exp.snapshot.interval, meta.class_names))
     s = exp.snapshot
     hooks.append(SnapshotHook(s.interval, s.keep_last, s.keep_best,
                               lambda: {h.name: h.state_dict() for h in hooks}))
     hooks.append(SummaryWriter(preflight))
     return hooks
+
+
+def _mean_bgr(data_dir: str) -> list[float] | None:
+    """The data stage's mean of a data dir (for a user net whose val layer names none)."""
+    stats = Path(data_dir) / STATS_FILE
+    return json.loads(stats.read_text()).get("mean_bgr") if stats.is_file() else None
 
 
 def data_sources(train_prototxt: str) -> dict[str, str]:
@@ -126,12 +139,12 @@ def restore(solver: Any, run: RunDir, hooks: list[loop.Hook], iteration: int,
             exp: cfgmod.Experiment) -> int:
     """Load snapshot `iteration` (chosen and verified by the parent) into the solver and hooks,
     put Caffe's Data layers back at the same record, and trim the logs after it."""
-    snap = run.snapshots / f"iter_{iteration}"
+    snap = run.snapshot_dir(iteration)
     if not snap.is_dir():
         raise UserError(f"{snap}: snapshot not found", "resume with orchestrate resume RUN_DIR")
-    solver.net.copy_from(str(snap / "weights.caffemodel"))
-    restore_state(solver, snap / "state.solverstate")
-    saved = json.loads((snap / "hooks.json").read_text())["hooks"]
+    solver.net.copy_from(str(snap / WEIGHTS))
+    restore_state(solver, snap / STATE)
+    saved = json.loads((snap / HOOKS).read_text())["hooks"]
     for h in hooks:
         if h.name in saved:
             h.load_state_dict(saved[h.name])
@@ -141,72 +154,73 @@ def restore(solver: Any, run: RunDir, hooks: list[loop.Hook], iteration: int,
     return iteration
 
 
+def start_fresh(ctx: loop.Context, meta: RunMeta) -> None:
+    """A new run: the weights file, the surgery, and with `run --from-snapshot` Caffe's own
+    iteration and solver history."""
+    exp, solver = ctx.exp, ctx.solver
+    if exp.weights:  # VGG16's fc6/fc7 are reshaped into FCN's convolutional ones
+        from nets.weights import transplant
+        transplant(solver.net, exp.weights)
+    ctx.findings += apply_surgery(solver.net, str(ctx.run.train_net), exp)
+    ctx.start_iter = 0
+    if meta.start_state:
+        restore_state(solver, ctx.run.root / meta.start_state)
+        ctx.start_iter = int(solver.iter)
+        skip_data_batches(solver.net, ctx.start_iter * exp.solver.iter_size, data_sources(str(ctx.run.train_net)))
+        ctx.findings.append(Finding("info", "from-snapshot", None, f"continued a Caffe snapshot at iteration "
+                                    f"{ctx.start_iter} (weights {exp.weights})", "none needed",
+                                    {"iteration": ctx.start_iter}))
+        print(f"continuing from iteration {ctx.start_iter}", flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run (or resume) the training described by RUN_DIR; the exit code follows the status."""
-    ap = argparse.ArgumentParser(prog="orchestrator.worker")
-    ap.add_argument("run_dir")
-    ap.add_argument("--resume", type=int, metavar="ITER", help="restore snapshots/iter_ITER first")
-    ap.add_argument("--notes", default="[]", help="JSON list of findings the parent adds (resume changes)")
-    args = ap.parse_args(argv)
+    signal.signal(signal.SIGUSR1, signal.SIG_IGN)  # a sweep's stop counts from the first step on (SignalHook)
+    args = WorkerArgs.parse(argv)
     run = RunDir(args.run_dir)
     import yaml
     exp = cfgmod.from_dict(yaml.safe_load(run.config.read_text()), source=str(run.config))
-    meta = json.loads(run.meta.read_text())
+    meta = RunMeta.read(run.meta)
     preflight = json.loads(run.findings.read_text()) if run.findings.exists() else []
     import caffe
     set_device(exp)
     solver = caffe.get_solver(str(run.solver))
-    hooks = build_hooks(solver, exp, run, meta, preflight)
-    ctx = loop.Context(solver=solver, exp=exp, run=run, meta=meta)
-    notes = [Finding.from_dict(d) for d in json.loads(args.notes)]
+    hooks = build_hooks(solver, exp, meta, preflight)
+    ctx = loop.Context(solver=solver, exp=exp, run=run)
     if args.resume is not None:
         ctx.start_iter = restore(solver, run, hooks, args.resume, exp)
-        by_name: dict[str, Any] = {h.name: h for h in hooks}
-        if any(n.code == "resume-changes" and "solver.base_lr" in n.data for n in notes) \
-                and "lr_on_plateau" in by_name:  # the user's new base_lr wins over a reduced one
-            by_name["lr_on_plateau"].base_lr = None
-        if "validation" in by_name and by_name["validation"].best is not None:
-            ctx.extra["best"] = by_name["validation"].best
+        if any(n.code == "resume-changes" and "solver.base_lr" in n.data for n in args.notes):
+            for h in hooks:
+                if isinstance(h, LrPlateauHook):
+                    h.keep_solver_lr()
         print(f"resumed from iteration {ctx.start_iter}", flush=True)
     else:
-        if exp.weights:  # VGG16's fc6/fc7 are reshaped into FCN's convolutional ones
-            from nets.weights import transplant
-            transplant(solver.net, exp.weights)
-        ctx.findings += apply_surgery(solver.net, str(run.train_net), exp)
-        ctx.start_iter = 0
-        if meta.get("start_state"):  # `run --from-snapshot`: Caffe's iteration and solver history
-            restore_state(solver, run.root / meta["start_state"])
-            ctx.start_iter = int(solver.iter)
-            skip_data_batches(solver.net, ctx.start_iter * exp.solver.iter_size, data_sources(str(run.train_net)))
-            ctx.findings.append(Finding("info", "from-snapshot", None, f"continued a Caffe snapshot at iteration "
-                                        f"{ctx.start_iter} (weights {exp.weights})", "none needed",
-                                        {"iteration": ctx.start_iter}))
-            print(f"continuing from iteration {ctx.start_iter}", flush=True)
-    ctx.findings += notes
-    run.write_summary(status="running", stop_reason=None, iterations=ctx.start_iter, name=exp.name)
+        start_fresh(ctx, meta)
+    ctx.findings += args.notes
+    run.write_summary(status=Status.RUNNING, stop_reason=None, iterations=ctx.start_iter, name=exp.name)
     try:
         loop.train(ctx, hooks)
     except KeyboardInterrupt:
         pass
     except Exception as e:  # the hooks' after_train wrote what they could; the parent hears why
-        tell_parent(ctx.status, ctx.stop_reason or f"{type(e).__name__}: {e}", getattr(e, "filename", None))
+        tell_parent(Verdict(ctx.status, ctx.stop_reason or f"{type(e).__name__}: {e}", getattr(e, "filename", None)))
         raise
-    tell_parent(ctx.status, ctx.stop_reason)
-    return EXIT_CODES.get(ctx.status, 2)
+    tell_parent(Verdict(ctx.status, ctx.stop_reason))
+    return ctx.status.exit_code
 
 
 _told: list[bool] = []
 
 
-def tell_parent(status: str, reason: str | None, file: str | None = None) -> None:
-    """The verdict on the pipe the parent gave us (SEGORCH_VERDICT_FD): it arrives even when
-    the disk is full and summary.json could not be written. The first verdict wins."""
+def tell_parent(verdict: Verdict) -> None:
+    """The verdict on the pipe the parent gave us (VERDICT_ENV): it arrives even when the disk
+    is full and summary.json could not be written. The first verdict wins."""
     fd = os.environ.get(VERDICT_ENV)
     if _told or not fd:
         return
     _told.append(True)
     try:
-        os.write(int(fd), (json.dumps({"status": status, "stop_reason": reason, "file": file}) + "\n").encode())
+        os.write(int(fd), verdict.encode())
     except OSError:
         pass
 
@@ -224,13 +238,13 @@ if __name__ == "__main__":
     try:
         _exit_now(main())
     except UserError as e:
-        tell_parent("failed", str(e))
+        tell_parent(Verdict(Status.FAILED, str(e)))
         print(f"error: {e}", file=sys.stderr)
-        _exit_now(2)
+        _exit_now(Status.FAILED.exit_code)
     except Exception as exc:
-        tell_parent("failed", f"{type(exc).__name__}: {exc}", getattr(exc, "filename", None))
+        tell_parent(Verdict(Status.FAILED, f"{type(exc).__name__}: {exc}", getattr(exc, "filename", None)))
         try:
             traceback.print_exc()
         except OSError:
             pass
-        _exit_now(2)
+        _exit_now(Status.FAILED.exit_code)

@@ -1,9 +1,13 @@
-"""The Caffe build: pycaffe imports, our Blob statistics bindings agree with numpy, set-up is cached."""
+"""The Caffe build: pycaffe imports, our Blob statistics bindings agree with numpy, set-up has
+nothing left to do (checked without changing anything)."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
+import sysconfig
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -80,8 +84,46 @@ def test_python_layers_and_tools_are_built():
     assert tool("caffe") is not None and tool("convert_imageset") is not None
 
 
-def test_second_setup_uses_the_cache():
-    r = subprocess.run(["bash", "caffe_build/setup.sh"], capture_output=True, text=True, cwd=REPO)
+def dry_setup(root: Path) -> str:
+    """`setup.sh --dry-run` in `root`: it checks every step and only says what it would do."""
+    r = subprocess.run(["bash", str(root / "caffe_build" / "setup.sh"), "--dry-run"], capture_output=True,
+                       text=True, cwd=root)
     assert r.returncode == 0, r.stderr
-    assert "cached build" in r.stderr + r.stdout
-    assert "compiling" not in r.stderr + r.stdout
+    return r.stdout + r.stderr
+
+
+def venv_files(venv: Path) -> dict[str, str | None]:
+    """The files set-up writes into a venv, with their contents (None: absent)."""
+    site = Path(sysconfig.get_paths(vars={"base": str(venv), "platbase": str(venv)})["purelib"])
+    files = [site / "bvlc_caffe.pth", venv / "caffe-dir", venv / ".deps-stamp"]
+    return {str(f): f.read_text() if f.exists() else None for f in files}
+
+
+def test_setup_has_nothing_left_to_do():
+    """After `make setup` a second set-up would change nothing: apt packages there, the venv's
+    stamp matches requirements.lock and pyproject.toml, Caffe's build is cached, the .pth is
+    right. Checked with --dry-run, so the test never installs anything or rewrites the venv."""
+    before = venv_files(REPO / ".venv")
+    out = dry_setup(REPO)
+    assert "cached build" in out and "compiling" not in out and "dry run: nothing changed" in out
+    assert [line for line in out.splitlines() if "would" in line and "interrupted build" not in line] == []
+    assert venv_files(REPO / ".venv") == before
+
+
+def test_dry_setup_reports_and_changes_nothing(tmp_path):
+    """A copy of the set-up files without a venv, then with a bare one of its own (it reads the
+    project venv's packages through a .pth): the dry run says what it would install and write,
+    and nothing is written, there or in the project venv."""
+    for name in ("caffe_build", "pyproject.toml", "requirements.lock"):
+        (shutil.copytree if (REPO / name).is_dir() else shutil.copy2)(REPO / name, tmp_path / name)
+    out = dry_setup(tmp_path)
+    assert "would create .venv" in out and not (tmp_path / ".venv").exists()
+    venv = tmp_path / ".venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    site = Path(sysconfig.get_paths(vars={"base": str(venv), "platbase": str(venv)})["purelib"])
+    (site / "project-venv.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    before, ours = venv_files(REPO / ".venv"), venv_files(venv)
+    out = dry_setup(tmp_path)
+    assert "would pip install -r requirements.lock" in out and "cached build" in out
+    assert f"would write {site / 'bvlc_caffe.pth'}" in out and "would write .venv/caffe-dir" in out
+    assert venv_files(REPO / ".venv") == before and venv_files(venv) == ours == dict.fromkeys(ours)

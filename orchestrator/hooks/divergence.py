@@ -3,10 +3,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from nets.graph import DATA_TYPES
 from orchestrator import rules
+from orchestrator.contract import Status
 from orchestrator.loop import Context, Hook
 
-INPUT_LAYER_TYPES = {"Data", "Python", "Input", "DummyData", "ImageData", "HDF5Data", "MemoryData"}
 NEVER_ZERO_CHECKED = {"BatchNorm", "Accuracy", "SoftmaxWithLoss", "InfogainLoss", "Silence"}
 
 
@@ -14,7 +15,7 @@ def exempt_blobs(net: Any) -> set[str]:
     """Blobs that may be all zero in a healthy net: data/label tops, BatchNorm's statistics, losses."""
     out: set[str] = set()
     for name, layer in zip(net._layer_names, net.layers):
-        if layer.type in INPUT_LAYER_TYPES or layer.type in NEVER_ZERO_CHECKED:
+        if layer.type in DATA_TYPES or layer.type in NEVER_ZERO_CHECKED:
             out.update(net.top_names[name])
             out.update(f"{name}/{i}" for i in range(len(layer.blobs)))
     return out
@@ -42,7 +43,7 @@ class DivergenceHook(Hook):
             if f.severity == "error":
                 ctx.findings.append(f)
                 ctx.findings.append(rules.diagnose(ctx.iteration, f, ctx.last_stats, ctx.lr, self.normalization))
-                ctx.request_stop("diverged", f"{f.code}: {f.message}")
+                ctx.request_stop(Status.DIVERGED, f"{f.code}: {f.message}")
                 return
             key = f"{f.code}:{f.layer}"
             if key not in self.warned:

@@ -4,6 +4,7 @@ from __future__ import annotations
 from typing import Any
 
 from common.findings import Finding
+from orchestrator.contract import Status
 from orchestrator.decisions import Plateau, reduced_lr
 from orchestrator.loop import Context, Hook
 
@@ -34,7 +35,7 @@ class EarlyStopHook(_PlateauHook):
 
     def on_plateau(self, ctx: Context) -> None:
         p = self.plateau
-        ctx.request_stop("early_stopped", f"{self.metric} did not improve by more than {p.min_delta:g} in "
+        ctx.request_stop(Status.EARLY_STOPPED, f"{self.metric} did not improve by more than {p.min_delta:g} in "
                          f"{p.patience} validations (best {p.best:.4f} at iteration {p.best_iter})")
 
 
@@ -50,10 +51,14 @@ class LrPlateauHook(_PlateauHook):
         if self.base_lr is not None:  # resumed: the solver file still holds the original base_lr
             ctx.solver.param.base_lr = self.base_lr
 
+    def keep_solver_lr(self) -> None:
+        """On resume with a new solver.base_lr: the user's value wins over a reduced one."""
+        self.base_lr = None
+
     def on_plateau(self, ctx: Context) -> None:
         old = float(ctx.solver.param.base_lr)
         new = reduced_lr(old, self.factor, self.min_lr)
-        self.plateau.bad = 0
+        self.plateau.restart_patience()
         if new < old:
             ctx.solver.param.base_lr = self.base_lr = new
             ctx.findings.append(Finding("info", "lr-reduced", None,

@@ -75,6 +75,7 @@ class ValidationHook(Hook):
 
     def before_train(self, ctx: Context) -> None:
         """Find the scores and labels in the val net and check they can be compared."""
+        ctx.best = self.best  # a resumed run's best so far
         tests = ctx.solver.test_nets
         if not tests:
             return self._disable(ctx, None, "the solver has no val net")
@@ -115,19 +116,17 @@ class ValidationHook(Hook):
         rec = {"iter": ctx.iteration, **{k: v for k, v in m.items() if k != "confusion"},
                "images": self.num_images, "seconds": round(time.perf_counter() - t0, 3)}
         ctx.run.append(ctx.run.val, rec)
-        ctx.val, self.last_iter = rec, ctx.iteration
+        ctx.val, ctx.confusion, self.last_iter = rec, m["confusion"], ctx.iteration
         if self.best is None or rec[self.monitor] > self.best["metrics"][self.monitor]:
             self.best = {"iteration": ctx.iteration, "metrics": rec}
-            ctx.extra["new_best"] = True
-        ctx.extra["best"] = self.best
+            ctx.best, ctx.new_best = self.best, True
 
     def after_step(self, ctx: Context) -> None:
         if self.enabled and ctx.iteration % self.interval == 0 and not ctx.stopping:
             self.run(ctx)
 
     def after_train(self, ctx: Context) -> None:
-        if self.enabled and ctx.status in ("completed", "early_stopped", "interrupted") \
-                and self.last_iter != ctx.iteration:
+        if self.enabled and ctx.status.weights_sound and self.last_iter != ctx.iteration:
             self.run(ctx)
 
     def state_dict(self) -> dict[str, Any]:

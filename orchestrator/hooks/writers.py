@@ -51,7 +51,9 @@ class SummaryWriter(Hook):
 
     def after_train(self, ctx: Context) -> None:
         from orchestrator import report
-        best = ctx.extra.get("best")
+        best = ctx.best
+        if best is not None and ctx.best_snapshot is not None:
+            best = {**best, "snapshot": ctx.best_snapshot}  # relative: the run dir stays relocatable
         ctx.run.write_summary(
             status=ctx.status, stop_reason=ctx.stop_reason, iterations=ctx.iteration,
             max_iter=ctx.exp.solver.max_iter, best=best,

@@ -1,8 +1,8 @@
-"""The synthetic dataset: deterministic, imbalanced, fast, in the CamVid list format, buildable."""
+"""The synthetic dataset: deterministic, imbalanced, small, in the CamVid list format, buildable.
+(How fast it is made is a benchmark's business, not a test's.)"""
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import cv2
@@ -14,14 +14,17 @@ from data_prep.synth import make_synthetic
 from orchestrator.cli import main
 
 
-def test_defaults_fast_imbalanced_and_listed(tmp_path: Path) -> None:
-    t = time.perf_counter()
+def test_defaults_small_imbalanced_and_listed(tmp_path: Path) -> None:
     meta = make_synthetic(tmp_path / "s")
-    assert time.perf_counter() - t < 5.0
     assert (meta["num_classes"], meta["ignore_label"], meta["train"], meta["val"]) == (5, 255, 200, 50)
     assert json.loads((tmp_path / "s" / "dataset.json").read_text()) == meta
     lines = (tmp_path / "s" / "train.txt").read_text().splitlines()
     assert len(lines) == 200 and len((tmp_path / "s" / "val.txt").read_text().splitlines()) == 50
+    # exactly the listed files, nothing else: one image and one label PNG per listed pair
+    written = {str(f.relative_to(tmp_path / "s")) for f in (tmp_path / "s").rglob("*.png")}
+    listed = {rel for name in ("train.txt", "val.txt")
+              for line in (tmp_path / "s" / name).read_text().splitlines() for rel in line.split()}
+    assert written == listed and len(written) == 500
     img_rel, lab_rel = lines[0].split()
     img = cv2.imread(str(tmp_path / "s" / img_rel))
     lab = cv2.imread(str(tmp_path / "s" / lab_rel), cv2.IMREAD_UNCHANGED)

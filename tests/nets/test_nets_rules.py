@@ -8,6 +8,7 @@ from nets import lossnorm, rules_data, rules_params
 from nets.doctor import legacy_findings
 from nets.graph import Context
 from nets.prototxt import parse_net
+from nets.zeroinit import zero_layers
 
 DATA = '''
 layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 1 dim: 3 dim: 64 dim: 64 } } }
@@ -59,6 +60,18 @@ def test_zero_init_quiet_with_filler_or_weights():
     assert rules_params.check_zero_init(net(DATA, conv("conv1", "data")), Context()) == []
     n = net(DATA, conv("conv1", "data", filler=""))
     assert rules_params.check_zero_init(n, Context(weight_layers=frozenset({"conv1"}))) == []
+
+
+@pytest.mark.parametrize("value, zero", [(0, True), (0.0, True), (0.1, False), (-0.5, False), (1e-8, False)])
+def test_zero_init_counts_constant_fillers_by_their_value(value, zero):
+    """A constant filler is zero-init only at value 0: `constant value: 0.1` (or a Scale's
+    constant 1) starts the layer with non-zero weights, which it learns from."""
+    filler = f'weight_filler {{ type: "constant" value: {value} }}'
+    n = net(DATA, conv("conv1", "data", filler=filler),
+            f'layer {{ name: "sc" type: "Scale" bottom: "conv1" top: "conv1" '
+            f'scale_param {{ filler {{ type: "constant" value: {value} }} }} }}')
+    assert set(zero_layers(n, Context())) == ({"conv1", "sc"} if zero else set())
+    assert {f.layer for f in rules_params.check_zero_init(n, Context())} == ({"conv1", "sc"} if zero else set())
 
 
 RELU_ON = 'layer {{ name: "relu_{b}" type: "ReLU" bottom: "{b}" top: "{b}" }}'

@@ -65,6 +65,19 @@ def test_metrics_class_never_seen_is_none():
     assert s["per_class_iu"] == [1.0, None, None] and s["mean_iu"] == 1.0
 
 
+def test_mean_iu_counts_a_class_predicted_but_absent_from_the_labels():
+    """FCN's mean IU averages over classes in the labels OR the predictions: a class the net
+    predicts where no pixel has it has IU 0 and pulls the mean down (not dropped)."""
+    label = np.array([0, 0, 0, 0, 2, 2])
+    pred = np.array([0, 0, 1, 1, 2, 2])  # class 1 predicted, never labelled; class 3 neither
+    conf = metrics.confusion(pred, label, 4, None)
+    assert conf.sum(axis=1)[1] == 0 and conf.sum(axis=0)[1] == 2
+    s = metrics.scores(conf)
+    assert s["per_class_iu"] == [pytest.approx(0.5), 0.0, 1.0, None]
+    assert s["mean_iu"] == pytest.approx((0.5 + 0.0 + 1.0) / 3)
+    assert s["mean_accuracy"] == pytest.approx((0.5 + 1.0) / 2)  # accuracy: labelled classes only
+
+
 T = rules.Thresholds(loss_factor=5, loss_window=10, warmup=3)
 
 
@@ -74,6 +87,21 @@ def test_loss_rules():
     assert rules.check_loss(5, 60.0, [1.0, 1.1, 0.9, 1.0, 1.2], T)[0].code == "loss-explosion"
     assert rules.check_loss(5, 1.3, [1.0, 1.1, 0.9, 1.0, 1.2], T) == []
     assert rules.check_loss(2, 60.0, [1.0] * 5, T) == []  # still in warm-up
+
+
+@pytest.mark.parametrize("t", [T, rules.Thresholds()], ids=["factor-5", "default"])
+def test_loss_explosion_fires_just_over_the_factor(t):
+    """The factor is the boundary: 1% under it is normal noise, 1% over it is an explosion."""
+    history = [0.8, 1.2, 1.0, 0.9, 1.1, 1.0]  # median 1.0
+    assert rules.check_loss(10, 0.99 * t.loss_factor, history, t) == []
+    found = rules.check_loss(10, 1.01 * t.loss_factor, history, t)
+    assert [f.code for f in found] == ["loss-explosion"] and found[0].data["median"] == 1.0
+
+
+def test_default_loss_factor_is_ten():
+    """The documented default (`checks.loss_factor`, 10x the running median) in both places."""
+    from orchestrator.config import ChecksCfg
+    assert rules.Thresholds().loss_factor == ChecksCfg().loss_factor == 10.0
 
 
 def stat(name, kind="param", layer="conv1", asum=1.0, sumsq=1.0, diff=0.01, count=10):

@@ -1,4 +1,4 @@
-"""`orchestrate predict` and `orchestrate runs`: using and comparing finished runs."""
+"""`orchestrate predict`, `runs` and `sweep`: using, comparing and searching over runs."""
 from __future__ import annotations
 
 import argparse
@@ -17,8 +17,14 @@ def _runs(args: argparse.Namespace) -> int:
     return 0
 
 
+def _sweep(args: argparse.Namespace) -> int:
+    from orchestrator.sweep import sweep
+    return sweep(args.sweep, address=args.address, max_concurrent=args.max_concurrent, out=args.out,
+                 resume=args.resume)
+
+
 def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
-    """Add predict and runs to the parser."""
+    """Add predict, runs and sweep to the parser."""
     p = sub.add_parser("predict", help="segment images with a run's snapshot (overlays, --eval metrics)")
     p.add_argument("run_dir")
     src = p.add_mutually_exclusive_group(required=True)
@@ -36,3 +42,10 @@ def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None
     p = sub.add_parser("runs", help="a table of the runs under a folder (status, best mIoU, time)")
     p.add_argument("folder", nargs="?", default="runs")
     p.set_defaults(func=_runs)
+    p = sub.add_parser("sweep", help="trials of an experiment over a search space, on Ray (local or --address)")
+    p.add_argument("sweep", nargs="?", help="the sweep YAML (base experiment, space, scheduler)")
+    p.add_argument("--address", help="an existing Ray cluster (ray start --head prints it); default: a local Ray")
+    p.add_argument("--max-concurrent", type=int, help="trials at once (default: as Ray's resources allow)")
+    p.add_argument("--out", help="the sweep folder (default sweeps/<name>)")
+    p.add_argument("--resume", metavar="DIR", help="continue an interrupted sweep; finished trials are kept")
+    p.set_defaults(func=_sweep)

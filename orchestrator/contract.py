@@ -1,0 +1,201 @@
+"""The contract between the parent (orchestrator.runner, orchestrator.supervisor) and the Caffe
+child (orchestrator.worker): the run's statuses and their exit codes, the verdict the child
+sends on a pipe, the child's command line, what net_meta.json holds, and the run directory's
+file and snapshot names. Both sides import this module and nothing else of each other; it
+imports nothing heavy (no Caffe, no numpy), so the parent never loads the hooks.
+"""
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import asdict, dataclass, field, fields
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+from common.errors import UserError
+from common.findings import Finding
+
+WORKER_MODULE = "orchestrator.worker"  # the child: `python -m WORKER_MODULE` + WorkerArgs.argv()
+VERDICT_ENV = "SEGORCH_VERDICT_FD"  # the child writes its Verdict to this file descriptor
+EXIT_BAD_INPUT = 2  # a failed run, a refused input, a pre-flight stop
+
+
+class Status(str, Enum):
+    """A run's status in summary.json; the worker's exit code follows it."""
+
+    RUNNING = "running"
+    COMPLETED = "completed"
+    EARLY_STOPPED = "early_stopped"
+    DIVERGED = "diverged"
+    INTERRUPTED = "interrupted"
+    FAILED = "failed"
+
+    def __str__(self) -> str:
+        return self.value
+
+    @property
+    def exit_code(self) -> int:
+        """0 done as asked, 2 failed, 3 diverged, 130 interrupted (like a shell's SIGINT)."""
+        return {"completed": 0, "early_stopped": 0, "diverged": 3, "interrupted": 130}.get(self.value, EXIT_BAD_INPUT)
+
+    @property
+    def finished(self) -> bool:
+        """Done as asked: resume leaves the run alone unless a change asks it to go on."""
+        return self in (Status.COMPLETED, Status.EARLY_STOPPED)
+
+    @property
+    def weights_sound(self) -> bool:
+        """The last weights are worth a final validation and snapshot (not diverged, not failed)."""
+        return self.finished or self is Status.INTERRUPTED
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What the child tells the parent on the verdict pipe: it arrives even when the disk is
+    full and summary.json could not be written. `file` names the file a write failed on."""
+
+    status: Status
+    stop_reason: str | None = None
+    file: str | None = None
+
+    def encode(self) -> bytes:
+        return (json.dumps({"status": self.status.value, "stop_reason": self.stop_reason, "file": self.file})
+                + "\n").encode()
+
+    @classmethod
+    def decode(cls, text: str) -> Verdict | None:
+        """The first line's verdict; None when it is missing, unreadable or not a final status."""
+        lines = [x for x in text.splitlines() if x.strip()]
+        try:
+            d = json.loads(lines[0]) if lines else None
+            status = Status(d["status"]) if isinstance(d, dict) else None
+        except (json.JSONDecodeError, KeyError, ValueError):
+            return None
+        if status is None or status is Status.RUNNING:
+            return None
+        return cls(status, d.get("stop_reason"), d.get("file"))
+
+
+@dataclass(frozen=True)
+class WorkerArgs:
+    """The child's command line: the run directory, the snapshot iteration to resume, and
+    findings the parent adds to the run's (what a resume changed)."""
+
+    run_dir: str
+    resume: int | None = None
+    notes: tuple[Finding, ...] = ()
+
+    def argv(self) -> list[str]:
+        """`python -m WORKER_MODULE` plus these arguments."""
+        out = ["-m", WORKER_MODULE, self.run_dir]
+        out += ["--resume", str(self.resume)] if self.resume is not None else []
+        return out + (["--notes", json.dumps([n.to_dict() for n in self.notes])] if self.notes else [])
+
+    @classmethod
+    def parse(cls, argv: list[str] | None = None) -> WorkerArgs:
+        import argparse
+
+        ap = argparse.ArgumentParser(prog=WORKER_MODULE)
+        ap.add_argument("run_dir")
+        ap.add_argument("--resume", type=int, metavar="ITER", help="restore snapshots/iter_ITER first")
+        ap.add_argument("--notes", default="[]", help="JSON list of findings to add (resume changes)")
+        a = ap.parse_args(argv)
+        return cls(a.run_dir, a.resume, tuple(Finding.from_dict(d) for d in json.loads(a.notes)))
+
+
+# ------------------------------------------------------------------ run directory names
+MARKER = ".segorch-run"  # written when `orchestrate run` creates the folder: only such a folder is ever emptied
+LOCK = ".lock"
+RESERVE = ".reserve"  # disk space held during a run, freed to write the verdict when the run fills the disk
+START_STATE = "start.solverstate"  # `run --from-snapshot`: the `caffe train` state the run continues from
+RUN_FILES = {"config": "config.yaml", "train_net": "train.prototxt", "val_net": "val.prototxt",
+             "deploy_net": "deploy.prototxt", "solver": "solver.prototxt", "metrics": "metrics.jsonl",
+             "val": "val.jsonl", "summary": "summary.json", "report": "report.md", "curves": "curves.png",
+             "log": "caffe.log", "meta": "net_meta.json", "findings": "findings.json",
+             "snapshots": "snapshots", "partial": "snapshots/.partial",
+             "best": "best", "tb": "tb"}  # best: the best validation's pictures; tb: TensorBoard events
+# a snapshot folder snapshots/iter_<N>/ holds these, and manifest.json with their sizes and sha256
+WEIGHTS, STATE, HOOKS, MANIFEST = "weights.caffemodel", "state.solverstate", "hooks.json", "manifest.json"
+SNAP_FILES = (WEIGHTS, STATE, HOOKS)
+CAFFE_PREFIX = "snap"  # Caffe's snapshot_prefix inside RUN_FILES["partial"]
+_SNAP_RE = re.compile(r"^iter_(\d+)$")
+
+
+def snapshot_name(iteration: int) -> str:
+    """The folder name of the snapshot at `iteration` (relative to snapshots/)."""
+    return f"iter_{iteration}"
+
+
+def snapshot_iteration(name: str) -> int | None:
+    """The iteration of a snapshot folder name, None for anything else (iter_N.tmp, .corrupt)."""
+    m = _SNAP_RE.match(name)
+    return int(m.group(1)) if m else None
+
+
+def snapshot_relpath(iteration: int) -> str:
+    """The snapshot's path relative to the run directory (summary.json: the run dir stays relocatable)."""
+    return f"{RUN_FILES['snapshots']}/{snapshot_name(iteration)}"
+
+
+def caffe_snapshot_files(prefix: Path, iteration: int) -> tuple[Path, Path]:
+    """(caffemodel, solverstate) that Caffe's solver.snapshot() writes for `prefix` at `iteration`."""
+    base = f"{prefix}_iter_{iteration}"
+    return Path(base + ".caffemodel"), Path(base + ".solverstate")
+
+
+# ------------------------------------------------------------------ net_meta.json
+META_VERSION = 1
+
+
+@dataclass
+class RunMeta:
+    """What net_meta.json holds: what the worker needs about the net that its prototxt does not
+    say. `net` keeps every other key as found (a generated net's arch, loss, filler...; a user
+    net's `# segorch-meta:` header): informative, written back flat as it came, never read."""
+
+    num_classes: int | None = None
+    ignore_label: int | None = None
+    class_names: list[str] | None = None
+    val_images: int = 0  # images one validation pass covers; 0: no validation
+    loss_normalization: str | None = None  # for the divergence diagnosis
+    start_state: str | None = None  # `run --from-snapshot`: START_STATE in the run dir
+    start_iter: int | None = None
+    net: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> RunMeta:
+        """Known keys become fields, the rest goes to `net` (files written before a field
+        existed lack it: its default holds)."""
+        known = {f.name for f in fields(cls)} - {"net"}
+        meta = cls(**{k: v for k, v in d.items() if k in known},
+                   net={k: v for k, v in d.items() if k not in known and k != "meta_version"})
+        meta.val_images = int(meta.val_images or 0)
+        return meta
+
+    def to_dict(self) -> dict[str, Any]:
+        """The flat JSON object, as net_meta.json has always held it, plus `meta_version`."""
+        d = asdict(self)
+        return {**d.pop("net"), **d, "meta_version": META_VERSION}
+
+    def write(self, path: Path) -> None:
+        path.write_text(json.dumps(self.to_dict(), indent=2))
+
+    @classmethod
+    def read(cls, path: Path) -> RunMeta:
+        """net_meta.json of a run (any version so far); UserError naming the file when it is
+        missing, damaged, or written by a newer version."""
+        try:
+            d = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise UserError(f"{path} is missing", "start the run again with orchestrate run --fresh") from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise UserError(f"{path} is not readable JSON ({e})",
+                            "start the run again with orchestrate run --fresh") from None
+        if not isinstance(d, dict):
+            raise UserError(f"{path} must hold a JSON object", "start the run again with orchestrate run --fresh")
+        version = d.get("meta_version", 1)
+        if not isinstance(version, int) or version > META_VERSION:
+            raise UserError(f"{path} was written by a newer segorch (meta_version {version!r}, this one "
+                            f"reads {META_VERSION})", "continue this run with the version that started it")
+        return cls.from_dict(d)
