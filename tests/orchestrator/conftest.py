@@ -54,3 +54,27 @@ def orchestrate(*args: str, timeout: float = 300, **kw: Any) -> subprocess.Compl
     env = {**os.environ, "GLOG_minloglevel": "0"}
     return subprocess.run([sys.executable, "-m", "orchestrator.cli", *args], cwd=REPO, capture_output=True,
                           text=True, timeout=timeout, env=env, **kw)
+
+
+def data_layers(d: Path | str, phase: str, split: str, batch: int) -> str:
+    """Two native Data layers (image with a mean, label) reading a data-stage output dir."""
+    return f"""layer {{ name: "data" type: "Data" top: "data" include {{ phase: {phase} }}
+  transform_param {{ mean_value: 110 mean_value: 112 mean_value: 111 }}
+  data_param {{ source: "{d}/{split}/images" batch_size: {batch} backend: LMDB }} }}
+layer {{ name: "label" type: "Data" top: "label" include {{ phase: {phase} }}
+  data_param {{ source: "{d}/{split}/labels" batch_size: {batch} backend: LMDB }} }}
+"""
+
+
+def user_net(d: Path | str, batch: int, *, with_val: bool = False, score: str = "score", kernel: int = 1) -> str:
+    """A hand-written net as users have them (5 classes, ignore 255): Data layers, two convs with
+    msra fillers, SoftmaxWithLoss; with `with_val`, TEST-phase data layers too (a train_val file)."""
+    layers = data_layers(d, "TRAIN", "train", batch) + (data_layers(d, "TEST", "val", 1) if with_val else "")
+    return layers + f"""layer {{ name: "conv1" type: "Convolution" bottom: "data" top: "conv1"
+  convolution_param {{ num_output: 8 kernel_size: 3 pad: 1 weight_filler {{ type: "msra" }} }} }}
+layer {{ name: "relu1" type: "ReLU" bottom: "conv1" top: "conv1" }}
+layer {{ name: "{score}" type: "Convolution" bottom: "conv1" top: "{score}"
+  convolution_param {{ num_output: 5 kernel_size: {kernel} pad: {kernel // 2} weight_filler {{ type: "msra" }} }} }}
+layer {{ name: "loss" type: "SoftmaxWithLoss" bottom: "{score}" bottom: "label" top: "loss"
+  loss_param {{ ignore_label: 255 normalization: VALID }} }}
+"""

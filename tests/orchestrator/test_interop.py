@@ -14,7 +14,7 @@ import pytest
 
 from orchestrator.rundir import read_jsonl
 from tests.conftest import REPO
-from tests.orchestrator.conftest import experiment, orchestrate, write_exp
+from tests.orchestrator.conftest import experiment, orchestrate, user_net, write_exp
 
 
 def caffe_tool() -> Path:
@@ -88,21 +88,6 @@ def test_caffe_train_resumes_our_snapshot_like_orchestrate_resume(one_batch_lmdb
     assert abs(theirs[41] - read_jsonl(run / "metrics.jsonl")[-1]["loss"]) < 0.5 * read_jsonl(run / "metrics.jsonl")[0]["loss"]
 
 
-USER_NET = """# a hand-written train net, as users have them
-layer { name: "data" type: "Data" top: "data" include { phase: TRAIN }
-  transform_param { mean_value: 104 mean_value: 117 mean_value: 123 }
-  data_param { source: "%(d)s/train/images" batch_size: 8 backend: LMDB } }
-layer { name: "label" type: "Data" top: "label" include { phase: TRAIN }
-  data_param { source: "%(d)s/train/labels" batch_size: 8 backend: LMDB } }
-layer { name: "conv1" type: "Convolution" bottom: "data" top: "conv1"
-  convolution_param { num_output: 8 kernel_size: 3 pad: 1 weight_filler { type: "msra" } } }
-layer { name: "relu1" type: "ReLU" bottom: "conv1" top: "conv1" }
-layer { name: "score" type: "Convolution" bottom: "conv1" top: "score"
-  convolution_param { num_output: 5 kernel_size: 1 weight_filler { type: "msra" } } }
-layer { name: "loss" type: "SoftmaxWithLoss" bottom: "score" bottom: "label" top: "loss"
-  loss_param { ignore_label: 255 normalization: VALID } }
-"""
-
 USER_SOLVER = """# the user's solver, with fields our YAML schema does not have
 net: "train.prototxt"
 type: "SGD"
@@ -125,7 +110,7 @@ solver_mode: CPU
 def test_caffe_train_run_continues_under_orchestrate_with_the_users_solver(one_batch_lmdb, tmp_path):
     work = tmp_path / "user"
     work.mkdir()
-    (work / "train.prototxt").write_text(USER_NET % {"d": one_batch_lmdb})
+    (work / "train.prototxt").write_text(user_net(one_batch_lmdb, 8))
     (work / "solver.prototxt").write_text(USER_SOLVER)
     (work / "snap").mkdir()
     r = subprocess.run([str(caffe_tool()), "train", "--solver", "solver.prototxt"], cwd=work,

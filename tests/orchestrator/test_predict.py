@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from orchestrator.rundir import read_jsonl
-from tests.orchestrator.conftest import experiment, orchestrate, write_exp
+from tests.orchestrator.conftest import experiment, orchestrate, user_net, write_exp
 
 
 @pytest.fixture(scope="module")
@@ -64,30 +64,9 @@ def test_predict_restores_the_original_size_after_the_data_stage_resize(synth_lm
     assert not (out / "eval.json").exists()
 
 
-USER_TRAIN_VAL = """# a user's train_val net: Data layers per phase, no deploy.prototxt
-layer { name: "data" type: "Data" top: "data" include { phase: TRAIN }
-  transform_param { mean_value: 110 mean_value: 112 mean_value: 111 }
-  data_param { source: "%(d)s/train/images" batch_size: 4 backend: LMDB } }
-layer { name: "label" type: "Data" top: "label" include { phase: TRAIN }
-  data_param { source: "%(d)s/train/labels" batch_size: 4 backend: LMDB } }
-layer { name: "data" type: "Data" top: "data" include { phase: TEST }
-  transform_param { mean_value: 110 mean_value: 112 mean_value: 111 }
-  data_param { source: "%(d)s/val/images" batch_size: 1 backend: LMDB } }
-layer { name: "label" type: "Data" top: "label" include { phase: TEST }
-  data_param { source: "%(d)s/val/labels" batch_size: 1 backend: LMDB } }
-layer { name: "conv1" type: "Convolution" bottom: "data" top: "conv1"
-  convolution_param { num_output: 8 kernel_size: 3 pad: 1 weight_filler { type: "msra" } } }
-layer { name: "relu1" type: "ReLU" bottom: "conv1" top: "conv1" }
-layer { name: "seg" type: "Convolution" bottom: "conv1" top: "seg"
-  convolution_param { num_output: 5 kernel_size: 3 pad: 1 weight_filler { type: "msra" } } }
-layer { name: "loss" type: "SoftmaxWithLoss" bottom: "seg" bottom: "label" top: "loss"
-  loss_param { ignore_label: 255 } }
-"""
-
-
 def test_predict_a_user_net_through_a_derived_deploy_net(synth_lmdb, tmp_path):
     net = tmp_path / "train_val.prototxt"
-    net.write_text(USER_TRAIN_VAL % {"d": synth_lmdb})
+    net.write_text(user_net(synth_lmdb, 4, with_val=True, score="seg", kernel=3))  # no deploy.prototxt
     exp = experiment(synth_lmdb, net={"prototxt": str(net), "num_classes": 5, "ignore_label": 255},
                      solver={"max_iter": 20, "base_lr": 0.01}, validation={"interval": 20}, snapshot={"interval": 20})
     run = tmp_path / "run"
