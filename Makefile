@@ -26,3 +26,14 @@ caffe-check: setup
 
 clean-runs:
 	rm -rf runs
+
+# The portable runtime (README, "GPU runtime bundle"): build/segorch-$(BUNDLE_VARIANT)-bundle.tar.gz.
+# BUNDLE_VARIANT=gpu (default: Caffe with CUDA, ~20 min cold) or cpu (the same packaging, CI's check).
+BUNDLE_VARIANT ?= gpu
+.PHONY: gpu-bundle gpu-bundle-check
+gpu-bundle: setup
+	bash caffe_build/bundle/build_bundle.sh $(BUNDLE_VARIANT)
+
+# Unpacks it into a fresh folder; orchestrate --version and 50 demo iterations under env -i; ldd.
+gpu-bundle-check: gpu-bundle
+	$(PY) caffe_build/bundle/check_bundle.py build/segorch-$(BUNDLE_VARIANT)-bundle.tar.gz

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Fetch, verify, patch and build BVLC Caffe; print the cache dir of the finished build.
 # usage: build_caffe.sh VENV_PYTHON      (stdout: the cache dir; everything else on stderr)
+# CAFFE_GPU=1: the CUDA build. CAFFE_BUNDLE=1: the portable runtime's flavour (make gpu-bundle):
+# no OpenCV, LevelDB or HDF5, and the BLAS of VENV_PYTHON's numpy (caffe_build/bundle/blas/cblas.h).
 #
 # Cache entry: $CACHE_ROOT/caffe-<key>, key = sha256 of (source hashes, our patches, this
 # script, build options, the venv's Python). The build runs in a temp dir beside it,
@@ -43,8 +45,19 @@ if [ "$CAFFE_GPU" = 1 ]; then
     "CAFFE_GPU=1 but the cuBLAS/cuRAND wheels are not in the venv (looked in '${nv:-no nvidia package}')" \
     "run CAFFE_GPU=1 make setup (it installs caffe_build/requirements-gpu.txt)"
 fi
+bundle="${CAFFE_BUNDLE:-0}"
+blaslib=""
+if [ "$bundle" = 1 ]; then
+  # numpy's own OpenBLAS (ILP64, prefixed names): the runtime carries it for numpy anyway. Its
+  # path is part of the key, like cuBLAS's: the build's RUNPATH points at it.
+  blaslib="$("$VPY" -c 'import glob, os, numpy; print(*sorted(glob.glob(os.path.dirname(numpy.__file__) + ".libs/libscipy_openblas64_*.so"))[:1])' 2>/dev/null || true)"
+  [ -f "$blaslib" ] || fail "cmake" \
+    "CAFFE_BUNDLE=1 but $VPY's numpy has no numpy.libs/libscipy_openblas64_*.so (a numpy wheel from PyPI has it)" \
+    "run make gpu-bundle, which makes the venv this flavour needs (caffe_build/bundle/build_bundle.sh)"
+fi
 key="$( { echo "$src_id"; cat "$HERE"/patches/*.diff "$HERE/build_caffe.sh" "$HERE/config.sh";
-          echo "gpu=$CAFFE_GPU cu=$cu py=$("$VPY" -c 'import sys; print(sys.base_prefix, sys.version)')"; } | sha256sum | cut -c1-16)"
+          [ "$bundle" = 1 ] && cat "$HERE/bundle/blas/cblas.h";
+          echo "gpu=$CAFFE_GPU cu=$cu bundle=$bundle blas=${blaslib:-system} py=$("$VPY" -c 'import sys; print(sys.base_prefix, sys.version)')"; } | sha256sum | cut -c1-16)"
 OUT="$CACHE_ROOT/caffe-$key"
 if [ -f "$OUT/BUILD_OK" ]; then
   log "cached build: $OUT"
@@ -108,8 +121,16 @@ npinc="$("$VPY" -c 'import numpy; print(numpy.get_include())')"
 opts=(-DCMAKE_BUILD_TYPE=Release -DBLAS=Open -Dpython_version="$pyver"
       -DPYTHON_EXECUTABLE="$VPY" -DPYTHON_INCLUDE_DIR="$pyinc" -DPYTHON_LIBRARY="$pylib"
       -DNUMPY_INCLUDE_DIR="$npinc" -DBUILD_python=ON -DBUILD_python_layer=ON
-      -DBUILD_matlab=OFF -DBUILD_docs=OFF -DUSE_LEVELDB=ON -DUSE_LMDB=ON -DUSE_OPENCV=ON
-      -DCMAKE_BUILD_RPATH_USE_ORIGIN=ON)
+      -DBUILD_matlab=OFF -DBUILD_docs=OFF -DUSE_LMDB=ON -DCMAKE_BUILD_RPATH_USE_ORIGIN=ON)
+targets=(caffe pycaffe caffe.bin)
+if [ "$bundle" = 1 ]; then
+  # Data layers read our raw Datums without OpenCV; HDF5 serves only HDF5 layers/snapshots
+  opts+=(-DUSE_OPENCV=OFF -DUSE_LEVELDB=OFF -DUSE_HDF5=OFF
+         -DOpenBLAS_INCLUDE_DIR="$HERE/bundle/blas" -DOpenBLAS_LIB="$blaslib")
+else
+  opts+=(-DUSE_OPENCV=ON -DUSE_LEVELDB=ON -DUSE_HDF5=ON)
+  targets+=(convert_imageset compute_image_mean)   # both need OpenCV
+fi
 if [ "$CAFFE_GPU" = 1 ]; then
   # The toolkit root: CUDA_HOME, else where nvcc really lives (an nvcc on PATH may be a
   # wrapper script, as /usr/local/bin/nvcc is here), else /usr/local/cuda.
@@ -153,8 +174,17 @@ jobs="${CAFFE_JOBS:-$(nproc)}"
 took="about 5 minutes"; [ "$CAFFE_GPU" = 1 ] && took="about 18 minutes"
 log "compiling with $jobs jobs (a cold build takes $took on 2 cores)"
 start=$(date +%s)
-(cd "$OUT/src/build" && make -j"$jobs" caffe pycaffe caffe.bin convert_imageset compute_image_mean) >> "$OUT/build.log" 2>&1 \
+(cd "$OUT/src/build" && make -j"$jobs" "${targets[@]}") >> "$OUT/build.log" 2>&1 \
   || { grep -E "error|Error" "$OUT/build.log" | head -20 >&2; fail "compile" "make failed (full log $OUT/build.log)" "read the first error above"; }
+if [ "$bundle" = 1 ]; then
+  # the shim header must have won over any system cblas.h, and nothing dropped may be linked
+  lib="$OUT/src/build/lib/libcaffe.so.1.0.0"
+  nm -D "$lib" | grep -q " U scipy_cblas_sgemm64_$" && ! nm -D "$lib" | grep -q " U cblas_sgemm$" \
+    || fail "compile" "libcaffe does not call numpy's OpenBLAS (scipy_cblas_*64_)" "check the include order in $OUT/build.log"
+  ! readelf -d "$lib" | grep -Eiq "opencv|hdf5|leveldb" \
+    || fail "compile" "libcaffe still links OpenCV, HDF5 or LevelDB: $(readelf -d "$lib" | grep -Eio "lib(opencv|hdf5|leveldb)[^]]*" | tr '\n' ' ')" \
+      "check patch 0006 and the CMake options in $OUT/build.log"
+fi
 # The post-build step links python/caffe/_caffe.so with an absolute path; keep it relative.
 # $ORIGIN of a library loaded through a symlink is the symlink's folder, so libcaffe gets
 # a relative link beside it too (the entry stays relocatable, no absolute RPATH needed).
@@ -162,7 +192,9 @@ ln -sfn ../../build/lib/_caffe.so "$OUT/src/python/caffe/_caffe.so"
 ln -sfn ../../build/lib/libcaffe.so.1.0.0 "$OUT/src/python/caffe/libcaffe.so.1.0.0"
 cat > "$OUT/build-info.json" <<EOF
 {"commit": "$CAFFE_COMMIT", "source": "$src_id", "debian_version": "$CAFFE_DEB_VERSION",
- "gpu": $([ "$CAFFE_GPU" = 1 ] && echo true || echo false), "blas": "OpenBLAS",
+ "gpu": $([ "$CAFFE_GPU" = 1 ] && echo true || echo false),
+ "blas": "$([ "$bundle" = 1 ] && echo "OpenBLAS of numpy ($(basename "$blaslib"))" || echo OpenBLAS)",
+ "flavor": "$([ "$bundle" = 1 ] && echo bundle || echo full)", "opencv": $([ "$bundle" = 1 ] && echo false || echo true),
  "python": "$pyver", "patches": [$(for p in "$HERE"/patches/*.diff; do printf '"%s",' "$(basename "$p")"; done | sed 's/,$//')],
  "build_seconds": $(( $(date +%s) - start )), "key": "$key"}
 EOF
