@@ -67,7 +67,9 @@ def check_environment() -> list[tuple[str, bool, str]]:
                     "the build lacks our patch 0003; delete the cache dir and run make setup"))
         out.append(("Python layers (WITH_PYTHON_LAYER)", "Python" in caffe.layer_type_list(),
                     "rebuild Caffe with BUILD_python_layer=ON (make setup does)"))
-    for t in ("caffe", "convert_imageset"):
+    # a build without OpenCV (the portable bundle) has no convert_imageset: the data stage replaces it
+    tools = ("caffe", "convert_imageset") if build_info().get("opencv", True) else ("caffe",)
+    for t in tools:
         p = tool(t)
         out.append((f"tool {t}", p is not None, "run make setup (it builds Caffe's tools)"))
     gpu = shutil.which("nvidia-smi") is not None and subprocess.run(
