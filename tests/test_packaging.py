@@ -97,12 +97,15 @@ def imported_names(files: list[Path], top_level_only: bool = False) -> set[str]:
 
 def third_party_imports() -> set[str]:
     """What our packages import anywhere, and pycaffe's modules (not its tests) at import,
-    that is neither the standard library, the project, nor Caffe itself. (pycaffe's imports
-    inside functions serve features we do not use, e.g. the R-CNN detector's selective search.)"""
+    plus caffe.io anywhere, that is neither the standard library, the project, nor Caffe
+    itself. (pycaffe's other imports inside functions serve features we do not use, e.g. the
+    R-CNN detector's selective search; caffe.io's load_image/resize_image are public helpers
+    users call, and patch 0005 only made their scikit-image/scipy imports lazy.)"""
     ours = imported_names([f for pkg in PACKAGES for f in (REPO / pkg).rglob("*.py")])
     pycaffe = imported_names([f for f in (caffe_python() / "caffe").rglob("*.py")
                               if "test" not in f.relative_to(caffe_python()).parts], top_level_only=True)
-    return (ours | pycaffe) - set(sys.stdlib_module_names) - set(PACKAGES) - {"__future__", "caffe"}
+    io = imported_names([caffe_python() / "caffe" / "io.py"])
+    return (ours | pycaffe | io) - set(sys.stdlib_module_names) - set(PACKAGES) - {"__future__", "caffe"}
 
 
 def test_lock_pins_versions_inside_pyproject_ranges() -> None:
