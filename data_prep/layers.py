@@ -8,8 +8,10 @@ caffe at the top: a Python layer must subclass caffe.Layer. The logic lives in p
                                         "scale": [0.75, 1.25], "seed": 1, "shuffle": true}' } }
 
 Optional extra keys: `ignore_label` (label padding; default: stats.json next to the LMDBs, else
-255) and `prefetch` (batches queued ahead, default 4). `mean_bgr` defaults to stats.json too.
-In the TEST phase mirror and scale are off and the crop is centred.
+255), `prefetch` (batches queued ahead, default 4) and `jitter` (photometric jitter j in [0, 1):
+brightness, contrast and saturation factors drawn from [1 - j, 1 + j] per image, from a random
+stream of its own; default 0, off). `mean_bgr` defaults to stats.json too.
+In the TEST phase mirror, scale and jitter are off and the crop is centred.
 """
 from __future__ import annotations
 

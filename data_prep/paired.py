@@ -2,9 +2,11 @@
 scale applied to both (labels resized nearest-only), mean subtraction, per-epoch shuffling from
 a seed, a background prefetch thread, and a resumable state. No Caffe here: `layers.py` wraps it.
 
-Determinism: the order of epoch e is `default_rng([seed, e]).permutation(n)`; the augmentation
-draws come from one PCG64 generator whose state is part of `get_state()`. Each prefetched batch
-carries the state *after* it, so the state reported is that of the batches actually delivered.
+Determinism: the order of epoch e is `default_rng([seed, e]).permutation(n)`; the geometric
+augmentation draws come from one PCG64 generator and the photometric jitter's from a second one,
+so turning jitter on leaves every mirror, crop and scale (and so every label batch) as it was.
+Both generators' states are part of `get_state()`. Each prefetched batch carries the state
+*after* it, so the state reported is that of the batches actually delivered.
 """
 from __future__ import annotations
 
@@ -47,6 +49,7 @@ class PairedParams:
     mirror: bool = False
     crop: tuple[int, int] | None = None  # (h, w)
     scale: tuple[float, float] | None = None  # (min, max)
+    jitter: float = 0.0  # photometric: brightness, contrast, saturation factors in [1 - j, 1 + j]
     seed: int = 0
     shuffle: bool = True
     ignore_label: int = 255  # fills label padding when a crop is larger than the (scaled) record
@@ -79,6 +82,7 @@ def parse_params(param_str: str, train: bool = True) -> PairedParams:
         crop=tuple(int(v) for v in raw["crop"]) if raw.get("crop") else None,  # type: ignore[arg-type]
         scale=tuple(float(v) for v in raw["scale"]) if raw.get("scale") else None,  # type: ignore[arg-type]
         seed=int(raw.get("seed", 0)), shuffle=bool(raw.get("shuffle", True)),
+        jitter=float(raw.get("jitter", 0.0)),
         ignore_label=int(raw.get("ignore_label", stats.get("ignore_label", 255))),
         prefetch=int(raw.get("prefetch", 4)), train=train)
     if p.batch_size < 1 or len(p.mean_bgr) != 3 or p.prefetch < 1:
@@ -87,6 +91,8 @@ def parse_params(param_str: str, train: bool = True) -> PairedParams:
         raise ValueError(f"PairedDataLayer: crop must be [h, w] > 0, got {raw['crop']}")
     if p.scale is not None and (len(p.scale) != 2 or not 0 < p.scale[0] <= p.scale[1]):
         raise ValueError(f"PairedDataLayer: scale must be [min, max] with 0 < min <= max, got {raw['scale']}")
+    if not 0 <= p.jitter < 1:
+        raise ValueError(f"PairedDataLayer: jitter must be in [0, 1), got {raw['jitter']}")
     return p
 
 
@@ -126,6 +132,24 @@ def _rescale(img: np.ndarray, lbl: np.ndarray, s: float) -> tuple[np.ndarray, np
     return out.transpose(2, 0, 1), lab[None]
 
 
+# ITU-R BT.601 luma weights in the records' BGR order
+_LUMA_BGR = np.array([0.114, 0.587, 0.299], np.float32)
+
+
+def jitter_image(img: np.ndarray, factors: np.ndarray) -> np.ndarray:
+    """Photometric jitter of a 3 x H x W BGR image (the label is untouched: geometry stays):
+    saturation (blend with the luma), contrast (around the mean luma) and brightness, by the
+    three `factors`; float32 clipped to 0..255. Every step is an increasing map of each pixel
+    for positive factors, so what is brighter stays brighter."""
+    brightness, contrast, saturation = (float(f) for f in factors)
+    x = img.astype(np.float32)
+    luma = np.tensordot(_LUMA_BGR, x, axes=1)[None]
+    x = luma + saturation * (x - luma)
+    mean = float(luma.mean())
+    x = mean + contrast * (x - mean)
+    return np.clip(x * brightness, 0, 255, out=x)
+
+
 class PairedBatcher:
     """Batches of (float32 N x 3 x H x W data - mean, float32 N x 1 x H x W label)."""
 
@@ -151,7 +175,8 @@ class PairedBatcher:
     def _initial_state(self) -> dict[str, Any]:
         rng = np.random.Generator(np.random.PCG64([self.p.seed, 1]))
         return {"epoch": 0, "position": 0, "rng": rng.bit_generator.state, "seed": self.p.seed,
-                "num_records": len(self.keys), "shuffle": self.p.shuffle}
+                "num_records": len(self.keys), "shuffle": self.p.shuffle,
+                "jitter_rng": np.random.PCG64([self.p.seed, 2]).state}
 
     def get_state(self) -> dict[str, Any]:
         """JSON-ready state after the last delivered batch (epoch, position, RNG)."""
@@ -180,6 +205,9 @@ class PairedBatcher:
         epoch, pos = state["epoch"], state["position"]
         rng = np.random.Generator(np.random.PCG64())
         rng.bit_generator.state = state["rng"]
+        jrng = np.random.Generator(np.random.PCG64())
+        # states saved before jitter existed have no second stream: it starts where a new run's does
+        jrng.bit_generator.state = state.get("jitter_rng") or self._initial_state()["jitter_rng"]
         samples = []
         # buffers=True: records are read straight from the LMDB map (views valid inside the txn)
         with self.img_env.begin(buffers=True) as it, self.lbl_env.begin(buffers=True) as lt:
@@ -190,7 +218,10 @@ class PairedBatcher:
                     epoch, pos = epoch + 1, 0
                 img = datum_to_array(parse_datum(it.get(key)))
                 lbl = datum_to_array(parse_datum(lt.get(key)))
-                samples.append(self._augment(img, lbl, rng, key))
+                img, lbl = self._augment(img, lbl, rng, key)
+                if self.p.train and self.p.jitter:
+                    img = jitter_image(img, jrng.uniform(1 - self.p.jitter, 1 + self.p.jitter, 3))
+                samples.append((img, lbl))
             shapes = {s[0].shape for s in samples}
             if len(shapes) > 1:
                 raise ValueError(f"records in one batch differ in size {sorted(shapes)}: set 'crop' in the "
@@ -200,7 +231,8 @@ class PairedBatcher:
             for i, (img, lbl) in enumerate(samples):
                 np.subtract(img, self.mean[:, None, None], out=data[i], dtype=np.float32)
                 label[i] = lbl
-        after = dict(state, epoch=epoch, position=pos, rng=rng.bit_generator.state)
+        after = dict(state, epoch=epoch, position=pos, rng=rng.bit_generator.state,
+                     jitter_rng=jrng.bit_generator.state)
         return data, label, after
 
     def _augment(self, img: np.ndarray, lbl: np.ndarray, rng: np.random.Generator,

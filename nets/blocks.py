@@ -20,6 +20,8 @@ LEARNED = [dict(lr_mult=1, decay_mult=1), dict(lr_mult=2, decay_mult=0)]
 # BatchNorm's mean, variance and moving-average factor are statistics, never gradients
 BN_FROZEN = [dict(lr_mult=0, decay_mult=0)] * 3
 BIAS_FILLER = dict(type="constant", value=0)
+# written out, not left to Caffe's default: the doctor then reads it as meant (FCN's score_pool layers)
+ZERO_FILLER = dict(type="constant", value=0)
 # Caffe's default 0.999 averages the statistics over ~1000 iterations of weights that kept
 # changing, so the TEST-phase net normalizes with stale numbers and val mIoU falls while the
 # training loss keeps improving (measured on the demo: 0.80 -> 0.67). 0.95 averages ~20 batches.
@@ -34,13 +36,14 @@ def weight_filler(kind: str) -> dict[str, Any]:
 
 
 def conv(n: Any, name: str, bottom: Any, nout: int, *, ks: int = 3, pad: int = 1,
-         filler: str = "msra") -> Any:
-    """A learned convolution with explicit weight and bias fillers; returns its top."""
+         filler: str | dict[str, Any] = "msra") -> Any:
+    """A learned convolution with explicit weight and bias fillers (a filler name, or a
+    FillerParameter as a dict, e.g. ZERO_FILLER); returns its top."""
     from caffe import layers as L
 
     n[name] = L.Convolution(bottom, kernel_size=ks, pad=pad, num_output=nout,
-                            weight_filler=weight_filler(filler), bias_filler=BIAS_FILLER,
-                            param=LEARNED)
+                            weight_filler=filler if isinstance(filler, dict) else weight_filler(filler),
+                            bias_filler=BIAS_FILLER, param=LEARNED)
     return n[name]
 
 
@@ -74,6 +77,21 @@ def max_pool(n: Any, name: str, bottom: Any) -> Any:
 def score(n: Any, name: str, bottom: Any, num_classes: int, filler: str) -> Any:
     """1x1 class-score convolution with an explicit (non-zero) filler."""
     return conv(n, name, bottom, num_classes, ks=1, pad=0, filler=filler)
+
+
+def skip_score(n: Any, name: str, bottom: Any, num_classes: int) -> Any:
+    """1x1 class-score convolution over a skip (pooling) tap, zero-filled as FCN's score_pool
+    layers: the fused net starts out as the net without the skip, and the layer learns from its
+    live input at the first step (the doctor reports it as info, not as an error)."""
+    return conv(n, name, bottom, num_classes, ks=1, pad=0, filler=ZERO_FILLER)
+
+
+def fuse(n: Any, name: str, a: Any, b: Any) -> Any:
+    """Element-wise sum of two score maps of the same shape (FCN's fuse layers)."""
+    from caffe import layers as L, params as P
+
+    n[name] = L.Eltwise(a, b, operation=P.Eltwise.SUM)
+    return n[name]
 
 
 def upsample(n: Any, name: str, bottom: Any, num_classes: int, stride: int,
@@ -116,6 +134,8 @@ def data_layers(n: Any, source: Any) -> None:
                      mirror=source.mirror, crop=list(source.crop) if source.crop else None,
                      scale=list(source.scale) if source.scale else None,
                      seed=source.seed, shuffle=source.shuffle)
+        if source.jitter:  # only when asked: nets written before jitter existed keep their param_str
+            param["jitter"] = source.jitter
         n.data, n.label = L.Python(module="data_prep.layers", layer="PairedDataLayer",
                                    param_str=json.dumps(param), ntop=2)
         return

@@ -15,3 +15,4 @@ class ArchOptions:
     batch_norm: bool = False
     filler: str = "msra"
     learn_upsample: bool = False
+    skips: int = 0  # compact only: score layers fused from the last `skips` pooling stages (FCN-16s/8s style)

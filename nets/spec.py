@@ -33,6 +33,7 @@ class DataSource:
     scale: tuple[float, float] | None = None
     seed: int = 0
     shuffle: bool = True
+    jitter: float = 0.0  # photometric jitter strength (paired layer, TRAIN phase only)
 
     def check(self, role: str) -> None:
         """Refuse what the chosen layer cannot do correctly (UserError names the field)."""
@@ -42,7 +43,8 @@ class DataSource:
         if self.batch_size < 1:
             raise UserError(f"{role} batch_size must be >= 1, got {self.batch_size}",
                             "set a positive batch size")
-        augment = [k for k, v in (("mirror", self.mirror), ("crop", self.crop), ("scale", self.scale)) if v]
+        augment = [k for k, v in (("mirror", self.mirror), ("crop", self.crop), ("scale", self.scale),
+                                  ("jitter", self.jitter)) if v]
         if self.kind == "lmdb" and augment:
             raise UserError(
                 f"{role} data asks for {', '.join(augment)} with two native Data layers, which "
@@ -79,7 +81,7 @@ def _body(arch: str) -> Callable[[Any, Any, ArchOptions], list[str]]:
 
 
 def _check_args(arch: str, num_classes: int, filler: str, loss: str, normalization: str,
-                infogain_file: str | None, width: int, depth: int) -> None:
+                infogain_file: str | None, width: int, depth: int, skips: int) -> None:
     checks = [
         (arch in ARCHS, f"arch must be one of {ARCHS}, got {arch!r}", "pick one of the listed architectures"),
         (num_classes >= 2, f"num_classes must be >= 2, got {num_classes}", "use the data stage's num_classes"),
@@ -91,6 +93,10 @@ def _check_args(arch: str, num_classes: int, filler: str, loss: str, normalizati
          "pass the data stage's infogain_H.binaryproto"),
         (width >= 1 and 1 <= depth <= 6, f"width must be >= 1 and depth in 1..6, got {width}, {depth}",
          "e.g. width 16, depth 3"),
+        (skips == 0 or (arch == "compact" and 0 < skips < depth),
+         f"skips must be in 0..depth-1 (the pooling stages below the last) and only with arch compact, "
+         f"got skips {skips} with arch {arch}, depth {depth}",
+         "use skips 0, 1 or 2 with the compact net (fcn16s/fcn8s have their skips built in)"),
     ]
     for ok, message, fix in checks:
         if not ok:
@@ -101,26 +107,28 @@ def generate(arch: str, *, num_classes: int, train_data: DataSource, val_data: D
              deploy_shape: tuple[int, int] = (64, 64), width: int = 32, depth: int = 3,
              batch_norm: bool = False, filler: str = "msra", loss: str = "softmax",
              normalization: str = "VALID", ignore_label: int | None = None,
-             infogain_file: str | None = None, learn_upsample: bool = False) -> GeneratedNet:
+             infogain_file: str | None = None, learn_upsample: bool = False,
+             skips: int = 0) -> GeneratedNet:
     """Train/val/deploy nets for `arch` (compact, fcn32s, fcn16s, fcn8s).
 
     Tops `data`, `label`, `score` (N x C x H x W, cropped to the input) and `loss` in train and
-    val, `accuracy` in val, `score` and `prob` in deploy. `width`/`depth` shape the compact
-    net only (the FCNs are VGG16).
+    val, `accuracy` in val, `score` and `prob` in deploy. `width`/`depth`/`skips` shape the
+    compact net only (the FCNs are VGG16).
     """
-    _check_args(arch, num_classes, filler, loss, normalization, infogain_file, width, depth)
+    _check_args(arch, num_classes, filler, loss, normalization, infogain_file, width, depth, skips)
     train_data.check("train")
     if val_data is not None:
         val_data.check("val")
     opts = ArchOptions(num_classes=num_classes, width=width, depth=depth, batch_norm=batch_norm,
-                       filler=filler, learn_upsample=learn_upsample)
+                       filler=filler, learn_upsample=learn_upsample, skips=skips)
     body = _body(arch)
     meta: dict[str, Any] = dict(
         arch=arch, num_classes=num_classes, ignore_label=ignore_label, loss=loss,
         loss_normalization=normalization, batch_norm=batch_norm, filler=filler,
         learn_upsample=learn_upsample, data_kind=train_data.kind, infogain_file=infogain_file,
         backbone="compact" if arch == "compact" else "vgg16",
-        **(dict(width=width, depth=depth, total_stride=2 ** depth, input_scale=INPUT_SCALE)
+        **(dict(width=width, depth=depth, skips=skips, total_stride=2 ** (depth - skips),
+                input_scale=INPUT_SCALE)
            if arch == "compact" else dict(total_stride=int(arch[3:-1]))))
     head = dict(kind=loss, normalization=normalization, ignore_label=ignore_label,
                 infogain_file=infogain_file)

@@ -60,6 +60,7 @@ class AugmentCfg:
     mirror: bool = False
     crop: list[Count] | None = None
     scale: list[PosFloat] | None = None
+    jitter: Fraction = 0.0  # photometric: brightness/contrast/saturation factors in [1 - j, 1 + j]
 
     @rule("crop")
     def _crop_pair(self) -> str | None:
@@ -84,7 +85,7 @@ class DataCfg:
     @rule("augment", "layer")
     def _augment_needs_paired(self) -> str | None:
         a = self.augment
-        if self.layer == "lmdb" and (a.mirror or a.crop or a.scale):
+        if self.layer == "lmdb" and (a.mirror or a.crop or a.scale or a.jitter):
             return ("needs layer: paired (two native Data layers cannot share a random "
                     "mirror/crop, so image and label would no longer match)")
         return None
@@ -104,10 +105,26 @@ class NetCfg:
     loss: Literal["softmax", "infogain"] = "softmax"
     normalization: Literal["VALID", "BATCH_SIZE", "FULL", "NONE"] = "VALID"
     learn_upsample: bool = False
+    skips: NonNegInt = 0  # compact: fuse scores from the last `skips` pooling stages (FCN-16s/8s style)
+    # the infogain H's class weights (loss infogain): the data stage's median-frequency H, or its square root
+    class_weighting: Literal["median_frequency", "sqrt_median_frequency"] = "median_frequency"
 
     @rule("val_prototxt", "prototxt")
     def _val_needs_train(self) -> str | None:
         return "needs prototxt (the user's train net) as well" if self.val_prototxt and not self.prototxt else None
+
+    @rule("skips", "arch", "depth")
+    def _skips(self) -> str | None:
+        if self.skips and self.arch != "compact":
+            return f"is for arch compact only ({self.arch} has its skips built in)"
+        if self.skips >= self.depth:
+            return f"must be below depth ({self.depth}): only the pooling stages under the last can be fused"
+        return None
+
+    @rule("class_weighting", "loss")
+    def _weighting_needs_infogain(self) -> str | None:
+        ok = self.class_weighting == "median_frequency" or self.loss == "infogain"
+        return None if ok else "weights classes through InfogainLoss: set loss: infogain"
 
 
 @dataclass

@@ -65,16 +65,19 @@ def make_nets(exp: cfgmod.Experiment, run: RunDir) -> tuple[RunMeta, list[Findin
 
     def source(d: str, batch: int, train: bool) -> nets.DataSource:
         aug = dict(mirror=a.mirror, crop=tuple(a.crop) if a.crop else None,
-                   scale=tuple(a.scale) if a.scale else None) if train else {}
+                   scale=tuple(a.scale) if a.scale else None, jitter=a.jitter) if train else {}
         return nets.DataSource(images=str(Path(d) / "images"), labels=str(Path(d) / "labels"), batch_size=batch,
                                kind=exp.data.layer, mean_bgr=mean, seed=exp.seed, shuffle=train, **aug)
     val_src = source(exp.data.val, exp.data.val_batch_size, False) if exp.data.val else None
     n = exp.net
+    from orchestrator.class_weights import infogain_file
+    h = infogain_file(n.class_weighting, Path(exp.data.train) / INFOGAIN_FILE, stats, run.root) \
+        if n.loss == "infogain" else None
     g = nets.generate(n.arch, num_classes=num_classes, train_data=source(exp.data.train, exp.data.batch_size, True),
                       val_data=val_src, deploy_shape=(int(stats.get("height", 64)), int(stats.get("width", 64))),
                       width=n.width, depth=n.depth, batch_norm=n.batch_norm, filler=n.filler, loss=n.loss,
                       normalization=n.normalization, ignore_label=ignore, learn_upsample=n.learn_upsample,
-                      infogain_file=str(Path(exp.data.train) / INFOGAIN_FILE) if n.loss == "infogain" else None)
+                      infogain_file=h, skips=n.skips)
     g.write(run.root)
     meta = RunMeta.from_dict(g.meta)
     meta.class_names = stats.get("class_names")

@@ -1,0 +1,71 @@
+"""The CamVid recipe v2 (experiments/camvid-full.yaml) and the options it brought: net.skips,
+net.class_weighting and data.augment.jitter, from the schema to a real run on synthetic data."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import yaml
+
+from common.errors import UserError
+from orchestrator import config as cfgmod
+from tests.conftest import REPO
+from tests.orchestrator.conftest import experiment, orchestrate, write_exp
+
+RECIPE = REPO / "experiments" / "camvid-full.yaml"
+
+
+def test_the_recipe_validates_and_reads_only_train_and_val():
+    r = orchestrate("validate", str(RECIPE))
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "valid experiment 'camvid-full'" in r.stdout
+    exp = cfgmod.load_experiment(RECIPE)
+    b = exp.data.build
+    assert (b.train_list, b.val_list, b.resize, b.ignore_label) == ("train_full.txt", "val.txt", "240x180", 11)
+    assert exp.net.skips >= 1 and exp.net.loss == "infogain"
+    # val is the only held-out data the project uses: no test split anywhere in the recipe
+    assert "test" not in RECIPE.read_text().lower().replace("# ", "")
+
+
+@pytest.mark.parametrize("over,field", [
+    ({"net": {"skips": 2, "depth": 2}}, "net.skips"),
+    ({"net": {"arch": "fcn8s", "skips": 1}}, "net.skips"),
+    ({"net": {"class_weighting": "sqrt_median_frequency"}}, "net.class_weighting"),
+    ({"net": {"class_weighting": "inverse"}}, "net.class_weighting"),
+    ({"data": {"train": "t", "augment": {"jitter": 1.0}, "layer": "paired"}}, "data.augment.jitter"),
+    ({"data": {"train": "t", "augment": {"jitter": 0.1}}}, "data.augment"),
+])
+def test_bad_new_options_name_their_field(over, field):
+    raw = {"name": "t", "data": {"train": "t"}, "net": {"arch": "compact", "depth": 3}}
+    for k, v in over.items():
+        raw[k] = {**raw[k], **v}
+    with pytest.raises(UserError) as e:
+        cfgmod.from_dict(raw)
+    assert field in e.value.message
+
+
+def test_skips_jitter_and_sqrt_weighting_in_a_real_run(synth_lmdb, tmp_path):
+    exp = experiment(synth_lmdb, net={"arch": "compact", "width": 8, "depth": 3, "batch_norm": True, "skips": 2,
+                                      "loss": "infogain", "class_weighting": "sqrt_median_frequency"})
+    exp["data"].update(layer="paired", augment={"mirror": True, "jitter": 0.15})
+    run = tmp_path / "run"
+    r = orchestrate("run", str(write_exp(tmp_path, exp)), "--run-dir", str(run))
+    assert r.returncode == 0, r.stderr[-3000:]
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["status"] == "completed" and summary["best"]["metrics"]["mean_iu"] > 0.3
+    assert not [f for f in json.loads((run / "findings.json").read_text()) if f["severity"] == "error"]
+    # the softer H is written into the run dir from stats.json, in the data stage's format
+    import caffe
+
+    h_file = run / "infogain_H_sqrt_median_frequency.binaryproto"
+    blob = caffe.proto.caffe_pb2.BlobProto.FromString(h_file.read_bytes())
+    h = caffe.io.blobproto_to_array(blob)[0, 0]
+    mf = json.loads((synth_lmdb / "train" / "stats.json").read_text())["class_weights"]["median_frequency"]
+    np.testing.assert_allclose(np.diag(h), np.sqrt(mf), rtol=1e-6)
+    assert str(h_file) in (run / "train.prototxt").read_text()
+    params = [json.loads(yaml.safe_load(line.split("param_str:", 1)[1]))
+              for line in (run / "train.prototxt").read_text().splitlines() if "param_str" in line]
+    assert params and params[0]["jitter"] == 0.15
+    losses = [json.loads(x)["loss"] for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert np.mean(losses[-5:]) < np.mean(losses[:5])
