@@ -46,6 +46,15 @@ class BuildCfg:
     resize: Annotated[str, Check(_is_wxh, "WIDTHxHEIGHT with positive integers, e.g. 240x180")] | None = None
     encoded: bool = False
     allow_lossy_labels: bool = False  # JPEG labels: compression invents classes at edges
+    # one name per class, in label order: shown by reports, pictures and predict instead of "class k"
+    class_names: list[str] | None = None
+
+    @rule("class_names", "num_classes")
+    def _one_name_per_class(self) -> str | None:
+        n = self.class_names
+        if n is None or len(n) == self.num_classes:
+            return None
+        return f"has {len(n)} names for num_classes {self.num_classes}: give one name per class, in label order"
 
     @property
     def size(self) -> tuple[int, int] | None:
@@ -81,6 +90,11 @@ class DataCfg:
     augment: AugmentCfg = field(default_factory=AugmentCfg)
     batch_size: Count = 8
     val_batch_size: Count = 1
+
+    @property
+    def class_names(self) -> list[str] | None:
+        """data.build.class_names, for data stages whose stats.json names no classes."""
+        return list(self.build.class_names) if self.build and self.build.class_names else None
 
     @rule("augment", "layer")
     def _augment_needs_paired(self) -> str | None:

@@ -82,10 +82,14 @@ def _data_stats(exp: dict[str, Any]) -> dict[str, Any]:
 
 
 def class_names(exp: dict[str, Any], meta: RunMeta) -> list[str] | None:
-    """The net's class names, else those of the raw dataset's dataset.json (data.build.root)."""
+    """The net's class names, else data.build.class_names, else those of the raw dataset's
+    dataset.json (data.build.root)."""
     if meta.class_names:
         return list(meta.class_names)
-    root = ((exp.get("data") or {}).get("build") or {}).get("root")
+    build = (exp.get("data") or {}).get("build") or {}
+    if isinstance(build.get("class_names"), list):
+        return list(build["class_names"])
+    root = build.get("root")
     try:
         names = json.loads((Path(root) / "dataset.json").read_text()).get("class_names") if root else None
     except (OSError, json.JSONDecodeError, AttributeError):

@@ -80,7 +80,7 @@ def make_nets(exp: cfgmod.Experiment, run: RunDir) -> tuple[RunMeta, list[Findin
                       infogain_file=h, skips=n.skips)
     g.write(run.root)
     meta = RunMeta.from_dict(g.meta)
-    meta.class_names = stats.get("class_names")
+    meta.class_names = stats.get("class_names") or exp.data.class_names
     val_n = int(read_stats(exp.data.val)["num_records"]) if exp.data.val else 0
     meta.val_images = min(val_n, exp.validation.max_images or val_n)
     return meta, []

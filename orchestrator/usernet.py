@@ -147,6 +147,6 @@ def user_net_meta(exp: Experiment, run: RunDir) -> tuple[RunMeta, list[Finding]]
     meta.ignore_label = next((v for v in (exp.net.ignore_label, meta.ignore_label, stats.get("ignore_label"),
                                           _loss_ignore_label(val or train)) if v is not None), None)
     if "class_names" not in header:
-        meta.class_names = stats.get("class_names")
+        meta.class_names = stats.get("class_names") or exp.data.class_names
     meta.val_images, findings = validation_plan(exp, val)
     return meta, findings

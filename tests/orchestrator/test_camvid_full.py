@@ -35,6 +35,8 @@ def test_the_recipe_validates_and_reads_only_train_and_val():
     ({"net": {"class_weighting": "inverse"}}, "net.class_weighting"),
     ({"data": {"train": "t", "augment": {"jitter": 1.0}, "layer": "paired"}}, "data.augment.jitter"),
     ({"data": {"train": "t", "augment": {"jitter": 0.1}}}, "data.augment"),
+    ({"data": {"train": "t", "build": {"root": "r", "train_list": "l", "num_classes": 3,
+                                       "class_names": ["a", "b"]}}}, "data.build.class_names"),
 ])
 def test_bad_new_options_name_their_field(over, field):
     raw = {"name": "t", "data": {"train": "t"}, "net": {"arch": "compact", "depth": 3}}
@@ -43,6 +45,18 @@ def test_bad_new_options_name_their_field(over, field):
     with pytest.raises(UserError) as e:
         cfgmod.from_dict(raw)
     assert field in e.value.message
+
+
+def test_class_names_from_the_experiment_reach_predict():
+    from orchestrator.contract import RunMeta
+    from orchestrator.predict import class_names
+
+    exp = cfgmod.load_experiment(RECIPE)
+    names = exp.data.build.class_names
+    assert names is not None and len(names) == exp.data.build.num_classes == 11 and names[2] == "Pole"
+    raw = {"data": {"build": {"root": "/nowhere", "class_names": list(names)}}}
+    assert class_names(raw, RunMeta(num_classes=11)) == list(names)
+    assert class_names({"data": {}}, RunMeta(num_classes=11)) is None
 
 
 def test_skips_jitter_and_sqrt_weighting_in_a_real_run(synth_lmdb, tmp_path):
