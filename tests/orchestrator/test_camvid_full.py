@@ -63,12 +63,18 @@ def test_skips_jitter_and_sqrt_weighting_in_a_real_run(synth_lmdb, tmp_path):
     exp = experiment(synth_lmdb, net={"arch": "compact", "width": 8, "depth": 3, "batch_norm": True, "skips": 2,
                                       "loss": "infogain", "class_weighting": "sqrt_median_frequency"})
     exp["data"].update(layer="paired", augment={"mirror": True, "jitter": 0.15})
+    # the LMDBs are newer than the lists: nothing is rebuilt, and the names reach the run's meta
+    names = ["c0", "c1", "c2", "c3", "c4"]
+    exp["data"]["build"] = {"root": str(synth_lmdb / "raw"), "train_list": "train.txt", "val_list": "val.txt",
+                            "num_classes": 5, "ignore_label": 255, "class_names": names}
     run = tmp_path / "run"
     r = orchestrate("run", str(write_exp(tmp_path, exp)), "--run-dir", str(run))
     assert r.returncode == 0, r.stderr[-3000:]
     summary = json.loads((run / "summary.json").read_text())
     assert summary["status"] == "completed" and summary["best"]["metrics"]["mean_iu"] > 0.3
     assert not [f for f in json.loads((run / "findings.json").read_text()) if f["severity"] == "error"]
+    assert json.loads((run / "net_meta.json").read_text())["class_names"] == names
+    assert "building" not in r.stdout
     # the softer H is written into the run dir from stats.json, in the data stage's format
     import caffe
 
