@@ -34,7 +34,7 @@ ENV = {**os.environ, "GLOG_minloglevel": "2", "OPENBLAS_NUM_THREADS": "1"}
 
 
 def caffe_cmd(tmp: Path, n: int) -> list[str]:
-    from orchestrator.envinfo import tool
+    from orchestrator.cli.envinfo import tool
     solver = tmp / "ref" / "solver.prototxt"
     s = tmp / "ref" / f"solver{n}.prototxt"
     s.write_text(re.sub(r"max_iter: \d+", f"max_iter: {n}", solver.read_text()))

@@ -23,11 +23,11 @@ os.environ.setdefault("GLOG_minloglevel", "2")
 import numpy as np  # noqa: E402
 
 from bench.common import best_of, result_line  # noqa: E402
-from orchestrator.stats import BlobStat, collect, layer_of_top  # noqa: E402
+from orchestrator.train.stats import BlobStat, collect, layer_of_top  # noqa: E402
 
 
 def collect_numpy(net: Any) -> list[BlobStat]:
-    """What orchestrator.stats.collect computes, in numpy from blob.data / blob.diff (the baseline)."""
+    """What orchestrator.train.stats.collect computes, in numpy from blob.data / blob.diff (the baseline)."""
     owner = layer_of_top(net)
 
     def one(name: str, kind: str, layer: str, b: Any) -> BlobStat:

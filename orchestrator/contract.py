@@ -1,5 +1,5 @@
-"""The contract between the parent (orchestrator.runner, orchestrator.supervisor) and the Caffe
-child (orchestrator.worker): the run's statuses and their exit codes, the verdict the child
+"""The contract between the parent (orchestrator.run.runner, orchestrator.run.supervisor) and the Caffe
+child (orchestrator.train.worker): the run's statuses and their exit codes, the verdict the child
 sends on a pipe, the child's command line, what net_meta.json holds, and the run directory's
 file and snapshot names. Both sides import this module and nothing else of each other; it
 imports nothing heavy (no Caffe, no numpy), so the parent never loads the hooks.
@@ -16,7 +16,7 @@ from typing import Any
 from common.errors import UserError
 from common.findings import Finding
 
-WORKER_MODULE = "orchestrator.worker"  # the child: `python -m WORKER_MODULE` + WorkerArgs.argv()
+WORKER_MODULE = "orchestrator.train.worker"  # the child: `python -m WORKER_MODULE` + WorkerArgs.argv()
 VERDICT_ENV = "SEGORCH_VERDICT_FD"  # the child writes its Verdict to this file descriptor
 EXIT_BAD_INPUT = 2  # a failed run, a refused input, a pre-flight stop
 

@@ -65,7 +65,7 @@ def test_version_names_the_caffe_commit():
 def test_build_variant_matches_caffe_gpu():
     """CAFFE_GPU=1 make test runs against the CUDA build: libcaffe links cuBLAS/cuRAND/cudart
     and still trains in CPU mode on a machine without a GPU (the rest of the suite does that)."""
-    from orchestrator.envinfo import build_info, caffe_dir
+    from orchestrator.cli.envinfo import build_info, caffe_dir
     want_gpu = os.environ.get("CAFFE_GPU") == "1"
     assert build_info()["gpu"] is want_gpu
     d = caffe_dir()
@@ -79,7 +79,7 @@ def test_build_variant_matches_caffe_gpu():
 
 def test_python_layers_and_tools_are_built():
     import caffe
-    from orchestrator.envinfo import tool
+    from orchestrator.cli.envinfo import tool
     assert "Python" in caffe.layer_type_list()
     assert tool("caffe") is not None and tool("convert_imageset") is not None
 

@@ -31,7 +31,7 @@ def label(overrides: dict[str, Any], base: dict[str, Any], trial: dict[str, Any]
     """'skips=2 class_weighting=sqrt_median_frequency': a trial's overrides; a whole section
     given as a mapping is shown as the keys where the trial's resolved section differs from
     the base experiment's."""
-    from orchestrator.resume_policy import flatten
+    from orchestrator.run.resume_policy import flatten
 
     parts = []
     for key, value in overrides.items():
@@ -45,8 +45,8 @@ def label(overrides: dict[str, Any], base: dict[str, Any], trial: dict[str, Any]
 
 def _resolved(path: Path, overrides: list[str] = ()) -> dict[str, Any]:
     """An experiment file as the schema resolves it (defaults filled in)."""
-    from orchestrator import config as cfgmod
-    from orchestrator.schema import to_dict
+    from orchestrator.config import experiment as cfgmod
+    from orchestrator.config.schema import to_dict
 
     return to_dict(cfgmod.from_dict(yaml.safe_load(path.read_text()), list(overrides)))
 

@@ -23,7 +23,7 @@ from elfdeps import allowed_outside, outside_libraries  # noqa: E402
 
 # what a run imports, in one process: the libraries it maps are the ones that matter
 IMPORTS = ("import caffe, numpy, yaml, lmdb, google.protobuf, matplotlib.pyplot, PIL.Image; "
-           "import tensorboardX, orchestrator.cli, orchestrator.worker, nets.probe, data_prep.layers, data_prep.datum")
+           "import tensorboardX, orchestrator.cli, orchestrator.train.worker, nets.probe, data_prep.layers, data_prep.datum")
 MAPS = f"""{IMPORTS}
 import json, sys
 libs = sorted({{l.split()[-1] for l in open('/proc/self/maps') if '.so' in l.split()[-1]}})

@@ -2,7 +2,7 @@
 
 Run by build_bundle.sh with the runtime venv's Python (its base CPython is the interpreter the
 bundle carries, the one pycaffe was built against). The layout mirrors a checkout, so the
-project's own code finds everything where it looks in one (`orchestrator.envinfo`):
+project's own code finds everything where it looks in one (`orchestrator.cli.envinfo`):
     bin/            python, orchestrate, caffe (launchers) and env.sh (the environment)
     python/         the interpreter and a trimmed standard library; site-packages holds
                     numpy, lmdb, PyYAML, protobuf, six, matplotlib (Agg), tensorboardX and their needs
@@ -129,7 +129,7 @@ def stage_site_packages(site: Path) -> Path:
 
 def stage_caffe(stage: Path, caffe_dir: Path) -> None:
     """libcaffe, pycaffe (without its tests and ImageNet mean) and the `caffe` tool, in the
-    layout orchestrator.envinfo expects of a Caffe build."""
+    layout orchestrator.cli.envinfo expects of a Caffe build."""
     build = caffe_dir / "src" / "build"
     py = stage / "caffe" / "src" / "python" / "caffe"
     copy_tree(caffe_dir / "src" / "python" / "caffe", py, {"test", "imagenet", "__pycache__"},

@@ -10,11 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from orchestrator import config as cfgmod
+from orchestrator.config import experiment as cfgmod
 from orchestrator import metrics
-from orchestrator.hooks.validation import validate
+from orchestrator.train.hooks.validation import validate
 from orchestrator.rundir import read_jsonl
-from orchestrator.worker import apply_surgery
+from orchestrator.train.worker import apply_surgery
 from tests.orchestrator.conftest import experiment, orchestrate, write_exp
 
 # a user's net on the synthetic data (5 classes, ignore 255), with its own blob names:
@@ -144,7 +144,7 @@ def test_uncountable_val_net_uses_max_images(synth_lmdb, tmp_path):
 
 
 def test_find_score_label_reads_the_loss_bottoms():
-    from orchestrator.hooks.validation import find_score_label
+    from orchestrator.train.hooks.validation import find_score_label
     assert find_score_label([("Data", []), ("Convolution", ["data"]), ("SoftmaxWithLoss", ["fc_sem", "sem"]),
                              ("SoftmaxWithLoss", ["fc_geo", "geo"])]) == ("fc_sem", "sem")
     assert find_score_label([("Accuracy", ["conv_classifier", "label"])]) == ("conv_classifier", "label")
@@ -152,7 +152,7 @@ def test_find_score_label_reads_the_loss_bottoms():
 
 
 def test_scores_must_be_full_resolution():
-    from orchestrator.hooks.validation import shape_problem
+    from orchestrator.train.hooks.validation import shape_problem
     assert shape_problem((2, 5, 8, 8), (2, 1, 8, 8)) is None
     assert shape_problem((2, 5, 8, 8), (2, 8, 8)) is None
     assert "full-resolution" in shape_problem((2, 5, 4, 4), (2, 1, 8, 8))
@@ -213,7 +213,7 @@ def _exp(**over) -> cfgmod.Experiment:
 
 
 def test_default_surgery_skips_learned_and_loaded_and_never_raises(surgery_net):
-    from orchestrator.surgery import is_bilinear
+    from orchestrator.train.surgery import is_bilinear
     net, p, w, loaded = surgery_net
     net.params["up_learned"][0].data[...] = 0.5
     found = apply_surgery(net, str(p), _exp(weights=str(w)))
@@ -228,7 +228,7 @@ def test_default_surgery_skips_learned_and_loaded_and_never_raises(surgery_net):
 
 
 def test_named_surgery_that_cannot_be_done_is_a_warning(surgery_net):
-    from orchestrator.surgery import is_bilinear
+    from orchestrator.train.surgery import is_bilinear
     net, p, w, loaded = surgery_net
     found = apply_surgery(net, str(p), _exp(weights=str(w), surgery={"layers": ["up_loaded", "up_mixing", "nope"]}))
     by = {(f.code, f.layer): f for f in found}

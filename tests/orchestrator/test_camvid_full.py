@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from common.errors import UserError
-from orchestrator import config as cfgmod
+from orchestrator.config import experiment as cfgmod
 from tests.conftest import REPO
 from tests.orchestrator.conftest import experiment, orchestrate, write_exp
 
@@ -49,7 +49,7 @@ def test_bad_new_options_name_their_field(over, field):
 
 def test_class_names_from_the_experiment_reach_predict():
     from orchestrator.contract import RunMeta
-    from orchestrator.predict import class_names
+    from orchestrator.predict.predict import class_names
 
     exp = cfgmod.load_experiment(RECIPE)
     names = exp.data.build.class_names

@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from common.errors import UserError
-from orchestrator import config
+from orchestrator.config import experiment as config
 from tests.conftest import REPO
 
 BASE = {"name": "x", "data": {"train": "d/train", "val": "d/val"}}

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from common.errors import UserError
-from orchestrator import config
+from orchestrator.config import experiment as config
 from tests.conftest import REPO
 
 BASE: dict[str, Any] = {"name": "x", "data": {"train": "d/train", "val": "d/val",

@@ -41,7 +41,7 @@ def test_worker_args_round_trip() -> None:
     note = Finding("info", "resume-changes", None, "m", "none needed", {"solver.base_lr": [0.1, 0.2]})
     args = WorkerArgs("/runs/a", 40, (note,))
     argv = args.argv()
-    assert argv[:3] == ["-m", "orchestrator.worker", "/runs/a"]
+    assert argv[:3] == ["-m", "orchestrator.train.worker", "/runs/a"]
     assert WorkerArgs.parse(argv[2:]) == args
     assert WorkerArgs.parse(WorkerArgs("/runs/b").argv()[2:]) == WorkerArgs("/runs/b", None, ())
 
@@ -100,8 +100,8 @@ def test_snapshot_names(tmp_path: Path) -> None:
 
 
 def test_parent_never_imports_the_worker_or_its_hooks() -> None:
-    code = ("import sys, orchestrator.runner, orchestrator.resume; "
-            "print(sorted(m for m in sys.modules if m.startswith(('orchestrator.worker', 'orchestrator.hooks', "
-            "'orchestrator.loop', 'caffe'))))")
+    code = ("import sys, orchestrator.run.runner, orchestrator.run.resume; "
+            "print(sorted(m for m in sys.modules if m.startswith(('orchestrator.train.worker', 'orchestrator.train.hooks', "
+            "'orchestrator.train.loop', 'caffe'))))")
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

@@ -13,13 +13,14 @@ from typing import Any, Callable
 import numpy as np
 import pytest
 
-from orchestrator import config, loop
+from orchestrator.config import experiment as config
+from orchestrator.train import loop
 from orchestrator.contract import Status
-from orchestrator.hooks.data_state import DataStateHook
-from orchestrator.hooks.divergence import DivergenceHook
-from orchestrator.hooks.early_stop import EarlyStopHook, LrPlateauHook
-from orchestrator.hooks.progress import ProgressHook
-from orchestrator.hooks.snapshot import SnapshotHook
+from orchestrator.train.hooks.data_state import DataStateHook
+from orchestrator.train.hooks.divergence import DivergenceHook
+from orchestrator.train.hooks.early_stop import EarlyStopHook, LrPlateauHook
+from orchestrator.train.hooks.progress import ProgressHook
+from orchestrator.train.hooks.snapshot import SnapshotHook
 from orchestrator.rundir import RunDir
 
 

@@ -7,8 +7,11 @@ import numpy as np
 import pytest
 
 from common.errors import UserError
-from orchestrator import decisions, metrics, rules, surgery
-from orchestrator.stats import BlobStat
+from orchestrator.train import decisions
+from orchestrator import metrics
+from orchestrator.train import rules
+from orchestrator.train import surgery
+from orchestrator.train.stats import BlobStat
 
 
 def independent_bilinear(size: int) -> np.ndarray:
@@ -100,7 +103,7 @@ def test_loss_explosion_fires_just_over_the_factor(t):
 
 def test_default_loss_factor_is_ten():
     """The documented default (`checks.loss_factor`, 10x the running median) in both places."""
-    from orchestrator.config import ChecksCfg
+    from orchestrator.config.experiment import ChecksCfg
     assert rules.Thresholds().loss_factor == ChecksCfg().loss_factor == 10.0
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from orchestrator import surgery
+from orchestrator.train import surgery
 from orchestrator.rundir import read_jsonl
 from tests.conftest import REPO
 from tests.orchestrator.conftest import experiment, orchestrate, write_exp

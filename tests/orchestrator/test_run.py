@@ -99,7 +99,7 @@ def test_gpu_on_a_machine_without_gpu_fails_cleanly(synth_lmdb, tmp_path):
     import subprocess
     import sys
 
-    from orchestrator.envinfo import build_info
+    from orchestrator.cli.envinfo import build_info
     usable = bool(build_info().get("gpu")) and subprocess.run(
         [sys.executable, "-c", "import caffe; caffe.set_device(0); caffe.set_mode_gpu()"],
         capture_output=True, timeout=120).returncode == 0

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from orchestrator.hooks.tensorboard import read_scalars
+from orchestrator.train.hooks.tensorboard import read_scalars
 from orchestrator.rundir import read_jsonl
 from tests.orchestrator.conftest import experiment, orchestrate, write_exp
 from tests.orchestrator.test_resume import start, wait_for_iter

@@ -6,7 +6,7 @@ import json
 import numpy as np
 
 from orchestrator import metrics
-from orchestrator.hooks.validation import validate
+from orchestrator.train.hooks.validation import validate
 from orchestrator.rundir import read_jsonl
 from tests.orchestrator.conftest import experiment, orchestrate, write_exp
 

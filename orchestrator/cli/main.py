@@ -1,0 +1,55 @@
+"""`orchestrate`: the thin command line. Imports Caffe lazily; the only place that turns
+exceptions into exit codes (0 ok, 1 doctor errors, 2 bad config/input, 3 diverged, 130 interrupted)."""
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from common.errors import UserError
+from orchestrator.contract import EXIT_BAD_INPUT, Status
+
+EXIT_OK = 0  # (1: the doctor found errors, returned by `check` itself)
+
+
+def _parser() -> argparse.ArgumentParser:
+    from data_prep import cli as data_cli
+    from orchestrator.cli import commands as cli_commands
+    from orchestrator.cli import runs as cli_runs
+
+    p = argparse.ArgumentParser(prog="orchestrate", description=__doc__)
+    p.add_argument("--version", action="store_true", help="print version, Caffe commit, build and pycaffe path")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    data_cli.register(sub)
+    cli_commands.register(sub)
+    cli_runs.register(sub)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the console script."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        if args.version:
+            from orchestrator.cli.envinfo import version_text
+            print(version_text())
+            return EXIT_OK
+        if not getattr(args, "func", None):
+            parser.print_help()
+            return EXIT_BAD_INPUT
+        return int(args.func(args))
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return Status.INTERRUPTED.exit_code
+    except OSError as e:  # disk full, permissions: one line naming the file, no traceback
+        from orchestrator.rundir import io_error_text
+        print(f"error: {io_error_text(e)}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,340 @@
+"""The experiment schema: one strict, typed description of a run (YAML in, dataclasses out)."""
+from __future__ import annotations
+
+import argparse
+import copy
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+
+from common.errors import UserError
+from data_prep.cli import parse_size as parse_wxh  # the data stage's own --resize parser
+from orchestrator.config import schema
+from orchestrator.train.rules import Thresholds
+from orchestrator.config.schema import Check, Count, Limits, NonNegFloat, NonNegInt, PosFloat, rule
+
+# Limits shared by several fields here (schema has the common ones); the others are declared inline.
+Fraction = Annotated[float, Limits(ge=0, lt=1)]  # moving-average decays
+Label = Annotated[int, Limits(ge=0, le=255)]  # labels are stored as uint8
+Classes = Annotated[int, Limits(ge=1, le=255)]
+
+
+def _is_wxh(text: str) -> bool:
+    try:
+        parse_wxh(text)
+    except argparse.ArgumentTypeError:
+        return False
+    return True
+
+
+_NAME = re.compile(r"\w[\w.-]{0,99}")  # starts like a word: never '.', '..', a hidden dir or an option
+
+
+@dataclass
+class BuildCfg:
+    """Raw lists that `run` turns into LMDBs first when the data dirs are missing or stale."""
+
+    root: str
+    train_list: str
+    num_classes: Classes
+    val_list: str | None = None
+    ignore_label: Label = 255
+    resize: Annotated[str, Check(_is_wxh, "WIDTHxHEIGHT with positive integers, e.g. 240x180")] | None = None
+    encoded: bool = False
+    allow_lossy_labels: bool = False  # JPEG labels: compression invents classes at edges
+    # one name per class, in label order: shown by reports, pictures and predict instead of "class k"
+    class_names: list[str] | None = None
+
+    @rule("class_names", "num_classes")
+    def _one_name_per_class(self) -> str | None:
+        n = self.class_names
+        if n is None or len(n) == self.num_classes:
+            return None
+        return f"has {len(n)} names for num_classes {self.num_classes}: give one name per class, in label order"
+
+    @property
+    def size(self) -> tuple[int, int] | None:
+        """`resize` as (width, height), parsed like `orchestrate data build --resize`."""
+        return parse_wxh(self.resize) if self.resize else None
+
+
+@dataclass
+class AugmentCfg:
+    """Augmentation; only the paired data layer can apply it to image and label alike."""
+
+    mirror: bool = False
+    crop: list[Count] | None = None
+    scale: list[PosFloat] | None = None
+    jitter: Fraction = 0.0  # photometric: brightness/contrast/saturation factors in [1 - j, 1 + j]
+
+    @rule("crop")
+    def _crop_pair(self) -> str | None:
+        return None if self.crop is None or len(self.crop) == 2 else f"must be [height, width], got {self.crop}"
+
+    @rule("scale")
+    def _scale_range(self) -> str | None:
+        ok = self.scale is None or (len(self.scale) == 2 and self.scale[0] <= self.scale[1])
+        return None if ok else f"must be [min, max] with min <= max, got {self.scale}"
+
+
+@dataclass
+class DataCfg:
+    train: str
+    val: str | None = None
+    build: BuildCfg | None = None
+    layer: Literal["lmdb", "paired"] = "lmdb"
+    augment: AugmentCfg = field(default_factory=AugmentCfg)
+    batch_size: Count = 8
+    val_batch_size: Count = 1
+
+    @property
+    def class_names(self) -> list[str] | None:
+        """data.build.class_names, for data stages whose stats.json names no classes."""
+        return list(self.build.class_names) if self.build and self.build.class_names else None
+
+    @rule("augment", "layer")
+    def _augment_needs_paired(self) -> str | None:
+        a = self.augment
+        if self.layer == "lmdb" and (a.mirror or a.crop or a.scale or a.jitter):
+            return ("needs layer: paired (two native Data layers cannot share a random "
+                    "mirror/crop, so image and label would no longer match)")
+        return None
+
+
+@dataclass
+class NetCfg:
+    arch: Literal["compact", "fcn32s", "fcn16s", "fcn8s"] = "compact"
+    prototxt: str | None = None
+    val_prototxt: str | None = None
+    num_classes: Count | None = None
+    ignore_label: NonNegInt | None = None
+    width: Count = 16
+    depth: Count = 3
+    batch_norm: bool = False
+    filler: Literal["msra", "xavier"] = "msra"
+    loss: Literal["softmax", "infogain"] = "softmax"
+    normalization: Literal["VALID", "BATCH_SIZE", "FULL", "NONE"] = "VALID"
+    learn_upsample: bool = False
+    skips: NonNegInt = 0  # compact: fuse scores from the last `skips` pooling stages (FCN-16s/8s style)
+    # the infogain H's class weights (loss infogain): the data stage's median-frequency H, or its square root
+    class_weighting: Literal["median_frequency", "sqrt_median_frequency"] = "median_frequency"
+
+    @rule("val_prototxt", "prototxt")
+    def _val_needs_train(self) -> str | None:
+        return "needs prototxt (the user's train net) as well" if self.val_prototxt and not self.prototxt else None
+
+    @rule("skips", "arch", "depth")
+    def _skips(self) -> str | None:
+        if self.skips and self.arch != "compact":
+            return f"is for arch compact only ({self.arch} has its skips built in)"
+        if self.skips >= self.depth:
+            return f"must be below depth ({self.depth}): only the pooling stages under the last can be fused"
+        return None
+
+    @rule("class_weighting", "loss")
+    def _weighting_needs_infogain(self) -> str | None:
+        ok = self.class_weighting == "median_frequency" or self.loss == "infogain"
+        return None if ok else "weights classes through InfogainLoss: set loss: infogain"
+
+
+@dataclass
+class SolverCfg:
+    """Caffe's solver. `prototxt` names the user's own solver file: its values fill the keys
+    not given here, and its other fields are kept (orchestrator.config.solverfile)."""
+
+    prototxt: str | None = None
+    type: Literal["SGD", "Nesterov", "Adam", "AdaGrad", "RMSProp", "AdaDelta"] = "SGD"
+    base_lr: PosFloat = 0.01
+    lr_policy: Literal["fixed", "step", "multistep", "poly", "exp", "inv", "sigmoid"] = "fixed"
+    gamma: float = 0.1  # > 0 except for sigmoid, where a negative gamma decays (see _gamma_sign)
+    power: NonNegFloat = 0.9
+    stepsize: Count = 1000
+    stepvalue: list[Count] = field(default_factory=list)
+    momentum: Fraction = 0.9
+    momentum2: Fraction = 0.999
+    weight_decay: NonNegFloat = 0.0005
+    iter_size: Count = 1
+    max_iter: Count = 1000
+    clip_gradients: Annotated[float, Limits(gt=0, also=(-1,), hint="-1 turns clipping off")] = -1.0
+
+    @rule("stepvalue", "lr_policy")
+    def _stepvalue(self) -> str | None:
+        if self.lr_policy == "multistep" and not self.stepvalue:
+            return "lr_policy multistep needs a list of iterations"
+        if any(a >= b for a, b in zip(self.stepvalue, self.stepvalue[1:])):
+            return f"must increase (the iterations where lr drops, in order), got {self.stepvalue}"
+        return None
+
+    @rule("gamma", "lr_policy")
+    def _gamma_sign(self) -> str | None:
+        if self.lr_policy != "sigmoid" and self.gamma <= 0:
+            return f"must be > 0 for lr_policy {self.lr_policy}, got {self.gamma!r}"
+        return None
+
+
+@dataclass
+class SurgeryCfg:
+    bilinear: bool = True
+    layers: list[str] = field(default_factory=list)  # empty: every Deconvolution with stride > 1
+
+
+# the `checks` section is the divergence rules' own thresholds (one type, declared with the rules)
+ChecksCfg = Thresholds
+
+
+@dataclass
+class ValidationCfg:
+    enabled: bool = True
+    interval: Count = 100
+    max_images: Count | None = None
+    pictures: NonNegInt = 4  # val images drawn at each new best (RUN_DIR/best/); 0: none
+
+
+@dataclass
+class EarlyStopCfg:
+    """Stop when the monitored validation metric has not improved for `patience` validations."""
+
+    enabled: bool = False
+    metric: Literal["mean_iu", "pixel_accuracy", "mean_accuracy", "fw_iu"] = "mean_iu"
+    patience: Count = 5
+    min_delta: NonNegFloat = 0.0
+
+
+@dataclass
+class LrPlateauCfg(EarlyStopCfg):
+    """The same plateau test, but multiply base_lr by `factor` instead of stopping."""
+
+    patience: Count = 3
+    factor: Annotated[float, Limits(gt=0, lt=1)] = 0.5
+    min_lr: NonNegFloat = 1e-7
+
+
+@dataclass
+class SnapshotCfg:
+    interval: Count = 500
+    # >= 1 even with keep_best: the best may be old or not exist yet (no validation so far), and a
+    # crash must always leave the newest state to resume from.
+    keep_last: Annotated[int, Limits(ge=1, hint=(
+        "resume continues from the newest snapshot; with 0 each snapshot would be deleted as soon as it "
+        "is written and a crash would leave nothing to resume; keep_best keeps the best one besides"))] = 2
+    keep_best: bool = True
+
+
+@dataclass
+class ProgressCfg:
+    quiet: bool = False
+    log_interval: Count = 1
+    tensorboard: bool = True  # event files in RUN_DIR/tb/
+
+
+@dataclass
+class Experiment:
+    name: Annotated[str, Check(_NAME.fullmatch, (
+        "a plain name (it names the run directory runs/<name>): letters, digits, '.', '_' or '-', "
+        "starting with a letter, digit or '_', at most 100 characters"))]
+    data: DataCfg
+    net: NetCfg = field(default_factory=NetCfg)
+    solver: SolverCfg = field(default_factory=SolverCfg)
+    device: Annotated[str, Check(re.compile(r"cpu|gpu:[0-9]+").fullmatch, "'cpu' or 'gpu:N'")] = "cpu"
+    weights: str | None = None
+    seed: NonNegInt = 0
+    surgery: SurgeryCfg = field(default_factory=SurgeryCfg)
+    checks: ChecksCfg = field(default_factory=ChecksCfg)
+    validation: ValidationCfg = field(default_factory=ValidationCfg)
+    early_stop: EarlyStopCfg = field(default_factory=EarlyStopCfg)
+    lr_on_plateau: LrPlateauCfg = field(default_factory=LrPlateauCfg)
+    snapshot: SnapshotCfg = field(default_factory=SnapshotCfg)
+    progress: ProgressCfg = field(default_factory=ProgressCfg)
+
+    def _has_validation(self) -> bool:
+        return self.validation.enabled and bool(self.data.val or self.net.val_prototxt)
+
+    @rule("early_stop.enabled", "validation.enabled", "data.val", "net.val_prototxt")
+    def _early_stop_needs_val(self) -> str | None:
+        return None if not self.early_stop.enabled or self._has_validation() else _NEEDS_VAL
+
+    @rule("lr_on_plateau.enabled", "validation.enabled", "data.val", "net.val_prototxt")
+    def _plateau_needs_val(self) -> str | None:
+        return None if not self.lr_on_plateau.enabled or self._has_validation() else _NEEDS_VAL
+
+    @property
+    def gpu_id(self) -> int | None:
+        return int(self.device.split(":")[1]) if self.device.startswith("gpu:") else None
+
+
+_NEEDS_VAL = "needs validation data (data.val) and validation.enabled"
+
+_PATH_KEYS = (("data", "train"), ("data", "val"), ("data", "build", "root"), ("net", "prototxt"),
+              ("net", "val_prototxt"), ("weights",), ("solver", "prototxt"))
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """'solver.base_lr=1e4' -> ('solver.base_lr', 10000.0 or '1e4'); values are YAML scalars."""
+    if "=" not in text:
+        raise UserError(f"--set {text!r}: expected dotted.key=value", "for example --set solver.base_lr=0.001")
+    key, raw = text.split("=", 1)
+    try:
+        return key.strip(), yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as e:
+        raise UserError(f"--set {text!r}: not a YAML value ({e.problem or e})",
+                        "quote it or close its brackets, e.g. --set solver.stepvalue=[100,200]") from e
+
+
+def from_dict(raw: dict[str, Any], overrides: list[str] = (), source: str = "<dict>",
+              solver_file: bool = False) -> Experiment:
+    """Validate a raw mapping (plus --set overrides); raise UserError listing every problem.
+    With `solver_file`, solver.prototxt (the user's solver) fills the solver keys not given."""
+    raw = copy.deepcopy(raw or {})  # overrides must not leak into the caller's nested dicts
+    for o in overrides:
+        schema.set_dotted(raw, *parse_override(o))
+    errors: list[str] = []
+    if solver_file:
+        from orchestrator.config import solverfile
+        solverfile.merge_into(raw, errors)
+    exp = schema.load(Experiment, raw, "", errors)
+    if errors:
+        raise UserError(f"{source}: {len(errors)} problem(s) in the experiment:\n  - " + "\n  - ".join(errors),
+                        "correct the keys named above (orchestrate validate EXP.yaml lists them all)")
+    return exp
+
+
+def load_experiment(path: str | os.PathLike[str], overrides: list[str] = ()) -> Experiment:
+    """Read an experiment YAML (safe loader), apply overrides, make paths absolute."""
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"{p}: experiment file not found", "give the path of an experiment YAML, e.g. experiments/demo.yaml")
+    try:
+        raw = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as e:
+        raise UserError(f"{p}: not UTF-8 text (byte 0x{e.object[e.start]:02x} at offset {e.start})",
+                        "save the experiment file as UTF-8") from e
+    except OSError as e:
+        raise UserError(f"{p}: cannot read the experiment file: {e.strerror}", "check the path and its permissions") from e
+    except yaml.YAMLError as e:
+        raise UserError(f"{p}: not valid YAML: {e}", "fix the YAML syntax at the line shown") from e
+    if not isinstance(raw, dict):
+        raise UserError(f"{p}: the experiment must be a YAML mapping", "start from experiments/demo.yaml")
+    exp = from_dict(raw, overrides, str(p), solver_file=True)
+    return absolutize(exp)
+
+
+def absolutize(exp: Experiment) -> Experiment:
+    """Resolve relative paths against the current directory, so a run dir's config stands alone."""
+    for keys in _PATH_KEYS:
+        node: Any = exp
+        for k in keys[:-1]:
+            node = getattr(node, k)
+            if node is None:
+                break
+        if node is not None and getattr(node, keys[-1]):
+            setattr(node, keys[-1], os.path.abspath(getattr(node, keys[-1])))
+    return exp
+
+
+def to_yaml(exp: Experiment) -> str:
+    """The resolved config as YAML (written to the run directory)."""
+    return yaml.safe_dump(schema.to_dict(exp), sort_keys=False)

@@ -1,0 +1,90 @@
+"""Pictures of the best validation: the first few val images, predicted by the trained weights
+at each new best, written to RUN_DIR/best/ (overlay, error map, the confusion matrix) for
+report.md and TensorBoard. The images come from the data stage's val LMDBs; the net is the
+run's deploy net sharing the training net's weights, fed as `predict` feeds it."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from orchestrator.predict import deploy as dep
+from orchestrator.contract import RUN_FILES
+from orchestrator.predict import overlay
+
+BEST_DIR = RUN_FILES["best"]
+
+
+def val_samples(val_dir: Path, k: int) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """The first `k` (name, H x W x 3 BGR image, H x W label) of a data-stage output dir."""
+    import lmdb
+
+    from data_prep.datum import datum_to_array, parse_datum
+    out = []
+    with lmdb.open(str(val_dir / "images"), readonly=True, lock=False) as img_env, \
+            lmdb.open(str(val_dir / "labels"), readonly=True, lock=False) as lab_env, \
+            img_env.begin() as ti, lab_env.begin() as tl:
+        for key, raw in ti.cursor():
+            if len(out) >= k:
+                break
+            lab = tl.get(key)
+            if lab is None:
+                continue
+            name = key.decode(errors="replace").split("_", 1)[-1].rsplit(".", 1)[0]
+            img = datum_to_array(parse_datum(raw)).transpose(1, 2, 0)
+            out.append((name, np.ascontiguousarray(img), datum_to_array(parse_datum(lab))[0]))
+    return out
+
+
+class BestPictures:
+    """Renders the samples with the current weights; builds its deploy net on first use."""
+
+    def __init__(self, run_dir: Path, val_dir: Path, k: int, num_classes: int, ignore_label: int | None,
+                 class_names: list[str] | None, mean_bgr: list[float] | None) -> None:
+        self.root = run_dir / BEST_DIR
+        self.samples = val_samples(val_dir, k) if (val_dir / "images").exists() else []
+        self.num_classes, self.ignore = num_classes, ignore_label
+        self.names = list(class_names or [])[:num_classes] + [f"class {i}" for i in range(len(class_names or []), num_classes)]
+        self.run_dir, self.mean = run_dir, mean_bgr
+        self.net: Any = None
+        self.palette = overlay.default_palette()
+
+    def _build(self, train_net: Any) -> None:
+        import caffe
+
+        from orchestrator.predict.worker import _net_files
+        from nets.prototxt import load_net
+        self.root.mkdir(exist_ok=True)
+        h, w = self.samples[0][1].shape[:2]
+        deploy_path, val = _net_files(self.run_dir, self.root, (h, w))
+        self.info = dep.deploy_info(load_net(deploy_path), val)
+        self.pre = dep.preprocess_of(val, self.mean)
+        self.net = caffe.Net(str(deploy_path), caffe.TEST)
+        self.net.share_with(train_net)
+
+    def render(self, train_net: Any, iteration: int, confusion: list[list[int]] | None) -> list[tuple[str, np.ndarray]]:
+        """Write the pictures of this (best) iteration; returns (tag, RGB) for TensorBoard."""
+        from orchestrator.predict.worker import _forward
+        if not self.samples:
+            return []
+        if self.net is None:
+            self._build(train_net)
+        out = []
+        for name, img, label in self.samples:
+            x = img.astype(np.float32)
+            if self.pre.mean_bgr is not None:
+                x -= np.asarray(self.pre.mean_bgr, np.float32)
+            x *= self.pre.scale
+            cls = _forward(self.net, self.info, x.transpose(2, 0, 1)[None])[0]
+            over = overlay.overlay(img, cls, self.palette)
+            err = overlay.error_map(img, cls, label, self.ignore)
+            overlay.write_rgb_png(self.root / f"{name}_overlay.png", over)
+            overlay.write_rgb_png(self.root / f"{name}_error.png", err)
+            out += [(f"{name}_overlay", over), (f"{name}_error", err)]
+        if confusion is not None:
+            overlay.plot_confusion(np.asarray(confusion), self.names, self.root / "confusion.png",
+                                   f"best validation, iteration {iteration}")
+        (self.root / "best.json").write_text(json.dumps({"iteration": iteration, "images": [s[0] for s in self.samples]}))
+        return out

@@ -1,0 +1,160 @@
+"""`orchestrate predict RUN_DIR (--images DIR | --list FILE) --out DIR`: segment images with a
+run's snapshot. The parent checks every input, then runs the Caffe work in a child
+(orchestrator.predict.worker) so that a Caffe abort becomes a finding; the child writes into a
+hidden partial folder that is renamed to `--out` only when everything is written."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+from common.child import run_child
+from common.errors import UserError
+from data_prep.sources import IMAGE_EXTS, Pair, pair_folders, read_list
+from orchestrator.contract import WEIGHTS, RunMeta, snapshot_relpath
+from orchestrator.rundir import RunDir, require_run_dir, verify_snapshot
+from orchestrator.run.supervisor import abort_finding
+
+MARKER = ".segorch-predict"
+
+
+def choose_snapshot(run: RunDir, which: str) -> tuple[int, Path]:
+    """(iteration, folder) for `best`, `last` or `iter_N`; `best` falls back to the newest.
+    A snapshot that does not match its manifest is refused, naming the file."""
+    snaps = dict(run.snapshot_dirs())
+    if not snaps:
+        raise UserError(f"{run.root}: no snapshot to predict with", "train the run first (orchestrate run/resume)")
+    if which == "best":
+        best = (run.summary_data().get("best") or {}).get("iteration")
+        it = best if best in snaps else max(snaps)
+    elif which == "last":
+        it = max(snaps)
+    else:
+        try:
+            it = int(which.removeprefix("iter_"))
+        except ValueError:
+            raise UserError(f"--snapshot {which!r}: expected best, last or iter_N", "for example --snapshot iter_400") from None
+        if it not in snaps:
+            raise UserError(f"--snapshot {which}: {run.snapshots}/iter_{it} does not exist",
+                            f"choose one of: {', '.join(f'iter_{i}' for i in sorted(snaps))}")
+    problem = verify_snapshot(snaps[it])
+    if problem:
+        raise UserError(f"snapshot {snaps[it]}: {problem}", "choose another with --snapshot iter_N")
+    return it, snaps[it]
+
+
+def collect_inputs(images: str | None, labels: str | None, list_file: str | None, root: str | None,
+                   need_labels: bool) -> list[Pair]:
+    """The images (and labels) to predict, in the data stage's list formats."""
+    if list_file:
+        text_lines = [x.split() for x in Path(list_file).read_text(errors="replace").splitlines()
+                      if x.strip() and not x.strip().startswith("#")] if Path(list_file).is_file() else []
+        with_labels = bool(text_lines) and all(len(x) == 2 for x in text_lines)
+        if need_labels and not with_labels and text_lines:
+            raise UserError(f"--eval: {list_file} has no label column", "write 'image label' per line, or drop --eval")
+        return read_list(Path(list_file), Path(root) if root else None, labels=with_labels)
+    if not images:
+        raise UserError("predict needs --images DIR or --list FILE", "for example --list data/synth/val.txt")
+    if labels:
+        return pair_folders(Path(images), Path(labels))
+    if need_labels:
+        raise UserError("--eval needs labels: --labels DIR with --images, or a list of 'image label' lines",
+                        "add --labels DIR")
+    folder = Path(images)
+    if not folder.is_dir():
+        raise UserError(f"--images: {images} is not a folder", "give the folder of the images")
+    found = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTS)
+    if not found:
+        raise UserError(f"--images: {images} holds no images ({', '.join(sorted(IMAGE_EXTS))})", "check the folder")
+    return [Pair(p, None, str(p)) for p in found]
+
+
+def _data_stats(exp: dict[str, Any]) -> dict[str, Any]:
+    """The data stage's stats.json of the val (else train) data, when there is one."""
+    for key in ("val", "train"):
+        d = (exp.get("data") or {}).get(key)
+        if d and (Path(d) / "stats.json").is_file():
+            return json.loads((Path(d) / "stats.json").read_text())
+    return {}
+
+
+def class_names(exp: dict[str, Any], meta: RunMeta) -> list[str] | None:
+    """The net's class names, else data.build.class_names, else those of the raw dataset's
+    dataset.json (data.build.root)."""
+    if meta.class_names:
+        return list(meta.class_names)
+    build = (exp.get("data") or {}).get("build") or {}
+    if isinstance(build.get("class_names"), list):
+        return list(build["class_names"])
+    root = build.get("root")
+    try:
+        names = json.loads((Path(root) / "dataset.json").read_text()).get("class_names") if root else None
+    except (OSError, json.JSONDecodeError, AttributeError):
+        names = None
+    return list(names) if isinstance(names, list) else None
+
+
+def _prepare_out(out: Path) -> Path:
+    """A fresh partial folder beside `out`; `out` may not hold anything but an earlier prediction."""
+    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / MARKER).exists())):
+        raise UserError(f"--out {out} exists and is not an earlier prediction", "choose an empty or new --out folder")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    return tmp
+
+
+def predict(run_dir: str, *, out: str, images: str | None = None, labels: str | None = None,
+            list_file: str | None = None, root: str | None = None, snapshot: str = "best",
+            device: str = "cpu", evaluate: bool = False, batch: int = 1, quiet: bool = False) -> int:
+    """Check the inputs, run the child, publish the folder; returns the exit code."""
+    import yaml
+
+    run = require_run_dir(run_dir)
+    if batch < 1:
+        raise UserError(f"--batch {batch}: must be >= 1", "for example --batch 4")
+    if device != "cpu" and not (device.startswith("gpu:") and device[4:].isdigit()):
+        raise UserError(f"--device {device!r}: expected cpu or gpu:N", "for example --device gpu:0")
+    iteration, snap = choose_snapshot(run, snapshot)
+    pairs = collect_inputs(images, labels, list_file, root, evaluate)
+    exp = yaml.safe_load(run.config.read_text())
+    meta = RunMeta.read(run.meta)
+    stats = _data_stats(exp)
+    out_dir = Path(out).resolve()
+    tmp = _prepare_out(out_dir)
+    job = {"run": str(run.root), "weights": str(snap / WEIGHTS), "iteration": iteration,
+           "snapshot": snapshot_relpath(iteration), "pairs": [[str(p.image), str(p.label) if p.label else None, p.where]
+                                                          for p in pairs],
+           "device": device, "eval": evaluate, "batch": batch, "quiet": quiet,
+           "num_classes": meta.num_classes, "ignore_label": meta.ignore_label,
+           "class_names": class_names(exp, meta), "resize": stats.get("resize"),
+           "palette": stats.get("palette"), "mean_bgr": stats.get("mean_bgr"),
+           "input_size": [stats["height"], stats["width"]] if stats.get("height") else None}
+    (tmp / "job.json").write_text(json.dumps(job, indent=1))
+    print(f"predicting {len(pairs)} image(s) with {run.root.name}/snapshots/{snap.name}", flush=True)
+    try:
+        child, _ = run_child(["-m", "orchestrator.predict.worker", str(tmp / "job.json")], tmp / "caffe.log",
+                             stdout=None)
+        if child.returncode != 0:
+            log = (tmp / "caffe.log").read_text(errors="replace")
+            err = [x[len("error: "):] for x in log.splitlines() if x.startswith("error: ")]
+            reason = err[-1] if err else str(abort_finding("predict-failed", child))
+            print(f"predict failed: {reason}", file=sys.stderr)
+            return 2
+        (tmp / "job.json").unlink()
+        (tmp / MARKER).write_text(json.dumps({"run": str(run.root), "snapshot": job["snapshot"]}) + "\n")
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        os.replace(tmp, out_dir)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    if evaluate:
+        from orchestrator.predict.overlay import class_table
+        result = json.loads((out_dir / "eval.json").read_text())
+        print(class_table(result, result["class_names"]))
+    print(f"predictions: {out_dir}")
+    return 0

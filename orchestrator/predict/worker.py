@@ -1,0 +1,186 @@
+"""The child of `orchestrate predict`: `python -m orchestrator.predict.worker JOB.json`.
+
+Builds the run's deploy net with the chosen snapshot, preprocesses each image as the data
+stage and the val net did (resize, mean, scale, BGR), runs the net at the image's size (or on
+tiles for a net with a fixed input size), brings the classes back to the original size with
+nearest-neighbour, and writes per image a paletted class PNG, an overlay and (with a label)
+an error map; with `eval`, eval.json and confusion.png (the validation's definitions).
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from common.errors import UserError
+from orchestrator.predict import deploy as dep
+from orchestrator import metrics
+from orchestrator.predict import overlay
+
+
+def _net_files(run: Path, folder: Path, size: tuple[int, int]) -> tuple[Path, Any]:
+    """The deploy prototxt to build (the run's, or one derived from its val net) and the val net."""
+    from nets.prototxt import load_net
+    val_path = run / "val.prototxt" if (run / "val.prototxt").exists() else run / "train.prototxt"
+    val = load_net(val_path)
+    if (run / "deploy.prototxt").exists():
+        return run / "deploy.prototxt", val
+    from google.protobuf import text_format
+    derived = folder / "deploy.prototxt"
+    h, w = size
+    derived.write_text(text_format.MessageToString(dep.derive_deploy(val, h, w)))
+    return derived, val
+
+
+def _forward(net: Any, info: dep.DeployInfo, batch: np.ndarray) -> np.ndarray:
+    """Class ids (N x H x W) of a preprocessed batch (N x 3 x H x W) at its own size."""
+    blob = net.blobs[info.input_blob]
+    if blob.data.shape != batch.shape:
+        blob.reshape(*batch.shape)
+        net.reshape()
+    blob.data[...] = batch
+    net.forward()
+    scores = net.blobs[info.score_blob].data
+    if scores.shape[2:] != batch.shape[2:]:
+        raise UserError(f"the net's scores '{info.score_blob}' are {scores.shape[2]}x{scores.shape[3]} for an "
+                        f"input of {batch.shape[2]}x{batch.shape[3]}: not full resolution",
+                        "crop the upsampled scores to the input (Crop with the data blob), as FCN does")
+    return scores.argmax(axis=1)
+
+
+def _tiled(net: Any, info: dep.DeployInfo, x: np.ndarray) -> np.ndarray:
+    """A fixed-size net over an image: tiles of its input size (edges padded by reflection), stitched."""
+    _, _, th, tw = info.input_shape
+    _, c, h, w = x.shape
+    ph, pw = -h % th, -w % tw
+    padded = np.pad(x, ((0, 0), (0, 0), (0, ph), (0, pw)), mode="reflect" if min(h, w) > 1 else "edge")
+    out = np.zeros((1, h + ph, w + pw), np.int64)
+    for y in range(0, h + ph, th):
+        for x0 in range(0, w + pw, tw):
+            out[:, y:y + th, x0:x0 + tw] = _forward(net, info, padded[:, :, y:y + th, x0:x0 + tw])
+    return out[:, :h, :w]
+
+
+class Predictor:
+    """The net and what it needs, built once for all images."""
+
+    def __init__(self, job: dict[str, Any], folder: Path) -> None:
+        import caffe
+        if job["device"] == "cpu":
+            caffe.set_mode_cpu()
+        else:
+            caffe.set_device(int(job["device"].split(":")[1]))
+            caffe.set_mode_gpu()
+        deploy_path, val = _net_files(Path(job["run"]), folder, tuple(job.get("input_size") or (64, 64)))
+        from nets.prototxt import load_net
+        self.info = dep.deploy_info(load_net(deploy_path), val)
+        self.pre = dep.preprocess_of(val, job.get("mean_bgr"))
+        self.net = caffe.Net(str(deploy_path), job["weights"], caffe.TEST)
+        self.resize = tuple(job["resize"]) if job.get("resize") else None
+
+    def input_of(self, image: np.ndarray) -> np.ndarray:
+        """1 x 3 x H x W float32: resized as the data stage did, minus the mean, scaled."""
+        from data_prep.decode import resize
+        img = resize(image, self.resize, nearest=False) if self.resize else image
+        x = img.astype(np.float32)
+        if self.pre.mean_bgr is not None:
+            x -= np.asarray(self.pre.mean_bgr, np.float32)
+        x *= self.pre.scale
+        return x.transpose(2, 0, 1)[None]
+
+    def classes(self, batch: list[np.ndarray]) -> list[np.ndarray]:
+        """Class ids at each image's original size."""
+        from data_prep.decode import resize
+        xs = [self.input_of(im) for im in batch]
+        if self.info.fully_convolutional and len({x.shape for x in xs}) == 1:
+            preds = list(_forward(self.net, self.info, np.concatenate(xs)))
+        elif self.info.fully_convolutional:
+            preds = [_forward(self.net, self.info, x)[0] for x in xs]
+        else:
+            preds = [_tiled(self.net, self.info, x)[0] for x in xs]
+        return [resize(p.astype(np.uint8), (im.shape[1], im.shape[0]), nearest=True) if p.shape != im.shape[:2] else p
+                for p, im in zip(preds, batch)]
+
+
+def _names(pairs: list[list[Any]]) -> list[str]:
+    """Output names: the image's stem, made unique."""
+    seen: dict[str, int] = {}
+    out = []
+    for image, _, _ in pairs:
+        stem = Path(image).stem
+        seen[stem] = seen.get(stem, 0) + 1
+        out.append(stem if seen[stem] == 1 else f"{stem}_{seen[stem]}")
+    return out
+
+
+def _read(pair: list[Any], lut: Any) -> tuple[np.ndarray, np.ndarray | None]:
+    """The image (BGR) and its label ids, as the data stage reads them (labels through `lut`,
+    the data stage's palette lookup for colour-coded labels)."""
+    from data_prep.decode import _Problem, read_image, read_label
+    image, label, where = pair
+    try:
+        img = read_image(Path(image))
+        lab = None
+        if label:
+            lab, _ = read_label(Path(label), lut, allow_lossy=True)
+            if lab.shape != img.shape[:2]:
+                raise UserError(f"{where}: label {label} is {lab.shape[1]}x{lab.shape[0]}, image "
+                                f"{img.shape[1]}x{img.shape[0]}", "give each image its own label")
+    except _Problem as p:
+        raise UserError(f"{where}: {p.file}: {p.reason}", p.fix or "check the file") from None
+    return img, lab
+
+
+def run(job: dict[str, Any], folder: Path) -> None:
+    """Predict every image of the job into `folder`."""
+    from data_prep.progress import Progress
+    from data_prep.sources import palette_lut, read_palette
+    pred = Predictor(job, folder)
+    nc = int(job.get("num_classes") or pred.net.blobs[pred.info.score_blob].channels)
+    ignore = job.get("ignore_label")
+    colours = read_palette(Path(job["palette"]), nc, ignore if ignore is not None else 255) if job.get("palette") else None
+    pal = overlay.palette_from_file(colours) if colours else overlay.default_palette()
+    lut = palette_lut(colours) if colours else None
+    names = list(job.get("class_names") or [])[:nc]
+    names += [f"class {i}" for i in range(len(names), nc)]
+    conf = np.zeros((nc, nc), np.int64)
+    pairs, stems = job["pairs"], _names(job["pairs"])
+    bar = Progress(len(pairs), "predict", quiet=job.get("quiet", False), stream=sys.stdout)
+    for start in range(0, len(pairs), job["batch"]):
+        chunk = [_read(p, lut) for p in pairs[start:start + job["batch"]]]
+        for (img, lab), cls, stem in zip(chunk, pred.classes([c[0] for c in chunk]), stems[start:]):
+            overlay.write_index_png(folder / f"{stem}.png", cls, pal)
+            overlay.write_rgb_png(folder / f"{stem}_overlay.png", overlay.overlay(img, cls, pal))
+            if lab is not None:
+                overlay.write_rgb_png(folder / f"{stem}_error.png", overlay.error_map(img, cls, lab, ignore))
+                conf += metrics.confusion(cls, lab, nc, ignore)
+            bar.update()
+    if job["eval"]:
+        result = {**metrics.scores(conf), "images": len(pairs), "iteration": job["iteration"],
+                  "snapshot": job["snapshot"], "class_names": names, "confusion": conf.tolist()}
+        (folder / "eval.json").write_text(json.dumps(result, indent=1))
+        overlay.plot_confusion(conf, names, folder / "confusion.png",
+                               f"{Path(job['run']).name} {job['snapshot']}: mIoU {result['mean_iu']:.3f}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the job file's prediction; exit without Caffe's teardown."""
+    args = sys.argv[1:] if argv is None else argv
+    job_file = Path(args[0])
+    code = 0
+    try:
+        run(json.loads(job_file.read_text()), job_file.parent)
+    except UserError as e:
+        print(f"error: {e.message}" + (f" (fix: {e.fix})" if e.fix else ""), file=sys.stderr)
+        code = 2
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+if __name__ == "__main__":
+    main()

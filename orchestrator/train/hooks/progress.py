@@ -1,0 +1,33 @@
+"""The training's progress bar on stdout (data_prep.progress, the data build's bar): iteration,
+it/s, ETA, loss, lr and the newest val mIoU; a validation and the last step always show."""
+from __future__ import annotations
+
+import sys
+from typing import TextIO
+
+from data_prep.progress import Progress
+from orchestrator.train.loop import Context, Hook
+
+
+class ProgressHook(Hook):
+    name = "progress"
+
+    def __init__(self, quiet: bool, stream: TextIO | None = None) -> None:
+        self.quiet = quiet
+        self.stream = stream or sys.stdout
+        self.bar: Progress | None = None
+
+    def before_train(self, ctx: Context) -> None:
+        self.bar = Progress(ctx.exp.solver.max_iter, "train", unit="it", quiet=self.quiet, stream=self.stream,
+                            done=ctx.solver.iter)
+
+    def after_step(self, ctx: Context) -> None:
+        assert self.bar is not None, "before_train makes the bar"
+        detail = f"loss {ctx.loss:.4f} lr {ctx.lr:.3g}"
+        if ctx.val is not None:
+            detail += f" val mIoU {ctx.val['mean_iu']:.3f}"
+        self.bar.set(ctx.iteration, detail=detail, force=ctx.val is not None or ctx.stopping)
+
+    def after_train(self, ctx: Context) -> None:
+        if self.bar is not None:
+            self.bar.close()
