@@ -15,6 +15,7 @@ Deconvolution and InnerProduct forward; backward adds the same again for each we
 pooling and the loss are left out (under 1 %). Peak FP32 = SMs x FP32 lanes per SM x 2 x the
 maximum SM clock (from `caffe device_query` and nvidia-smi).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -41,11 +42,22 @@ CONFIGS = {"default": [], "stats-every-iter": ["--set", "checks.stats_interval=1
 def experiment(tmp: Path, data: Path, arch: str, device: str) -> Path:
     """The benchmark's experiment: one net, batch 1, no validation (caffe train runs none)."""
     import yaml
-    exp = {"name": f"{arch}-bench", "seed": 0, "device": device,
-           "data": {"train": str(data / "train"), "batch_size": 1},
-           "net": {"arch": arch},
-           "solver": {"type": "SGD", "base_lr": 1e-4, "momentum": 0.9, "weight_decay": 5e-4,
-                      "lr_policy": "fixed", "max_iter": 1}}
+
+    exp = {
+        "name": f"{arch}-bench",
+        "seed": 0,
+        "device": device,
+        "data": {"train": str(data / "train"), "batch_size": 1},
+        "net": {"arch": arch},
+        "solver": {
+            "type": "SGD",
+            "base_lr": 1e-4,
+            "momentum": 0.9,
+            "weight_decay": 5e-4,
+            "lr_policy": "fixed",
+            "max_iter": 1,
+        },
+    }
     p = tmp / "exp.yaml"
     p.write_text(yaml.safe_dump(exp))
     return p
@@ -60,18 +72,30 @@ def timed(cmd: list[str]) -> float:
     return time.perf_counter() - t0
 
 
-def per_iteration(tmp: Path, exp: Path, extra: list[str], gpu_id: int | None, n1: int, n2: int,
-                  caffe_first: bool) -> dict[str, float]:
+def per_iteration(
+    tmp: Path, exp: Path, extra: list[str], gpu_id: int | None, n1: int, n2: int, caffe_first: bool
+) -> dict[str, float]:
     """Seconds per iteration of caffe train and orchestrate run (N2 - N1 differencing)."""
     gpu = [f"--gpu={gpu_id}"] if gpu_id is not None else []
 
     def ours(n: int) -> list[str]:
-        return [sys.executable, "-m", "orchestrator.cli", "run", str(exp), "--run-dir", str(tmp / f"ours{n}"),
-                "--set", f"solver.max_iter={n}", *COMMON, *extra]
+        return [
+            sys.executable,
+            "-m",
+            "orchestrator.cli",
+            "run",
+            str(exp),
+            "--run-dir",
+            str(tmp / f"ours{n}"),
+            "--set",
+            f"solver.max_iter={n}",
+            *COMMON,
+            *extra,
+        ]
 
     t: dict[tuple[str, int], float] = {}
     for n in (n2, n1):
-        for tool in (("caffe", "ours") if caffe_first else ("ours", "caffe")):
+        for tool in ("caffe", "ours") if caffe_first else ("ours", "caffe"):
             t[tool, n] = timed(caffe_cmd(tmp, n) + gpu if tool == "caffe" else ours(n))
     return {tool: (t[tool, n2] - t[tool, n1]) / (n2 - n1) for tool in ("caffe", "ours")}
 
@@ -81,6 +105,7 @@ def step_flops(prototxt: Path) -> dict[str, float]:
     import caffe
     from caffe.proto import caffe_pb2
     from google.protobuf import text_format
+
     caffe.set_mode_cpu()
     spec = {l.name: l for l in text_format.Parse(prototxt.read_text(), caffe_pb2.NetParameter()).layer}
     net = caffe.Net(str(prototxt), caffe.TRAIN)
@@ -107,9 +132,14 @@ def summarize(rounds: list[dict[str, float]], flops: float) -> dict[str, Any]:
     """Median seconds per iteration of each tool over the rounds, as ratio, images/s and FLOP/s."""
     caffe_s = statistics.median(s["caffe"] for s in rounds)
     ours_s = statistics.median(s["ours"] for s in rounds)
-    return {"ratio": statistics.median(s["caffe"] / s["ours"] for s in rounds),
-            "caffe_images_per_s": 1 / caffe_s, "ours_images_per_s": 1 / ours_s,
-            "caffe_flops_per_s": flops / caffe_s, "ours_flops_per_s": flops / ours_s, "rounds": rounds}
+    return {
+        "ratio": statistics.median(s["caffe"] / s["ours"] for s in rounds),
+        "caffe_images_per_s": 1 / caffe_s,
+        "ours_images_per_s": 1 / ours_s,
+        "caffe_flops_per_s": flops / caffe_s,
+        "ours_flops_per_s": flops / ours_s,
+        "rounds": rounds,
+    }
 
 
 def fp32_peak(device_query: str, gpu_id: int) -> dict[str, Any] | None:
@@ -117,15 +147,23 @@ def fp32_peak(device_query: str, gpu_id: int) -> dict[str, Any] | None:
     sms = re.search(r"Number of multiprocessors:\s*(\d+)", device_query)
     major = re.search(r"Major revision number:\s*(\d+)", device_query)
     minor = re.search(r"Minor revision number:\s*(\d+)", device_query)
-    clk = subprocess.run(["nvidia-smi", "-i", str(gpu_id), "--query-gpu=clocks.max.sm,name",
-                          "--format=csv,noheader,nounits"], capture_output=True, text=True)
+    clk = subprocess.run(
+        ["nvidia-smi", "-i", str(gpu_id), "--query-gpu=clocks.max.sm,name", "--format=csv,noheader,nounits"],
+        capture_output=True,
+        text=True,
+    )
     if not (sms and major and minor) or clk.returncode != 0:
         return None
     mhz, name = [x.strip() for x in clk.stdout.strip().split(",", 1)]
     lanes = FP32_LANES.get((int(major.group(1)), int(minor.group(1))), 128)
     flops = int(sms.group(1)) * lanes * 2 * float(mhz) * 1e6
-    return {"name": name, "sms": int(sms.group(1)), "fp32_lanes_per_sm": lanes, "max_sm_clock_mhz": float(mhz),
-            "fp32_peak_flops": flops}
+    return {
+        "name": name,
+        "sms": int(sms.group(1)),
+        "fp32_lanes_per_sm": lanes,
+        "max_sm_clock_mhz": float(mhz),
+        "fp32_peak_flops": flops,
+    }
 
 
 def main() -> int:
@@ -139,24 +177,50 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--configs", default=",".join(CONFIGS), help=f"subset of {', '.join(CONFIGS)}")
     ap.add_argument("--device-query", type=Path, help="saved output of `caffe device_query` (for the peak)")
-    ap.add_argument("--budget", type=float, default=1e9,
-                    help="seconds: start no round that would end after this (the numbers so far are kept)")
+    ap.add_argument(
+        "--budget",
+        type=float,
+        default=1e9,
+        help="seconds: start no round that would end after this (the numbers so far are kept)",
+    )
     ap.add_argument("--out", type=Path, help="write the numbers as JSON (after every round)")
     a = ap.parse_args()
     t_start = time.time()
     gpu_id = int(a.device.split(":")[1]) if a.device.startswith("gpu") else None
-    res: dict[str, Any] = {"device": a.device, "arch": a.arch, "data": str(a.data), "n1": a.n1, "n2": a.n2,
-                           "rounds": a.rounds, "configs": {}}
+    res: dict[str, Any] = {
+        "device": a.device,
+        "arch": a.arch,
+        "data": str(a.data),
+        "n1": a.n1,
+        "n2": a.n2,
+        "rounds": a.rounds,
+        "configs": {},
+    }
     with tempfile.TemporaryDirectory() as t:
         tmp = Path(t)
         exp = experiment(tmp, a.data.resolve(), a.arch, a.device)
         # the reference run dir gives caffe train exactly our solver and nets
-        timed([sys.executable, "-m", "orchestrator.cli", "run", str(exp), "--run-dir", str(tmp / "ref"),
-               "--set", "solver.max_iter=1", *COMMON])
+        timed(
+            [
+                sys.executable,
+                "-m",
+                "orchestrator.cli",
+                "run",
+                str(exp),
+                "--run-dir",
+                str(tmp / "ref"),
+                "--set",
+                "solver.max_iter=1",
+                *COMMON,
+            ]
+        )
         flops = step_flops(tmp / "ref" / "train.prototxt")
         res["flops_forward"], res["flops_step"] = flops["forward"], flops["step"]
-        print(f"{a.arch}: {flops['forward'] / 1e9:.1f} GFLOP forward, {flops['step'] / 1e9:.1f} GFLOP per "
-              "training step (batch 1)", flush=True)
+        print(
+            f"{a.arch}: {flops['forward'] / 1e9:.1f} GFLOP forward, {flops['step'] / 1e9:.1f} GFLOP per "
+            "training step (batch 1)",
+            flush=True,
+        )
         round_s = 0.0
         for name in a.configs.split(","):
             rounds: list[dict[str, float]] = []
@@ -168,8 +232,11 @@ def main() -> int:
                 sec = per_iteration(tmp, exp, CONFIGS[name], gpu_id, a.n1, a.n2, caffe_first=r % 2 == 0)
                 round_s = time.time() - t0
                 rounds.append(sec)
-                print(f"{name} round {r + 1}: caffe train {1 / sec['caffe']:.2f} it/s, orchestrate run "
-                      f"{1 / sec['ours']:.2f} it/s, ratio {sec['caffe'] / sec['ours']:.3f} ({round_s:.0f} s)", flush=True)
+                print(
+                    f"{name} round {r + 1}: caffe train {1 / sec['caffe']:.2f} it/s, orchestrate run "
+                    f"{1 / sec['ours']:.2f} it/s, ratio {sec['caffe'] / sec['ours']:.3f} ({round_s:.0f} s)",
+                    flush=True,
+                )
                 res["configs"][name] = summarize(rounds, flops["step"])
                 if a.out:
                     a.out.write_text(json.dumps(res, indent=1))
@@ -177,10 +244,14 @@ def main() -> int:
         res["peak"] = fp32_peak(a.device_query.read_text(), gpu_id)
     peak = (res.get("peak") or {}).get("fp32_peak_flops")
     for name, c in res["configs"].items():
-        share = f", {100 * c['caffe_flops_per_s'] / peak:.1f} % of the FP32 peak {peak / 1e12:.1f} TFLOP/s" if peak else ""
-        print(f"{name}: caffe train {c['caffe_images_per_s']:.2f} img/s ({c['caffe_flops_per_s'] / 1e12:.2f} TFLOP/s"
-              f"{share}); orchestrate run {c['ours_images_per_s']:.2f} img/s ({c['ours_flops_per_s'] / 1e12:.2f} "
-              "TFLOP/s)")
+        share = (
+            f", {100 * c['caffe_flops_per_s'] / peak:.1f} % of the FP32 peak {peak / 1e12:.1f} TFLOP/s" if peak else ""
+        )
+        print(
+            f"{name}: caffe train {c['caffe_images_per_s']:.2f} img/s ({c['caffe_flops_per_s'] / 1e12:.2f} TFLOP/s"
+            f"{share}); orchestrate run {c['ours_images_per_s']:.2f} img/s ({c['ours_flops_per_s'] / 1e12:.2f} "
+            "TFLOP/s)"
+        )
         print(result_line(f"{'gpu' if gpu_id is not None else 'cpu'}-{a.arch}-overhead-{name}", c["ratio"]))
     if a.out:
         a.out.write_text(json.dumps(res, indent=1))

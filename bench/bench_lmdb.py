@@ -19,6 +19,7 @@ layer's rate with shuffle, mirror, crop and scale on.
 
     .venv/bin/python bench/bench_lmdb.py [--camvid DIR] [--rounds 7] [--workers N] [--only lmdb|paired]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -112,10 +113,12 @@ def run_ours(pairs: list, out: Path, workers: int | None) -> float:
 def run_ours_process(list_file: Path, out: Path, workers: int | None) -> float:
     """Our builder in a fresh interpreter, so Python's and the imports' start-up count too."""
     shutil.rmtree(out, ignore_errors=True)
-    code = ("import sys; from pathlib import Path; sys.path.insert(0, sys.argv[1]);"
-            "from bench.bench_lmdb import write_image_lmdb; from data_prep.sources import read_list;"
-            "write_image_lmdb(read_list(Path(sys.argv[2])), Path(sys.argv[3]),"
-            " workers=None if sys.argv[4] == 'None' else int(sys.argv[4]))")
+    code = (
+        "import sys; from pathlib import Path; sys.path.insert(0, sys.argv[1]);"
+        "from bench.bench_lmdb import write_image_lmdb; from data_prep.sources import read_list;"
+        "write_image_lmdb(read_list(Path(sys.argv[2])), Path(sys.argv[3]),"
+        " workers=None if sys.argv[4] == 'None' else int(sys.argv[4]))"
+    )
     cmd = [sys.executable, "-c", code, str(REPO), str(list_file), str(out), str(workers)]
     return timed(lambda: subprocess.run(cmd, check=True))
 
@@ -130,7 +133,9 @@ def same_records(ours: Path, theirs: Path) -> int:
     assert [k for k, _ in ra] == [k.replace(b"images/", b"") for k, _ in rb], "keys differ"
     for (_, va), (_, vb) in zip(ra, rb):
         da, db = parse_datum(va), parse_datum(vb)
-        assert (da.channels, da.height, da.width, da.data) == (db.channels, db.height, db.width, db.data), "pixels differ"
+        assert (da.channels, da.height, da.width, da.data) == (db.channels, db.height, db.width, db.data), (
+            "pixels differ"
+        )
         assert not da.encoded and not db.encoded
     return len(ra)
 
@@ -173,24 +178,30 @@ def paired_bench(camvid: Path) -> None:
     caffe.set_mode_cpu()
     with tempfile.TemporaryDirectory(prefix="bench_paired-") as tmp_s:
         tmp = Path(tmp_s)
-        stats = build_dataset(tmp / "db", num_classes=11, ignore_label=11, list_file=camvid / "train.txt",
-                              quiet=True)
+        stats = build_dataset(tmp / "db", num_classes=11, ignore_label=11, list_file=camvid / "train.txt", quiet=True)
         mean = stats["mean_bgr"]
         native = tmp / "native.prototxt"
-        native.write_text(NATIVE.format(db=tmp / "db", bs=BATCH,
-                                        means=" ".join(f"mean_value: {m}" for m in mean)))
-        base = {"images": str(tmp / "db" / "images"), "labels": str(tmp / "db" / "labels"),
-                "batch_size": BATCH, "mean_bgr": mean, "shuffle": False, "seed": 0}
+        native.write_text(NATIVE.format(db=tmp / "db", bs=BATCH, means=" ".join(f"mean_value: {m}" for m in mean)))
+        base = {
+            "images": str(tmp / "db" / "images"),
+            "labels": str(tmp / "db" / "labels"),
+            "batch_size": BATCH,
+            "mean_bgr": mean,
+            "shuffle": False,
+            "seed": 0,
+        }
         plain, augmented = tmp / "paired.prototxt", tmp / "paired_aug.prototxt"
         plain.write_text(PAIRED.format(params=json.dumps(base)))
-        augmented.write_text(PAIRED.format(params=json.dumps(
-            dict(base, shuffle=True, mirror=True, crop=[320, 320], scale=[0.75, 1.25]))))
-        rounds = [(net_rate(native, BATCHES, BATCH), net_rate(plain, BATCHES, BATCH))
-                  for _ in range(2)]
+        augmented.write_text(
+            PAIRED.format(params=json.dumps(dict(base, shuffle=True, mirror=True, crop=[320, 320], scale=[0.75, 1.25])))
+        )
+        rounds = [(net_rate(native, BATCHES, BATCH), net_rate(plain, BATCHES, BATCH)) for _ in range(2)]
         aug = net_rate(augmented, BATCHES, BATCH)
     nat, pai = max(r[0] for r in rounds), max(r[1] for r in rounds)
-    print(f"CamVid train LMDBs, 480x360, batch {BATCH}, {BATCHES} batches, best of 2; "
-          f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
+    print(
+        f"CamVid train LMDBs, 480x360, batch {BATCH}, {BATCHES} batches, best of 2; "
+        f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores"
+    )
     print(f"native Data x2 (mean subtraction): {nat:.1f} img/s")
     print(f"PairedDataLayer (mean subtraction): {pai:.1f} img/s")
     print(f"PairedDataLayer + shuffle, mirror, crop 320x320, scale 0.75-1.25: {aug:.1f} img/s")
@@ -225,15 +236,25 @@ def lmdb_bench(args: argparse.Namespace) -> None:
             ours1.append(run_ours(pairs[:1], tmp / "ours1", args.workers))
     med = statistics.median
     print(f"images: {n} from {list_file} (raw Datum, no resize, LMDB); records checked equal: {records}")
-    print(f"cores: {os.cpu_count()}, our workers: {args.workers or os.cpu_count()}, rounds: {args.rounds}; "
-          f"other processes kept {med(OTHER_LOAD):.2f} cores busy (median, max {max(OTHER_LOAD):.2f})")
-    for name, times in (("convert_imageset", theirs), ("data_prep builder", ours), ("data_prep, new process", ours_proc)):
+    print(
+        f"cores: {os.cpu_count()}, our workers: {args.workers or os.cpu_count()}, rounds: {args.rounds}; "
+        f"other processes kept {med(OTHER_LOAD):.2f} cores busy (median, max {max(OTHER_LOAD):.2f})"
+    )
+    for name, times in (
+        ("convert_imageset", theirs),
+        ("data_prep builder", ours),
+        ("data_prep, new process", ours_proc),
+    ):
         print(f"{name}: best {min(times):.3f} s = {n / min(times):.1f} img/s, median {med(times):.3f} s")
-    print(f"CPU per image (user+sys, all processes, median): convert_imageset {1000 * med(cpu_th) / n:.2f} ms, "
-          f"data_prep {1000 * med(cpu_us) / n:.2f} ms")
+    print(
+        f"CPU per image (user+sys, all processes, median): convert_imageset {1000 * med(cpu_th) / n:.2f} ms, "
+        f"data_prep {1000 * med(cpu_us) / n:.2f} ms"
+    )
     print(f"start-up (1 image, median): convert_imageset {med(theirs1):.3f} s, data_prep {med(ours1):.3f} s")
-    print(f"ours / theirs: {min(theirs) / min(ours):.2f}x (best rounds), {med(theirs) / med(ours):.2f}x (medians), "
-          f"{min(theirs) / min(ours_proc):.2f}x (best, ours including Python start-up)")
+    print(
+        f"ours / theirs: {min(theirs) / min(ours):.2f}x (best rounds), {med(theirs) / med(ours):.2f}x (medians), "
+        f"{min(theirs) / min(ours_proc):.2f}x (best, ours including Python start-up)"
+    )
     print(result_line("lmdb-vs-convert_imageset", min(theirs) / min(ours)))
 
 

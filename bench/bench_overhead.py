@@ -10,6 +10,7 @@ leaves the per-iteration cost. Each ratio is the median of the per-round ratios.
 Prints `overhead-default ratio=X.XX` (default checks) and `overhead-stats-every-iter
 ratio=X.XX` (statistics every iteration): our it/s divided by caffe's (higher is better).
 """
+
 from __future__ import annotations
 
 import os
@@ -28,13 +29,22 @@ from bench.common import result_line  # noqa: E402
 N1, N2 = 10, 110
 ROUNDS = 6
 EXP = REPO / "experiments" / "demo.yaml"
-COMMON = ["--set", "validation.enabled=false", "--set", "early_stop.enabled=false",
-          "--set", "snapshot.interval=1000000", "--quiet", "--fresh"]
+COMMON = [
+    "--set",
+    "validation.enabled=false",
+    "--set",
+    "early_stop.enabled=false",
+    "--set",
+    "snapshot.interval=1000000",
+    "--quiet",
+    "--fresh",
+]
 ENV = {**os.environ, "GLOG_minloglevel": "2", "OPENBLAS_NUM_THREADS": "1"}
 
 
 def caffe_cmd(tmp: Path, n: int) -> list[str]:
     from orchestrator.cli.envinfo import tool
+
     solver = tmp / "ref" / "solver.prototxt"
     s = tmp / "ref" / f"solver{n}.prototxt"
     s.write_text(re.sub(r"max_iter: \d+", f"max_iter: {n}", solver.read_text()))
@@ -42,15 +52,34 @@ def caffe_cmd(tmp: Path, n: int) -> list[str]:
 
 
 def ours_cmd(tmp: Path, n: int, extra: list[str]) -> list[str]:
-    return [sys.executable, "-m", "orchestrator.cli", "run", str(EXP), "--run-dir", str(tmp / f"ours{n}"),
-            "--set", f"solver.max_iter={n}", *COMMON, *extra]
+    return [
+        sys.executable,
+        "-m",
+        "orchestrator.cli",
+        "run",
+        str(EXP),
+        "--run-dir",
+        str(tmp / f"ours{n}"),
+        "--set",
+        f"solver.max_iter={n}",
+        *COMMON,
+        *extra,
+    ]
 
 
 def together(cmds: dict[str, list[str]], cores: dict[str, int]) -> dict[str, float]:
     """Start all commands at once, each pinned to its core; seconds until each one ended."""
     t0 = time.perf_counter()
-    procs = {k: subprocess.Popen(["taskset", "-c", str(cores[k]), *c], env=ENV, cwd=REPO,
-                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for k, c in cmds.items()}
+    procs = {
+        k: subprocess.Popen(
+            ["taskset", "-c", str(cores[k]), *c],
+            env=ENV,
+            cwd=REPO,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for k, c in cmds.items()
+    }
     ended: dict[str, float] = {}
     while len(ended) < len(procs):
         for k, p in procs.items():
@@ -66,13 +95,30 @@ def main() -> None:
     if (os.cpu_count() or 1) < 2:
         sys.exit("needs 2 cores: the two tools run side by side, one core each")
     if not (REPO / "data/synth/train.txt").exists():
-        subprocess.run([sys.executable, "-m", "orchestrator.cli", "data", "synth", "--out", "data/synth"], cwd=REPO, check=True)
+        subprocess.run(
+            [sys.executable, "-m", "orchestrator.cli", "data", "synth", "--out", "data/synth"], cwd=REPO, check=True
+        )
     configs = {"overhead-default": [], "overhead-stats-every-iter": ["--set", "checks.stats_interval=1"]}
     with tempfile.TemporaryDirectory() as t:
         tmp = Path(t)
         # the reference run dir gives caffe train exactly our solver and nets
-        subprocess.run([sys.executable, "-m", "orchestrator.cli", "run", str(EXP), "--run-dir", str(tmp / "ref"),
-                        "--set", "solver.max_iter=1", *COMMON], cwd=REPO, check=True, stdout=subprocess.DEVNULL)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "orchestrator.cli",
+                "run",
+                str(EXP),
+                "--run-dir",
+                str(tmp / "ref"),
+                "--set",
+                "solver.max_iter=1",
+                *COMMON,
+            ],
+            cwd=REPO,
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
         ratios: dict[str, list[float]] = {name: [] for name in configs}
         for name, extra in configs.items():
             for r in range(ROUNDS):
@@ -81,8 +127,11 @@ def main() -> None:
                 short = together({"caffe": caffe_cmd(tmp, N1), "ours": ours_cmd(tmp, N1, extra)}, cores)
                 sec = {k: (long[k] - short[k]) / (N2 - N1) for k in long}
                 ratios[name].append(sec["caffe"] / sec["ours"])
-                print(f"{name} round {r + 1}: caffe train {1 / sec['caffe']:.2f} it/s, "
-                      f"orchestrate run {1 / sec['ours']:.2f} it/s, ratio {ratios[name][-1]:.3f}", flush=True)
+                print(
+                    f"{name} round {r + 1}: caffe train {1 / sec['caffe']:.2f} it/s, "
+                    f"orchestrate run {1 / sec['ours']:.2f} it/s, ratio {ratios[name][-1]:.3f}",
+                    flush=True,
+                )
         for name, rs in ratios.items():
             print(f"{name}: per-round ratios {' '.join(f'{x:.3f}' for x in rs)}")
         for name, rs in ratios.items():

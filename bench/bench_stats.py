@@ -5,6 +5,7 @@ Prints `stats-bindings-vs-numpy ratio=X.XX` (numpy time / bindings time; target 
 `--gpu` measures GPU mode (target >= 10): a forward/backward pass before each timed call leaves
 the blobs on the device, as training does, so numpy's blob.data pays the device-to-host copy.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -32,8 +33,17 @@ def collect_numpy(net: Any) -> list[BlobStat]:
 
     def one(name: str, kind: str, layer: str, b: Any) -> BlobStat:
         d, g = b.data, b.diff
-        return BlobStat(name, kind, layer, b.count, float(np.abs(d).sum()), float(np.abs(g).sum()),
-                        float(np.dot(d.ravel(), d.ravel())), float(np.dot(g.ravel(), g.ravel())))
+        return BlobStat(
+            name,
+            kind,
+            layer,
+            b.count,
+            float(np.abs(d).sum()),
+            float(np.abs(g).sum()),
+            float(np.dot(d.ravel(), d.ravel())),
+            float(np.dot(g.ravel(), g.ravel())),
+        )
+
     out = [one(n, "top", owner.get(n, n), b) for n, b in net.blobs.items()]
     for layer, blobs in net.params.items():
         out.extend(one(f"{layer}/{i}", "param", layer, b) for i, b in enumerate(blobs))
@@ -59,13 +69,19 @@ def main() -> None:
     import caffe
 
     import nets
+
     if gpu:
         caffe.set_device(0)
         caffe.set_mode_gpu()
     else:
         caffe.set_mode_cpu()
-    g = nets.generate("fcn8s", num_classes=21, train_data=nets.DataSource("unused", "unused", 1), val_data=None,
-                      deploy_shape=(500, 500))
+    g = nets.generate(
+        "fcn8s",
+        num_classes=21,
+        train_data=nets.DataSource("unused", "unused", 1),
+        val_data=None,
+        deploy_shape=(500, 500),
+    )
     with tempfile.TemporaryDirectory() as tmp:
         p = Path(tmp) / "deploy.prototxt"
         p.write_text(g.deploy)
@@ -84,8 +100,10 @@ def main() -> None:
         t_bind = best_of(lambda: collect(net))
         t_np = best_of(lambda: collect_numpy(net))
     elems = sum(s.count for s in a)
-    print(f"{'GPU' if gpu else 'CPU'} mode, FCN-8s 500x500: {len(a)} blobs, {elems / 1e6:.1f} M values; bindings {t_bind * 1e3:.1f} ms, "
-          f"numpy {t_np * 1e3:.1f} ms")
+    print(
+        f"{'GPU' if gpu else 'CPU'} mode, FCN-8s 500x500: {len(a)} blobs, {elems / 1e6:.1f} M values; bindings {t_bind * 1e3:.1f} ms, "
+        f"numpy {t_np * 1e3:.1f} ms"
+    )
     print(result_line("stats-bindings-vs-numpy" + ("-gpu" if gpu else ""), t_np / t_bind))
 
 

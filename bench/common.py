@@ -1,4 +1,5 @@
 """Shared bits of the benchmarks: timing and the one-line result format `NAME ratio=X.XX`."""
+
 from __future__ import annotations
 
 import statistics

@@ -13,6 +13,7 @@ the two devices; a ReLU input within rounding of zero can flip, hence the looser
 `--dry` runs both sides on the CPU (every step but the GPU: the differences must be 0).
 Prints one line per net and `numerics-<net> PASS|FAIL`; `--out` writes the numbers as JSON.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -74,11 +75,13 @@ def snapshot(net: Any) -> dict[str, np.ndarray]:
     return out
 
 
-def forward_backward(prototxt: Path, weights: dict[str, list[np.ndarray]] | None, image: np.ndarray,
-                     label: np.ndarray, gpu: bool) -> tuple[dict[str, list[np.ndarray]], dict[str, np.ndarray]]:
+def forward_backward(
+    prototxt: Path, weights: dict[str, list[np.ndarray]] | None, image: np.ndarray, label: np.ndarray, gpu: bool
+) -> tuple[dict[str, list[np.ndarray]], dict[str, np.ndarray]]:
     """One forward/backward pass on the chosen device, from `weights` (None: the fillers');
     returns the starting weights and everything after the pass."""
     import caffe
+
     if gpu:
         caffe.set_device(0)
         caffe.set_mode_gpu()
@@ -111,20 +114,29 @@ def compare(cpu: dict[str, np.ndarray], gpu: dict[str, np.ndarray]) -> dict[str,
             worst[kind] = (e, key)
     grads = [k for k in cpu if k.startswith("param") and k.endswith("diff")]
     live = sum(1 for k in grads if np.any(cpu[k]))
-    return {"max_rel_err_data": worst["data"][0], "where_data": worst["data"][1],
-            "max_rel_err_diff": worst["diff"][0], "where_diff": worst["diff"][1],
-            "loss_cpu": float(cpu["blob loss data"]), "loss_gpu": float(gpu["blob loss data"]),
-            "arrays_compared": len(cpu), "param_grads_nonzero": live, "param_grads": len(grads),
-            # a pass where no gradient reached any parameter would prove nothing
-            "pass": bool(worst["data"][0] <= TOL_DATA and worst["diff"][0] <= TOL_DIFF and live > 0)}
+    return {
+        "max_rel_err_data": worst["data"][0],
+        "where_data": worst["data"][1],
+        "max_rel_err_diff": worst["diff"][0],
+        "where_diff": worst["diff"][1],
+        "loss_cpu": float(cpu["blob loss data"]),
+        "loss_gpu": float(gpu["blob loss data"]),
+        "arrays_compared": len(cpu),
+        "param_grads_nonzero": live,
+        "param_grads": len(grads),
+        # a pass where no gradient reached any parameter would prove nothing
+        "pass": bool(worst["data"][0] <= TOL_DATA and worst["diff"][0] <= TOL_DIFF and live > 0),
+    }
 
 
 def check_net(name: str, tmp: Path, dry: bool) -> dict[str, Any]:
     """Build one net, run it on both sides, compare."""
     import nets
+
     args, (n, h, w) = NETS[name]
-    g = nets.generate(num_classes=CLASSES, train_data=nets.DataSource("unused", "unused", n), val_data=None,
-                      ignore_label=255, **args)
+    g = nets.generate(
+        num_classes=CLASSES, train_data=nets.DataSource("unused", "unused", n), val_data=None, ignore_label=255, **args
+    )
     p = tmp / f"{name}.prototxt"
     p.write_text(input_net(g.train, (n, h, w)))
     rng = np.random.default_rng(0)
@@ -150,11 +162,13 @@ def main() -> int:
         for name in a.nets.split(","):
             r = check_net(name, Path(t), a.dry)
             results.append(r)
-            print(f"{name} {tuple(r['input'])}: loss cpu {r['loss_cpu']:.6f} {r['device']} {r['loss_gpu']:.6f}; "
-                  f"outputs max rel err {r['max_rel_err_data']:.2e} ({r['where_data'] or '-'}, tol {TOL_DATA:.0e}); "
-                  f"gradients {r['max_rel_err_diff']:.2e} ({r['where_diff'] or '-'}, tol {TOL_DIFF:.0e}); "
-                  f"{r['arrays_compared']} arrays, {r['param_grads_nonzero']}/{r['param_grads']} parameter gradients non-zero",
-                  flush=True)
+            print(
+                f"{name} {tuple(r['input'])}: loss cpu {r['loss_cpu']:.6f} {r['device']} {r['loss_gpu']:.6f}; "
+                f"outputs max rel err {r['max_rel_err_data']:.2e} ({r['where_data'] or '-'}, tol {TOL_DATA:.0e}); "
+                f"gradients {r['max_rel_err_diff']:.2e} ({r['where_diff'] or '-'}, tol {TOL_DIFF:.0e}); "
+                f"{r['arrays_compared']} arrays, {r['param_grads_nonzero']}/{r['param_grads']} parameter gradients non-zero",
+                flush=True,
+            )
             print(f"numerics-{name} {'PASS' if r['pass'] else 'FAIL'}", flush=True)
     if a.out:
         a.out.write_text(json.dumps({"tol_data": TOL_DATA, "tol_diff": TOL_DIFF, "nets": results}, indent=1))

@@ -1,5 +1,6 @@
 """`make bench`: every benchmark in one run on this machine, then one line per benchmark,
 exactly `NAME ratio=X.XX` (higher is better, except sweep-concurrency: a time ratio, lower is better)."""
+
 from __future__ import annotations
 
 import re
@@ -8,10 +9,19 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-SCRIPTS = [["bench/bench_overhead.py"], ["bench/bench_stats.py"], ["bench/bench_lmdb.py", "--only", "lmdb"],
-           ["bench/bench_sweep.py"]]
-NAMES = ("overhead-default", "overhead-stats-every-iter", "stats-bindings-vs-numpy", "lmdb-vs-convert_imageset",
-         "sweep-concurrency")
+SCRIPTS = [
+    ["bench/bench_overhead.py"],
+    ["bench/bench_stats.py"],
+    ["bench/bench_lmdb.py", "--only", "lmdb"],
+    ["bench/bench_sweep.py"],
+]
+NAMES = (
+    "overhead-default",
+    "overhead-stats-every-iter",
+    "stats-bindings-vs-numpy",
+    "lmdb-vs-convert_imageset",
+    "sweep-concurrency",
+)
 
 
 def main() -> int:

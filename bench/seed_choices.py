@@ -7,6 +7,7 @@ trains it with the seed's solver (SGD, lr 1e-11, fixed policy, no bilinear surge
 
     .venv/bin/python bench/seed_choices.py runs/camvid [--iters 250]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -22,6 +23,7 @@ def seed_net(src: Path, dst: Path) -> None:
     """Copy a prototxt with the seed's mistakes: no fillers on convs, normalization NONE."""
     from caffe.proto import caffe_pb2
     from google.protobuf import text_format
+
     net = text_format.Parse(src.read_text(), caffe_pb2.NetParameter())
     for layer in net.layer:
         if layer.type in ("Convolution", "Deconvolution"):
@@ -42,11 +44,22 @@ def main() -> int:
     out.mkdir(parents=True, exist_ok=True)
     seed_net(src / "train.prototxt", out / "train.prototxt")
     seed_net(src / "val.prototxt", out / "val.prototxt")
-    sets = {"net.prototxt": out / "train.prototxt", "net.val_prototxt": out / "val.prototxt",
-            "net.num_classes": 11, "net.ignore_label": 11, "validation.max_images": 101,
-            "solver.type": "SGD", "solver.base_lr": "1e-11", "solver.lr_policy": "fixed", "solver.momentum": 0.99,
-            "solver.max_iter": a.iters, "validation.interval": a.iters, "surgery.bilinear": "false",
-            "checks.zero_blobs": "false", "name": "camvid_seed"}
+    sets = {
+        "net.prototxt": out / "train.prototxt",
+        "net.val_prototxt": out / "val.prototxt",
+        "net.num_classes": 11,
+        "net.ignore_label": 11,
+        "validation.max_images": 101,
+        "solver.type": "SGD",
+        "solver.base_lr": "1e-11",
+        "solver.lr_policy": "fixed",
+        "solver.momentum": 0.99,
+        "solver.max_iter": a.iters,
+        "validation.interval": a.iters,
+        "surgery.bilinear": "false",
+        "checks.zero_blobs": "false",
+        "name": "camvid_seed",
+    }
     cmd = [sys.executable, "-m", "orchestrator.cli", "run", "experiments/camvid.yaml", "--force", "--fresh", "--quiet"]
     for k, v in sets.items():
         cmd += ["--set", f"{k}={v}"]

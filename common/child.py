@@ -3,6 +3,7 @@
 The child's stderr (where glog writes) goes to a log file; when the child dies, the parent
 reads the last glog fatal line from that file and turns it into words.
 """
+
 from __future__ import annotations
 
 import os
@@ -73,9 +74,15 @@ def quiet_glog_env(env: dict[str, str] | None = None) -> dict[str, str]:
     return e
 
 
-def run_child(args: list[str], log_path: Path, *, timeout: float | None = None,
-              stdout: int | None = subprocess.PIPE, env: dict[str, str] | None = None,
-              cwd: str | None = None) -> tuple[ChildResult, str]:
+def run_child(
+    args: list[str],
+    log_path: Path,
+    *,
+    timeout: float | None = None,
+    stdout: int | None = subprocess.PIPE,
+    env: dict[str, str] | None = None,
+    cwd: str | None = None,
+) -> tuple[ChildResult, str]:
     """Run `python -m ...` (args after the interpreter) with stderr appended to `log_path`.
 
     Returns the result and the child's stdout text (empty when not captured).
@@ -83,8 +90,7 @@ def run_child(args: list[str], log_path: Path, *, timeout: float | None = None,
     log_path.parent.mkdir(parents=True, exist_ok=True)
     start = log_path.stat().st_size if log_path.exists() else 0
     with open(log_path, "ab") as log:
-        proc = subprocess.Popen([sys.executable, *args], stdout=stdout, stderr=log,
-                                env=quiet_glog_env(env), cwd=cwd)
+        proc = subprocess.Popen([sys.executable, *args], stdout=stdout, stderr=log, env=quiet_glog_env(env), cwd=cwd)
         try:
             out, _ = proc.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:

@@ -1,4 +1,5 @@
 """The one exception type that means 'the user's input is wrong' (exit code 2 in the CLI)."""
+
 from __future__ import annotations
 
 

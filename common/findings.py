@@ -1,4 +1,5 @@
 """The one shape of a diagnosis, shared by the doctor, the controller and the report."""
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
@@ -30,7 +31,7 @@ class Finding:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "Finding":
+    def from_dict(cls, d: dict[str, Any]) -> Finding:
         return cls(d["severity"], d["code"], d.get("layer"), d["message"], d["fix"], d.get("data") or {})
 
     def __str__(self) -> str:

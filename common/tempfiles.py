@@ -1,4 +1,5 @@
 """Hand bytes to a Caffe function that only reads from a path (copy_from, restore)."""
+
 from __future__ import annotations
 
 import os

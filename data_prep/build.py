@@ -3,6 +3,7 @@
 Everything is written into a hidden temp folder next to the output and renamed into place
 only when complete, so a failed build leaves nothing that looks finished.
 """
+
 from __future__ import annotations
 
 import errno
@@ -57,11 +58,15 @@ class BuildOptions:
     def validate(self) -> None:
         """Catch impossible settings before any file is touched."""
         if not 1 <= self.num_classes <= 255:
-            raise UserError(f"--num-classes {self.num_classes} must be 1..255 (labels are stored as uint8)",
-                            "pass the number of classes, e.g. --num-classes 11 for CamVid")
+            raise UserError(
+                f"--num-classes {self.num_classes} must be 1..255 (labels are stored as uint8)",
+                "pass the number of classes, e.g. --num-classes 11 for CamVid",
+            )
         if not 0 <= self.ignore_label <= 255:
-            raise UserError(f"--ignore-label {self.ignore_label} must be 0..255 (labels are stored as uint8)",
-                            "use 255 (VOC) or the void id (CamVid: 11)")
+            raise UserError(
+                f"--ignore-label {self.ignore_label} must be 0..255 (labels are stored as uint8)",
+                "use 255 (VOC) or the void id (CamVid: 11)",
+            )
         if self.resize is not None and min(self.resize) < 1:
             raise UserError(f"--resize {self.resize} must be positive", "write --resize WxH, e.g. 480x360")
         if self.workers is not None and self.workers < 1:
@@ -71,16 +76,20 @@ class BuildOptions:
         pal = None
         if self.palette is not None:
             pal = palette_lut(read_palette(self.palette, self.num_classes, self.ignore_label))
-        return decode.DecodeOptions(self.num_classes, self.ignore_label, self.resize, self.encoded, pal,
-                                    self.allow_lossy_labels)
+        return decode.DecodeOptions(
+            self.num_classes, self.ignore_label, self.resize, self.encoded, pal, self.allow_lossy_labels
+        )
 
 
-def resolve_pairs(list_file: Path | None = None, root: Path | None = None, images: Path | None = None,
-                  labels: Path | None = None) -> list[Pair]:
+def resolve_pairs(
+    list_file: Path | None = None, root: Path | None = None, images: Path | None = None, labels: Path | None = None
+) -> list[Pair]:
     """Pairs from exactly one source: a list file (paths relative to `root`) or two folders."""
     if (list_file is None) == (images is None and labels is None):
-        raise UserError("give either --list FILE or both --images DIR and --labels DIR",
-                        "e.g. --list train.txt --root /data/camvid, or --images imgs/ --labels annot/")
+        raise UserError(
+            "give either --list FILE or both --images DIR and --labels DIR",
+            "e.g. --list train.txt --root /data/camvid, or --images imgs/ --labels annot/",
+        )
     if list_file is not None:
         return read_list(Path(list_file), None if root is None else Path(root))
     if images is None or labels is None:
@@ -170,13 +179,17 @@ def record_key(index: int, pair: Pair) -> bytes:
 
 
 def _bad_error(bad: decode.Bad) -> UserError:
-    return UserError(f"{bad.where}: {bad.file}: {bad.reason}",
-                     bad.fix or "fix or replace the file (or its --num-classes/--ignore-label settings), remove "
-                     "the pair from the list, or pass --skip-bad to leave such pairs out")
+    return UserError(
+        f"{bad.where}: {bad.file}: {bad.reason}",
+        bad.fix
+        or "fix or replace the file (or its --num-classes/--ignore-label settings), remove "
+        "the pair from the list, or pass --skip-bad to leave such pairs out",
+    )
 
 
-def write_lmdbs(pairs: list[Pair], image_db: Path, label_db: Path | None, opts: BuildOptions,
-                label: str = "build") -> dict[str, Any]:
+def write_lmdbs(
+    pairs: list[Pair], image_db: Path, label_db: Path | None, opts: BuildOptions, label: str = "build"
+) -> dict[str, Any]:
     """Write the image LMDB (and the label LMDB, same keys); return counts, sizes, skipped pairs.
 
     Stops with a UserError at the first bad pair unless `opts.skip_bad`."""
@@ -226,10 +239,21 @@ def write_lmdbs(pairs: list[Pair], image_db: Path, label_db: Path | None, opts: 
                 db.abort()  # also on those already committed: harmless
     seconds = bar.elapsed()  # including the last commit
     if not index:
-        raise UserError(f"no usable pairs: all {len(pairs)} were bad (first: {skipped[0]['where']}: "
-                        f"{skipped[0]['reason']})", "fix the inputs; see the reasons above")
-    return {"index": index, "counter": counter, "skipped": skipped, "sizes": sizes, "mean_bgr": bgr / pixels,
-            "pixels": pixels, "seconds": seconds, "bytes": nbytes, "lossy_labels": (dict(lossy), lossy_first)}
+        raise UserError(
+            f"no usable pairs: all {len(pairs)} were bad (first: {skipped[0]['where']}: {skipped[0]['reason']})",
+            "fix the inputs; see the reasons above",
+        )
+    return {
+        "index": index,
+        "counter": counter,
+        "skipped": skipped,
+        "sizes": sizes,
+        "mean_bgr": bgr / pixels,
+        "pixels": pixels,
+        "seconds": seconds,
+        "bytes": nbytes,
+        "lossy_labels": (dict(lossy), lossy_first),
+    }
 
 
 def _stats(res: dict[str, Any], opts: BuildOptions, source: dict[str, Any]) -> dict[str, Any]:
@@ -237,26 +261,39 @@ def _stats(res: dict[str, Any], opts: BuildOptions, source: dict[str, Any]) -> d
     n, sizes = len(res["index"]), sorted(res["sizes"])
     warnings: list[str] = []
     if len(sizes) > 1:
-        warnings.append(f"records have {len(sizes)} different sizes (e.g. {sizes[0]} and {sizes[-1]} HxW); "
-                        "Caffe needs one size per batch: pass --resize WxH or crop in the data layer")
-    stats: dict[str, Any] = {"format_version": 1, "num_records": n, "num_classes": opts.num_classes,
-                             "ignore_label": opts.ignore_label}
+        warnings.append(
+            f"records have {len(sizes)} different sizes (e.g. {sizes[0]} and {sizes[-1]} HxW); "
+            "Caffe needs one size per batch: pass --resize WxH or crop in the data layer"
+        )
+    stats: dict[str, Any] = {
+        "format_version": 1,
+        "num_records": n,
+        "num_classes": opts.num_classes,
+        "ignore_label": opts.ignore_label,
+    }
     stats.update(class_stats(res["counter"]))
     warnings += [f"class {c} never appears in the labels: its weight is 0" for c in stats["absent_classes"]]
     warnings += _setting_warnings(res, opts)
-    stats.update({
-        "mean_bgr": [round(float(v), 4) for v in res["mean_bgr"]],
-        "height": sizes[0][0] if len(sizes) == 1 else None,
-        "width": sizes[0][1] if len(sizes) == 1 else None,
-        "sizes": [list(s) for s in sizes] if len(sizes) > 1 else None,
-        "encoded": opts.encoded, "resize": list(opts.resize) if opts.resize else None,
-        "shuffle_seed": opts.shuffle_seed, "palette": str(opts.palette) if opts.palette else None,
-        "allow_lossy_labels": opts.allow_lossy_labels,
-        "source": source, "options": dict(opts.extra), "skipped": res["skipped"], "warnings": warnings,
-        "files": {"images": "images", "labels": "labels", "infogain_H": INFOGAIN_FILE, "index": INDEX_FILE},
-        "build_seconds": round(res["seconds"], 3),
-        "records_per_second": round(n / res["seconds"], 1) if res["seconds"] > 0 else None,
-    })
+    stats.update(
+        {
+            "mean_bgr": [round(float(v), 4) for v in res["mean_bgr"]],
+            "height": sizes[0][0] if len(sizes) == 1 else None,
+            "width": sizes[0][1] if len(sizes) == 1 else None,
+            "sizes": [list(s) for s in sizes] if len(sizes) > 1 else None,
+            "encoded": opts.encoded,
+            "resize": list(opts.resize) if opts.resize else None,
+            "shuffle_seed": opts.shuffle_seed,
+            "palette": str(opts.palette) if opts.palette else None,
+            "allow_lossy_labels": opts.allow_lossy_labels,
+            "source": source,
+            "options": dict(opts.extra),
+            "skipped": res["skipped"],
+            "warnings": warnings,
+            "files": {"images": "images", "labels": "labels", "infogain_H": INFOGAIN_FILE, "index": INDEX_FILE},
+            "build_seconds": round(res["seconds"], 3),
+            "records_per_second": round(n / res["seconds"], 1) if res["seconds"] > 0 else None,
+        }
+    )
     return stats
 
 
@@ -265,15 +302,19 @@ def _setting_warnings(res: dict[str, Any], opts: BuildOptions) -> list[str]:
     out = []
     il, nc = opts.ignore_label, opts.num_classes
     if 0 <= il < nc:
-        out.append(f"--ignore-label {il} is also class id {il} (classes are 0..{nc - 1}): its pixels are left out "
-                   f"of the counts, the weights and the loss, so class {il} is never learnt; if it is a real "
-                   f"class, use an ignore label >= --num-classes (e.g. 255)")
+        out.append(
+            f"--ignore-label {il} is also class id {il} (classes are 0..{nc - 1}): its pixels are left out "
+            f"of the counts, the weights and the loss, so class {il} is never learnt; if it is a real "
+            f"class, use an ignore label >= --num-classes (e.g. 255)"
+        )
     formats, first = res["lossy_labels"]
     if formats:
         n = sum(formats.values())
-        out.append(f"{n} label files are lossy ({', '.join(sorted(formats))}; e.g. {first}), accepted by "
-                   "--allow-lossy-labels: compression may have changed class ids along edges and added "
-                   "classes that are not in the annotation; the counts and weights include such pixels")
+        out.append(
+            f"{n} label files are lossy ({', '.join(sorted(formats))}; e.g. {first}), accepted by "
+            "--allow-lossy-labels: compression may have changed class ids along edges and added "
+            "classes that are not in the annotation; the counts and weights include such pixels"
+        )
     return out
 
 
@@ -294,14 +335,25 @@ def _write_dir(out: Path, pairs: list[Pair], opts: BuildOptions, source: dict[st
 
 def _source(list_file: Path | None, root: Path | None, images: Path | None, labels: Path | None) -> dict[str, Any]:
     if list_file is not None:
-        return {"list": str(Path(list_file).resolve()),
-                "root": str(Path(root if root is not None else Path(list_file).parent).resolve())}
+        return {
+            "list": str(Path(list_file).resolve()),
+            "root": str(Path(root if root is not None else Path(list_file).parent).resolve()),
+        }
     return {"images": str(Path(images).resolve()), "labels": str(Path(labels).resolve())}  # type: ignore[arg-type]
 
 
-def build_dataset(out_dir: Path, *, num_classes: int, ignore_label: int, list_file: Path | None = None,
-                  root: Path | None = None, images: Path | None = None, labels: Path | None = None,
-                  overwrite: bool = False, **options: Any) -> dict[str, Any]:
+def build_dataset(
+    out_dir: Path,
+    *,
+    num_classes: int,
+    ignore_label: int,
+    list_file: Path | None = None,
+    root: Path | None = None,
+    images: Path | None = None,
+    labels: Path | None = None,
+    overwrite: bool = False,
+    **options: Any,
+) -> dict[str, Any]:
     """Build one output dir (DESIGN.md contract) from a list file or two folders; returns stats.json.
 
     `options` are BuildOptions fields: palette, resize, encoded, shuffle_seed, workers, skip_bad, quiet,
@@ -325,10 +377,21 @@ def split_pairs(pairs: list[Pair], val_fraction: float, seed: int) -> tuple[list
     return ([p for i, p in enumerate(pairs) if i not in val_idx], [p for i, p in enumerate(pairs) if i in val_idx])
 
 
-def build_split(out_dir: Path, *, num_classes: int, ignore_label: int, list_file: Path | None = None,
-                root: Path | None = None, images: Path | None = None, labels: Path | None = None,
-                val_list: Path | None = None, val_fraction: float | None = None, split_seed: int = 0,
-                overwrite: bool = False, **options: Any) -> dict[str, dict[str, Any]]:
+def build_split(
+    out_dir: Path,
+    *,
+    num_classes: int,
+    ignore_label: int,
+    list_file: Path | None = None,
+    root: Path | None = None,
+    images: Path | None = None,
+    labels: Path | None = None,
+    val_list: Path | None = None,
+    val_fraction: float | None = None,
+    split_seed: int = 0,
+    overwrite: bool = False,
+    **options: Any,
+) -> dict[str, dict[str, Any]]:
     """Build `out_dir/train` and `out_dir/val`, each a full output dir; returns their stats.
 
     The val pairs come from `val_list` (relative to the same root) or, with one source, from a
@@ -349,8 +412,10 @@ def build_split(out_dir: Path, *, num_classes: int, ignore_label: int, list_file
         raise UserError("build_split needs --val-list or --val-fraction", "give one of them")
     overlap = {p.image.resolve() for p in train} & {p.image.resolve() for p in val}
     if overlap:
-        raise UserError(f"{len(overlap)} image(s) are in both train and val, e.g. {sorted(overlap)[0]}",
-                        "remove them from one of the lists")
+        raise UserError(
+            f"{len(overlap)} image(s) are in both train and val, e.g. {sorted(overlap)[0]}",
+            "remove them from one of the lists",
+        )
     opts.decode_options()
     out: dict[str, dict[str, Any]] = {}
     with atomic_dir(Path(out_dir), overwrite) as tmp:

@@ -1,4 +1,5 @@
 """`orchestrate data build|synth`: argument parsing and printing only; the work is in build/synth."""
+
 from __future__ import annotations
 
 import argparse
@@ -37,15 +38,22 @@ def parse_size(text: str) -> tuple[int, int]:
     return a, b
 
 
-def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add `data build` and `data synth` to the top-level subparsers."""
-    data = sub.add_parser("data", help="build LMDBs and class weights; make synthetic data",
-                          description="Data stage: raw images -> LMDBs + stats.json + infogain_H.")
+    data = sub.add_parser(
+        "data",
+        help="build LMDBs and class weights; make synthetic data",
+        description="Data stage: raw images -> LMDBs + stats.json + infogain_H.",
+    )
     dsub = data.add_subparsers(dest="data_command", metavar="SUBCOMMAND")
     data.set_defaults(func=lambda args: (data.print_help(), 2)[1])
 
-    b = dsub.add_parser("build", help="images + labels -> LMDBs, stats.json, infogain_H.binaryproto",
-                        description=BUILD_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    b = dsub.add_parser(
+        "build",
+        help="images + labels -> LMDBs, stats.json, infogain_H.binaryproto",
+        description=BUILD_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     src = b.add_argument_group("input (a list file, or two folders matched by file stem)")
     src.add_argument("--list", type=Path, help="list file of 'image label' lines (CamVid format)")
     src.add_argument("--root", type=Path, help="folder the list's paths are relative to (default: the list's folder)")
@@ -53,7 +61,9 @@ def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None
     src.add_argument("--labels", type=Path, help="folder of label images, matched to --images by stem")
     src.add_argument("--palette", type=Path, help="for RGB colour-coded labels: 'name id R G B' per line")
     b.add_argument("--out", type=Path, required=True, help="output folder (must not exist unless --overwrite)")
-    b.add_argument("--num-classes", type=int, help="classes (CamVid 11, VOC 21); default: dataset.json next to the list")
+    b.add_argument(
+        "--num-classes", type=int, help="classes (CamVid 11, VOC 21); default: dataset.json next to the list"
+    )
     b.add_argument("--ignore-label", type=int, help="label to ignore (CamVid 11, VOC 255); default: dataset.json")
     split = b.add_argument_group("train/val split (writes DIR/train and DIR/val)")
     split.add_argument("--val-list", type=Path, help="a second list for val (same --root)")
@@ -63,16 +73,24 @@ def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None
     b.add_argument("--encoded", action="store_true", help="store PNG bytes (Datum.encoded) instead of raw pixels")
     b.add_argument("--shuffle-seed", type=int, help="shuffle the records (one permutation for both LMDBs)")
     b.add_argument("--workers", type=int, default=None, help=f"decoding processes (default: cores = {os.cpu_count()})")
-    b.add_argument("--skip-bad", action="store_true", help="leave out bad pairs (listed in stats.json) instead of failing")
-    b.add_argument("--allow-lossy-labels", action="store_true",
-                   help="accept JPEG / lossy WebP label files (refused by default: compression invents class ids)")
+    b.add_argument(
+        "--skip-bad", action="store_true", help="leave out bad pairs (listed in stats.json) instead of failing"
+    )
+    b.add_argument(
+        "--allow-lossy-labels",
+        action="store_true",
+        help="accept JPEG / lossy WebP label files (refused by default: compression invents class ids)",
+    )
     b.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     b.add_argument("--quiet", action="store_true", help="no progress bar")
     b.set_defaults(func=build_handler)
 
-    s = dsub.add_parser("synth", help="write a small synthetic, imbalanced segmentation dataset",
-                        description="Shapes on noisy backgrounds, 5 classes (one under 2 %% of pixels), "
-                                    "ignore label 255: images/, labels/, train.txt, val.txt, dataset.json.")
+    s = dsub.add_parser(
+        "synth",
+        help="write a small synthetic, imbalanced segmentation dataset",
+        description="Shapes on noisy backgrounds, 5 classes (one under 2 %% of pixels), "
+        "ignore label 255: images/, labels/, train.txt, val.txt, dataset.json.",
+    )
     s.add_argument("--out", type=Path, required=True, help="output folder")
     s.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     s.add_argument("--train", type=int, default=200, help="train images (default 200)")
@@ -113,8 +131,10 @@ def _dataset_defaults(args: argparse.Namespace) -> tuple[int, int]:
     nc = args.num_classes if args.num_classes is not None else meta.get("num_classes")
     il = args.ignore_label if args.ignore_label is not None else meta.get("ignore_label")
     if nc is None or il is None:
-        raise UserError("--num-classes and --ignore-label are needed (no dataset.json next to the data)",
-                        "e.g. --num-classes 11 --ignore-label 11 for CamVid, --num-classes 21 --ignore-label 255 for VOC")
+        raise UserError(
+            "--num-classes and --ignore-label are needed (no dataset.json next to the data)",
+            "e.g. --num-classes 11 --ignore-label 11 for CamVid, --num-classes 21 --ignore-label 255 for VOC",
+        )
     return int(nc), int(il)
 
 
@@ -124,15 +144,31 @@ def build_handler(args: argparse.Namespace) -> int:
 
     num_classes, ignore_label = _dataset_defaults(args)
     common: dict[str, Any] = dict(
-        num_classes=num_classes, ignore_label=ignore_label, list_file=args.list, root=args.root,
-        images=args.images, labels=args.labels, overwrite=args.overwrite, palette=args.palette,
-        resize=args.resize, encoded=args.encoded, shuffle_seed=args.shuffle_seed, workers=args.workers,
-        skip_bad=args.skip_bad, quiet=args.quiet, allow_lossy_labels=args.allow_lossy_labels)
-    common["extra"] = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()
-                       if k not in ("func", "command", "data_command")}
+        num_classes=num_classes,
+        ignore_label=ignore_label,
+        list_file=args.list,
+        root=args.root,
+        images=args.images,
+        labels=args.labels,
+        overwrite=args.overwrite,
+        palette=args.palette,
+        resize=args.resize,
+        encoded=args.encoded,
+        shuffle_seed=args.shuffle_seed,
+        workers=args.workers,
+        skip_bad=args.skip_bad,
+        quiet=args.quiet,
+        allow_lossy_labels=args.allow_lossy_labels,
+    )
+    common["extra"] = {
+        k: (str(v) if isinstance(v, Path) else v)
+        for k, v in vars(args).items()
+        if k not in ("func", "command", "data_command")
+    }
     if args.val_list is not None or args.val_fraction is not None:
-        results = build_split(args.out, val_list=args.val_list, val_fraction=args.val_fraction,
-                              split_seed=args.split_seed, **common)
+        results = build_split(
+            args.out, val_list=args.val_list, val_fraction=args.val_fraction, split_seed=args.split_seed, **common
+        )
         for name, stats in results.items():
             _report(args.out / name, stats)
     else:
@@ -147,8 +183,10 @@ def _report(out: Path, stats: dict[str, Any]) -> None:
         print(f"warning: {w}", file=sys.stderr)
     size = f"{stats['width']}x{stats['height']}" if stats["height"] else "mixed sizes"
     weights = ", ".join(f"{w:.3g}" for w in stats["class_weights"]["median_frequency"])
-    print(f"wrote {out}: {stats['num_records']} records ({size}), {stats['num_classes']} classes, "
-          f"{len(stats['skipped'])} skipped")
+    print(
+        f"wrote {out}: {stats['num_records']} records ({size}), {stats['num_classes']} classes, "
+        f"{len(stats['skipped'])} skipped"
+    )
     print(f"  median-frequency weights: [{weights}]")
     print(f"  throughput: {stats['records_per_second']} pairs/s ({stats['build_seconds']} s)")
 
@@ -160,10 +198,19 @@ def synth_handler(args: argparse.Namespace) -> int:
     from data_prep.synth import make_synthetic
 
     t = time.perf_counter()
-    meta = make_synthetic(args.out, seed=args.seed, train=args.train, val=args.val, size=args.size,
-                          ignore_ring=not args.no_ignore_ring, overwrite=args.overwrite)
+    meta = make_synthetic(
+        args.out,
+        seed=args.seed,
+        train=args.train,
+        val=args.val,
+        size=args.size,
+        ignore_ring=not args.no_ignore_ring,
+        overwrite=args.overwrite,
+    )
     share = ", ".join(f"{n} {s:.1%}" for n, s in zip(meta["class_names"], meta["train_class_pixel_share"]))
-    print(f"wrote {args.out}: {meta['train']} train + {meta['val']} val images {meta['size'][0]}x{meta['size'][1]} "
-          f"(HxW), {meta['num_classes']} classes, ignore {meta['ignore_label']} in {time.perf_counter() - t:.2f} s")
+    print(
+        f"wrote {args.out}: {meta['train']} train + {meta['val']} val images {meta['size'][0]}x{meta['size'][1]} "
+        f"(HxW), {meta['num_classes']} classes, ignore {meta['ignore_label']} in {time.perf_counter() - t:.2f} s"
+    )
     print(f"  train pixel share: {share}")
     return 0

@@ -9,6 +9,7 @@ caffe.proto:  Datum { channels=1; height=2; width=3; bytes data=4; label=5;
                       repeated float float_data=6; bool encoded=7 }
               BlobProto { repeated float data=5 [packed]; BlobShape shape=7 }
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -43,8 +44,9 @@ def _read_varint(buf: memoryview, pos: int) -> tuple[int, int]:
 
 def datum_header(channels: int, height: int, width: int, data_len: int) -> bytes:
     """Everything of a Datum before the pixel bytes (fields 1-3 and the tag/length of 4)."""
-    return (b"\x08" + _varint(channels) + b"\x10" + _varint(height) + b"\x18" + _varint(width)
-            + b"\x22" + _varint(data_len))
+    return (
+        b"\x08" + _varint(channels) + b"\x10" + _varint(height) + b"\x18" + _varint(width) + b"\x22" + _varint(data_len)
+    )
 
 
 def raw_datum(chw: np.ndarray) -> bytes:
@@ -69,7 +71,7 @@ def raw_datum_hwc(img: np.ndarray) -> bytes:
     head = datum_header(c, h, w, img.size)
     buf = np.empty(len(head) + img.size, np.uint8)
     buf[: len(head)] = np.frombuffer(head, np.uint8)
-    planes = buf[len(head):].reshape(c, h, w)
+    planes = buf[len(head) :].reshape(c, h, w)
     cv2.split(np.ascontiguousarray(img), list(planes))
     return buf.tobytes()
 
@@ -107,7 +109,9 @@ def parse_datum(raw: bytes | memoryview) -> Datum:
         elif wire == 2:
             length, pos = _read_varint(buf, pos)
             if num == 4:
-                fields["data"] = buf[pos:pos + length] if isinstance(raw, memoryview) else bytes(buf[pos:pos + length])
+                fields["data"] = (
+                    buf[pos : pos + length] if isinstance(raw, memoryview) else bytes(buf[pos : pos + length])
+                )
             pos += length
         elif wire == 5:
             pos += 4

@@ -3,6 +3,7 @@
 Runs in worker processes, so it returns problems as `Bad` values (the parent decides whether
 to stop or skip) and sends back only bytes and small arrays.
 """
+
 from __future__ import annotations
 
 import io
@@ -98,7 +99,7 @@ def _webp_is_lossy(data: bytes) -> bool:
     """A WebP with a 'VP8 ' chunk (not 'VP8L') is lossy; walk the RIFF chunks to find out."""
     pos = 12
     while pos + 8 <= len(data):
-        fourcc, size = data[pos:pos + 4], int.from_bytes(data[pos + 4:pos + 8], "little")
+        fourcc, size = data[pos : pos + 4], int.from_bytes(data[pos + 4 : pos + 8], "little")
         if fourcc == b"VP8 ":
             return True
         pos += 8 + size + (size & 1)
@@ -114,12 +115,15 @@ def lossy_format(pil_format: str | None, data: bytes) -> str | None:
     return None
 
 
-LOSSY_FIX = ("use the lossless originals (PNG), or pass --allow-lossy-labels if these labels are what you "
-             "want to train on (stats.json then says how many files were lossy)")
+LOSSY_FIX = (
+    "use the lossless originals (PNG), or pass --allow-lossy-labels if these labels are what you "
+    "want to train on (stats.json then says how many files were lossy)"
+)
 
 
-def read_label(path: Path, palette: tuple[np.ndarray, np.ndarray] | None,
-               allow_lossy: bool = False) -> tuple[np.ndarray, str | None]:
+def read_label(
+    path: Path, palette: tuple[np.ndarray, np.ndarray] | None, allow_lossy: bool = False
+) -> tuple[np.ndarray, str | None]:
     """H x W class ids: index PNGs as stored, paletted PNGs by palette index (not colour),
     colour-coded labels through the palette file; and the lossy format if the file has one.
 
@@ -134,8 +138,12 @@ def read_label(path: Path, palette: tuple[np.ndarray, np.ndarray] | None,
         with Image.open(io.BytesIO(data)) as im:
             lossy = lossy_format(im.format, data)
             if lossy and not allow_lossy:
-                raise _Problem(path, f"label file is {lossy}: lossy compression changes class ids along edges "
-                                     "and invents classes that are not in the annotation", LOSSY_FIX)
+                raise _Problem(
+                    path,
+                    f"label file is {lossy}: lossy compression changes class ids along edges "
+                    "and invents classes that are not in the annotation",
+                    LOSSY_FIX,
+                )
             im.load()
             mode = im.mode
             arr = np.asarray(im)
@@ -166,8 +174,11 @@ def _map_colours(path: Path, rgb: np.ndarray, palette: tuple[np.ndarray, np.ndar
     ok = colours[pos] == packed
     if not ok.all():
         y, x = map(int, np.argwhere(~ok)[0])
-        raise _Problem(path, f"pixel (x={x}, y={y}) has colour RGB{tuple(int(v) for v in rgb[y, x])} "
-                             f"that is not in the palette ({int((~ok).sum())} such pixels)")
+        raise _Problem(
+            path,
+            f"pixel (x={x}, y={y}) has colour RGB{tuple(int(v) for v in rgb[y, x])} "
+            f"that is not in the palette ({int((~ok).sum())} such pixels)",
+        )
     return ids[pos]
 
 
@@ -175,9 +186,12 @@ def _check_values(path: Path, label: np.ndarray, counts: np.ndarray, opts: Decod
     bad = [v for v in np.flatnonzero(counts) if v >= opts.num_classes and v != opts.ignore_label]
     if bad:
         y, x = map(int, np.argwhere(np.isin(label, bad))[0])
-        raise _Problem(path, f"label value {int(label[y, x])} at pixel (x={x}, y={y}) is not a class id "
-                             f"(< {opts.num_classes}) nor the ignore label {opts.ignore_label}; "
-                             f"values found outside: {[int(v) for v in bad]}")
+        raise _Problem(
+            path,
+            f"label value {int(label[y, x])} at pixel (x={x}, y={y}) is not a class id "
+            f"(< {opts.num_classes}) nor the ignore label {opts.ignore_label}; "
+            f"values found outside: {[int(v) for v in bad]}",
+        )
 
 
 def _resize(img: np.ndarray, size: tuple[int, int], nearest: bool) -> np.ndarray:
@@ -219,8 +233,11 @@ def decode_pair(pair: Pair, opts: DecodeOptions) -> Record | Bad:
         if pair.label is not None:
             label, lossy = read_label(pair.label, opts.palette, opts.allow_lossy_labels)
             if label.shape != img.shape[:2]:
-                raise _Problem(pair.label, f"label is {label.shape[1]}x{label.shape[0]} but image "
-                                           f"{pair.image} is {img.shape[1]}x{img.shape[0]} (WxH)")
+                raise _Problem(
+                    pair.label,
+                    f"label is {label.shape[1]}x{label.shape[0]} but image "
+                    f"{pair.image} is {img.shape[1]}x{img.shape[0]} (WxH)",
+                )
             counts = np.bincount(label.ravel(), minlength=256)
             _check_values(pair.label, label, counts, opts)
         if opts.resize is not None:
@@ -233,8 +250,15 @@ def decode_pair(pair: Pair, opts: DecodeOptions) -> Record | Bad:
     import cv2
 
     bgr = cv2.sumElems(img)  # 15x faster than numpy's sum over H x W x 3 uint8
-    return Record(_to_datum(img, opts.encoded), None if label is None else _to_datum(label, opts.encoded),
-                  counts, (float(bgr[0]), float(bgr[1]), float(bgr[2])), img.shape[0], img.shape[1], lossy)
+    return Record(
+        _to_datum(img, opts.encoded),
+        None if label is None else _to_datum(label, opts.encoded),
+        counts,
+        (float(bgr[0]), float(bgr[1]), float(bgr[2])),
+        img.shape[0],
+        img.shape[1],
+        lossy,
+    )
 
 
 def init_worker() -> None:

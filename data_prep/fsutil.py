@@ -3,6 +3,7 @@
 Also the file-system errors a user can act on: --out below a file, a full disk (said as such, not
 as LMDB's "Input/output error"), and text files that are not UTF-8.
 """
+
 from __future__ import annotations
 
 import errno
@@ -33,8 +34,10 @@ def read_utf8(path: Path, what: str, fix: str = UTF8_FIX) -> str:
     except UnicodeDecodeError as e:
         line = data.count(b"\n", 0, e.start) + 1
         col = e.start - (data.rfind(b"\n", 0, e.start) + 1) + 1
-        raise UserError(f"{what} {path} is not UTF-8 text: byte 0x{data[e.start]:02x} at line {line}, column {col}",
-                        fix.format(path=path)) from None
+        raise UserError(
+            f"{what} {path} is not UTF-8 text: byte 0x{data[e.start]:02x} at line {line}, column {col}",
+            fix.format(path=path),
+        ) from None
 
 
 def check_out_path(out_dir: Path) -> None:
@@ -42,11 +45,15 @@ def check_out_path(out_dir: Path) -> None:
     for parent in Path(out_dir).parents:
         if parent.exists():
             if not parent.is_dir():
-                raise UserError(f"cannot create --out {out_dir}: {parent} is a file, not a folder",
-                                f"choose another --out, or move {parent} away")
+                raise UserError(
+                    f"cannot create --out {out_dir}: {parent} is a file, not a folder",
+                    f"choose another --out, or move {parent} away",
+                )
             if not os.access(parent, os.W_OK | os.X_OK):
-                raise UserError(f"cannot create --out {out_dir}: no permission to write in {parent}",
-                                "choose another --out in a folder you can write")
+                raise UserError(
+                    f"cannot create --out {out_dir}: no permission to write in {parent}",
+                    "choose another --out in a folder you can write",
+                )
             return
 
 
@@ -68,12 +75,15 @@ def write_failure(err: OSError, out_dir: Path, tmp: Path | None) -> UserError:
         shown = out_dir / where.relative_to(tmp)
     free = _free_bytes(where)
     if err.errno in FULL_ERRNOS or (err.errno == errno.EIO and free < NEARLY_FULL_BYTES):
-        return UserError(f"no space left writing {shown} ({free / 1e6:.1f} MB free on its file system)",
-                         "free space on that disk, or choose another --out on a disk with room "
-                         "(nothing of this build was left behind)")
-    return UserError(f"cannot write {shown}: {err.strerror or err}",
-                     "check that disk and the folder's permissions, or choose another --out "
-                     "(nothing of this build was left behind)")
+        return UserError(
+            f"no space left writing {shown} ({free / 1e6:.1f} MB free on its file system)",
+            "free space on that disk, or choose another --out on a disk with room "
+            "(nothing of this build was left behind)",
+        )
+    return UserError(
+        f"cannot write {shown}: {err.strerror or err}",
+        "check that disk and the folder's permissions, or choose another --out (nothing of this build was left behind)",
+    )
 
 
 def _is_write_error(err: OSError, out_dir: Path) -> bool:
@@ -97,8 +107,10 @@ def _make_parents(out_dir: Path) -> list[Path]:
 def _publish(tmp: Path, out_dir: Path, overwrite: bool) -> None:
     if out_dir.exists():
         if not overwrite:
-            raise UserError(f"output {out_dir} appeared while this build ran (another build finished first)",
-                            "pass --overwrite to replace it, or choose another --out")
+            raise UserError(
+                f"output {out_dir} appeared while this build ran (another build finished first)",
+                "pass --overwrite to replace it, or choose another --out",
+            )
         old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old-", dir=out_dir.parent))
         os.rename(out_dir, old / "x")
         os.rename(tmp, out_dir)

@@ -13,6 +13,7 @@ brightness, contrast and saturation factors drawn from [1 - j, 1 + j] per image,
 stream of its own; default 0, off). `mean_bgr` defaults to stats.json too.
 In the TEST phase mirror, scale and jitter are off and the crop is centred.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -27,8 +28,10 @@ class PairedDataLayer(caffe.Layer):  # type: ignore[misc]
 
     def setup(self, bottom: Any, top: Any) -> None:
         if len(bottom) != 0 or len(top) != 2:
-            raise ValueError(f"PairedDataLayer takes no bottoms and two tops (data, label); got "
-                             f"{len(bottom)} bottoms and {len(top)} tops")
+            raise ValueError(
+                f"PairedDataLayer takes no bottoms and two tops (data, label); got "
+                f"{len(bottom)} bottoms and {len(top)} tops"
+            )
         self.batcher = PairedBatcher(parse_params(self.param_str, train=self.phase == caffe.TRAIN))
         self._pending: tuple[Any, Any, dict[str, Any]] | None = None
 

@@ -8,6 +8,7 @@ so turning jitter on leaves every mirror, crop and scale (and so every label bat
 Both generators' states are part of `get_state()`. Each prefetched batch carries the state
 *after* it, so the state reported is that of the batches actually delivered.
 """
+
 from __future__ import annotations
 
 import json
@@ -76,15 +77,20 @@ def parse_params(param_str: str, train: bool = True) -> PairedParams:
     stats = json.loads(stats_file.read_text()) if stats_file.is_file() else {}
     mean = raw.get("mean_bgr") or stats.get("mean_bgr") or (0, 0, 0)
     p = PairedParams(
-        images=str(raw["images"]), labels=str(raw["labels"]), batch_size=int(raw.get("batch_size", 1)),
+        images=str(raw["images"]),
+        labels=str(raw["labels"]),
+        batch_size=int(raw.get("batch_size", 1)),
         mean_bgr=tuple(float(v) for v in mean),  # type: ignore[arg-type]
         mirror=bool(raw.get("mirror", False)),
         crop=tuple(int(v) for v in raw["crop"]) if raw.get("crop") else None,  # type: ignore[arg-type]
         scale=tuple(float(v) for v in raw["scale"]) if raw.get("scale") else None,  # type: ignore[arg-type]
-        seed=int(raw.get("seed", 0)), shuffle=bool(raw.get("shuffle", True)),
+        seed=int(raw.get("seed", 0)),
+        shuffle=bool(raw.get("shuffle", True)),
         jitter=float(raw.get("jitter", 0.0)),
         ignore_label=int(raw.get("ignore_label", stats.get("ignore_label", 255))),
-        prefetch=int(raw.get("prefetch", 4)), train=train)
+        prefetch=int(raw.get("prefetch", 4)),
+        train=train,
+    )
     if p.batch_size < 1 or len(p.mean_bgr) != 3 or p.prefetch < 1:
         raise ValueError(f"PairedDataLayer: need batch_size >= 1, prefetch >= 1 and 3 mean_bgr values, got {raw}")
     if p.crop is not None and (len(p.crop) != 2 or min(p.crop) < 1):
@@ -101,8 +107,9 @@ def _keys(env: Any) -> list[bytes]:
         return list(txn.cursor().iternext(keys=True, values=False))
 
 
-def _fit(img: np.ndarray, lbl: np.ndarray, crop: tuple[int, int], fy: float, fx: float,
-         mean: np.ndarray, ignore: int) -> tuple[np.ndarray, np.ndarray]:
+def _fit(
+    img: np.ndarray, lbl: np.ndarray, crop: tuple[int, int], fy: float, fx: float, mean: np.ndarray, ignore: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Crop C x H x W image and 1 x H x W label to `crop` at fractional offset (fy, fx), padding
     with the mean (0 after subtraction) and the ignore label where the record is smaller."""
     ch, cw = crop
@@ -113,10 +120,10 @@ def _fit(img: np.ndarray, lbl: np.ndarray, crop: tuple[int, int], fy: float, fx:
         big[:] = np.clip(np.round(mean), 0, 255).astype(np.uint8)[:, None, None]
         bl = np.full((1, ph, pw), ignore, np.uint8)
         y0, x0 = (ph - h) // 2, (pw - w) // 2
-        big[:, y0:y0 + h, x0:x0 + w], bl[:, y0:y0 + h, x0:x0 + w] = img, lbl
+        big[:, y0 : y0 + h, x0 : x0 + w], bl[:, y0 : y0 + h, x0 : x0 + w] = img, lbl
         img, lbl, h, w = big, bl, ph, pw
     y, x = int(fy * (h - ch + 1)), int(fx * (w - cw + 1))
-    return img[:, y:y + ch, x:x + cw], lbl[:, y:y + ch, x:x + cw]
+    return img[:, y : y + ch, x : x + cw], lbl[:, y : y + ch, x : x + cw]
 
 
 def _rescale(img: np.ndarray, lbl: np.ndarray, s: float) -> tuple[np.ndarray, np.ndarray]:
@@ -162,9 +169,11 @@ class PairedBatcher:
             raise ValueError(f"{params.images} is an empty LMDB")
         if lkeys != self.keys:
             bad = next((i for i, (a, b) in enumerate(zip(self.keys, lkeys)) if a != b), min(len(self.keys), len(lkeys)))
-            raise ValueError(f"{params.images} and {params.labels} do not hold the same keys in the same order "
-                             f"({len(self.keys)} vs {len(lkeys)} records; first difference at record {bad}): "
-                             "rebuild both with 'orchestrate data build'")
+            raise ValueError(
+                f"{params.images} and {params.labels} do not hold the same keys in the same order "
+                f"({len(self.keys)} vs {len(lkeys)} records; first difference at record {bad}): "
+                "rebuild both with 'orchestrate data build'"
+            )
         self.mean = np.array(params.mean_bgr, np.float32)
         self._perm: tuple[int, np.ndarray] | None = None
         self._delivered = self._initial_state()
@@ -174,9 +183,15 @@ class PairedBatcher:
     # -- state -------------------------------------------------------------------------
     def _initial_state(self) -> dict[str, Any]:
         rng = np.random.Generator(np.random.PCG64([self.p.seed, 1]))
-        return {"epoch": 0, "position": 0, "rng": rng.bit_generator.state, "seed": self.p.seed,
-                "num_records": len(self.keys), "shuffle": self.p.shuffle,
-                "jitter_rng": np.random.PCG64([self.p.seed, 2]).state}
+        return {
+            "epoch": 0,
+            "position": 0,
+            "rng": rng.bit_generator.state,
+            "seed": self.p.seed,
+            "num_records": len(self.keys),
+            "shuffle": self.p.shuffle,
+            "jitter_rng": np.random.PCG64([self.p.seed, 2]).state,
+        }
 
     def get_state(self) -> dict[str, Any]:
         """JSON-ready state after the last delivered batch (epoch, position, RNG)."""
@@ -185,8 +200,10 @@ class PairedBatcher:
     def set_state(self, state: dict[str, Any]) -> None:
         """Continue exactly after the batch the state was taken at (drops prefetched batches)."""
         if state.get("num_records") != len(self.keys):
-            raise ValueError(f"data state is for {state.get('num_records')} records, but {self.p.images} has "
-                             f"{len(self.keys)}: resume with the same data")
+            raise ValueError(
+                f"data state is for {state.get('num_records')} records, but {self.p.images} has "
+                f"{len(self.keys)}: resume with the same data"
+            )
         self._stop()
         self._delivered = json.loads(json.dumps(state))
         self._start(self._delivered)
@@ -224,22 +241,26 @@ class PairedBatcher:
                 samples.append((img, lbl))
             shapes = {s[0].shape for s in samples}
             if len(shapes) > 1:
-                raise ValueError(f"records in one batch differ in size {sorted(shapes)}: set 'crop' in the "
-                                 "PairedDataLayer param_str or build with --resize")
+                raise ValueError(
+                    f"records in one batch differ in size {sorted(shapes)}: set 'crop' in the "
+                    "PairedDataLayer param_str or build with --resize"
+                )
             data = np.empty((len(samples), *samples[0][0].shape), np.float32)
             label = np.empty((len(samples), *samples[0][1].shape), np.float32)
             for i, (img, lbl) in enumerate(samples):
                 np.subtract(img, self.mean[:, None, None], out=data[i], dtype=np.float32)
                 label[i] = lbl
-        after = dict(state, epoch=epoch, position=pos, rng=rng.bit_generator.state,
-                     jitter_rng=jrng.bit_generator.state)
+        after = dict(state, epoch=epoch, position=pos, rng=rng.bit_generator.state, jitter_rng=jrng.bit_generator.state)
         return data, label, after
 
-    def _augment(self, img: np.ndarray, lbl: np.ndarray, rng: np.random.Generator,
-                 key: bytes) -> tuple[np.ndarray, np.ndarray]:
+    def _augment(
+        self, img: np.ndarray, lbl: np.ndarray, rng: np.random.Generator, key: bytes
+    ) -> tuple[np.ndarray, np.ndarray]:
         if img.shape[1:] != lbl.shape[1:] or img.shape[0] != 3 or lbl.shape[0] != 1:
-            raise ValueError(f"record {key.decode(errors='replace')}: image {img.shape} and label {lbl.shape} "
-                             "do not match (want 3 x H x W and 1 x H x W)")
+            raise ValueError(
+                f"record {key.decode(errors='replace')}: image {img.shape} and label {lbl.shape} "
+                "do not match (want 3 x H x W and 1 x H x W)"
+            )
         train, crop = self.p.train, self.p.crop
         if train and self.p.scale is not None:
             if crop is None:
@@ -256,8 +277,9 @@ class PairedBatcher:
     def _start(self, state: dict[str, Any]) -> None:
         self._queue: queue.Queue[Any] = queue.Queue(self.p.prefetch)
         self._halt = threading.Event()
-        self._thread = threading.Thread(target=self._run, args=(state, self._queue, self._halt),
-                                        name="PairedDataLayer-prefetch", daemon=True)
+        self._thread = threading.Thread(
+            target=self._run, args=(state, self._queue, self._halt), name="PairedDataLayer-prefetch", daemon=True
+        )
         self._thread.start()
 
     def _run(self, state: dict[str, Any], q: queue.Queue[Any], halt: threading.Event) -> None:

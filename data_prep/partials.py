@@ -7,6 +7,7 @@ decoding workers do not inherit it, so "the lock can be taken" means "the builde
 pid is only for messages (pids are reused). Folders without the file (older versions, or a kill
 between mkdtemp and the claim) are removed only when nothing in them changed for an hour.
 """
+
 from __future__ import annotations
 
 import fcntl
@@ -110,8 +111,10 @@ def clear_stale(out_dir: Path) -> list[str]:
         if "host" in info and info["host"] != socket.gethostname():
             who += f" on {info['host']}"
         if state == "live":
-            raise UserError(f"{out_dir} is being built by {who} right now (its temp folder: {folder})",
-                            "wait for that build to finish, or stop it; a later build removes what it leaves")
+            raise UserError(
+                f"{out_dir} is being built by {who} right now (its temp folder: {folder})",
+                "wait for that build to finish, or stop it; a later build removes what it leaves",
+            )
         if state == "unknown" and time.time() - _newest_change(folder) < LEGACY_AGE_S:
             continue  # maybe a build that is starting, or one of an older version still running
         size = _size(folder)

@@ -2,6 +2,7 @@
 detail text, without tqdm. On a terminal it redraws one line in place at most every 0.1 s;
 elsewhere (a log file, a pipe) it writes a line every 5 s. The last item, and an update
 marked `force` (a validation result, a stop), always draw."""
+
 from __future__ import annotations
 
 import sys
@@ -25,8 +26,16 @@ class Progress:
     """`label [#####...........] 45/92 43.1 rec/s ETA 0:01  detail`. `done` starts the count
     (a resumed run starts at its iteration; the rate counts only this session's items)."""
 
-    def __init__(self, total: int, label: str = "", *, unit: str = "rec", quiet: bool = False,
-                 stream: TextIO | None = None, done: int = 0) -> None:
+    def __init__(
+        self,
+        total: int,
+        label: str = "",
+        *,
+        unit: str = "rec",
+        quiet: bool = False,
+        stream: TextIO | None = None,
+        done: int = 0,
+    ) -> None:
         self.total, self.label, self.unit, self.quiet = total, label, unit, quiet
         self.stream = stream if stream is not None else sys.stderr
         self.tty = bool(getattr(self.stream, "isatty", lambda: False)())

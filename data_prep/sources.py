@@ -1,5 +1,6 @@
 """Where the pairs come from: a CamVid-style list file, two folders matched by stem, and the
 palette file for colour-coded labels. Every problem is a UserError naming file and line."""
+
 from __future__ import annotations
 
 import os
@@ -37,7 +38,9 @@ def read_list(list_file: Path, root: Path | None = None, *, labels: bool = True)
         raise UserError(f"list file {list_file} does not exist", "check the path given to --list")
     root = Path(root) if root is not None else list_file.parent
     if not root.is_dir():
-        raise UserError(f"root folder {root} does not exist", "pass --root DIR, the folder the list's paths are relative to")
+        raise UserError(
+            f"root folder {root} does not exist", "pass --root DIR, the folder the list's paths are relative to"
+        )
     pairs: list[Pair] = []
     for n, line in enumerate(read_utf8(list_file, "list file").splitlines(), start=1):
         text = line.strip()
@@ -46,8 +49,10 @@ def read_list(list_file: Path, root: Path | None = None, *, labels: bool = True)
         parts = text.split()
         want = 2 if labels else 1
         if len(parts) < want or (labels and len(parts) != 2):
-            raise UserError(f"{list_file} line {n}: expected 'image label', got {text!r}",
-                            "write one 'image_path label_path' pair per line, paths relative to --root")
+            raise UserError(
+                f"{list_file} line {n}: expected 'image label', got {text!r}",
+                "write one 'image_path label_path' pair per line, paths relative to --root",
+            )
         pairs.append(Pair(root / parts[0], root / parts[1] if labels else None, f"{list_file} line {n}"))
     if not pairs:
         raise UserError(f"list file {list_file} has no entries", "add 'image label' lines to the list")
@@ -69,11 +74,14 @@ def pair_folders(images: Path, labels: Path) -> list[Pair]:
             try:
                 p.name.encode()
             except UnicodeEncodeError:
-                raise UserError(f"file name {str(os.fsencode(p.name))[2:-1]} in {d} is not valid UTF-8 (it becomes the LMDB key)",
-                                "rename it to UTF-8, e.g. convmv -f latin1 -t utf-8 --notest FILE") from None
+                raise UserError(
+                    f"file name {str(os.fsencode(p.name))[2:-1]} in {d} is not valid UTF-8 (it becomes the LMDB key)",
+                    "rename it to UTF-8, e.g. convmv -f latin1 -t utf-8 --notest FILE",
+                ) from None
             if p.stem in found:
-                raise UserError(f"{p} and {found[p.stem]} have the same stem {p.stem!r}",
-                                "keep one file per stem in each folder")
+                raise UserError(
+                    f"{p} and {found[p.stem]} have the same stem {p.stem!r}", "keep one file per stem in each folder"
+                )
             found[p.stem] = p
         return found
 
@@ -82,12 +90,16 @@ def pair_folders(images: Path, labels: Path) -> list[Pair]:
         raise UserError(f"folder {images} has no images", f"put images ({', '.join(sorted(IMAGE_EXTS))}) in it")
     missing = sorted(set(imgs) - set(lbls))
     if missing:
-        raise UserError(f"no label in {labels} for image {imgs[missing[0]]} ({len(missing)} unmatched)",
-                        "give each image a label file with the same stem, or remove the image")
+        raise UserError(
+            f"no label in {labels} for image {imgs[missing[0]]} ({len(missing)} unmatched)",
+            "give each image a label file with the same stem, or remove the image",
+        )
     extra = sorted(set(lbls) - set(imgs))
     if extra:
-        raise UserError(f"label {lbls[extra[0]]} has no image in {images} ({len(extra)} unmatched)",
-                        "remove the stray label or add its image")
+        raise UserError(
+            f"label {lbls[extra[0]]} has no image in {images} ({len(extra)} unmatched)",
+            "remove the stray label or add its image",
+        )
     return [Pair(imgs[s], lbls[s], str(imgs[s])) for s in sorted(imgs)]
 
 
@@ -100,8 +112,9 @@ def check_duplicates(pairs: list[Pair]) -> None:
                 continue
             key = Path(path).resolve() if Path(path).exists() else Path(path)
             if key in seen:
-                raise UserError(f"{p.where}: duplicate entry {path} (already at {seen[key]})",
-                                "list each image and label once")
+                raise UserError(
+                    f"{p.where}: duplicate entry {path} (already at {seen[key]})", "list each image and label once"
+                )
             seen[key] = p.where
 
 
@@ -137,11 +150,15 @@ def read_palette(path: Path, num_classes: int, ignore_label: int) -> dict[tuple[
         if not all(0 <= v <= 255 for v in rgb):
             raise UserError(f"{path} line {n}: colour {rgb} is outside 0..255", fix)
         if not (0 <= cid < num_classes or cid == ignore_label):
-            raise UserError(f"{path} line {n}: class id {cid} is not < --num-classes {num_classes} "
-                            f"nor the ignore label {ignore_label}", "fix the id or --num-classes")
+            raise UserError(
+                f"{path} line {n}: class id {cid} is not < --num-classes {num_classes} "
+                f"nor the ignore label {ignore_label}",
+                "fix the id or --num-classes",
+            )
         if rgb in table and table[rgb] != cid:
-            raise UserError(f"{path} line {n}: colour {rgb} already maps to class {table[rgb]}",
-                            "give each colour one class")
+            raise UserError(
+                f"{path} line {n}: colour {rgb} already maps to class {table[rgb]}", "give each colour one class"
+            )
         table[rgb] = cid
     if not table:
         raise UserError(f"palette file {path} has no entries", "add 'name id R G B' lines")

@@ -5,6 +5,7 @@ Median-frequency balancing (Eigen & Fergus 2015, as SegNet uses it):
     weight(c) = median(freq over classes that appear) / freq(c)
 A class that never appears gets weight 0 (and the caller warns). Ignored pixels count nowhere.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field

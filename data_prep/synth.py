@@ -6,6 +6,7 @@ so a small FCN learns them in minutes on a CPU; a 1-pixel ring of ignore (255) a
 shape takes the ambiguous boundary pixels out of the loss and the metric. Deterministic
 from the seed.
 """
+
 from __future__ import annotations
 
 import json
@@ -58,7 +59,9 @@ def _background(size: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
     return base[None, None, :] + (stripes + gradient)[..., None]
 
 
-def make_sample(size: tuple[int, int], rng: np.random.Generator, ignore_ring: bool = True) -> tuple[np.ndarray, np.ndarray]:
+def make_sample(
+    size: tuple[int, int], rng: np.random.Generator, ignore_ring: bool = True
+) -> tuple[np.ndarray, np.ndarray]:
     """One (BGR uint8 image, uint8 label) pair."""
     import cv2
 
@@ -103,9 +106,16 @@ def _write_png(path: Path, arr: np.ndarray) -> None:
     path.write_bytes(png.tobytes())
 
 
-def make_synthetic(out_dir: Path, *, seed: int = 0, train: int = 200, val: int = 50,
-                   size: tuple[int, int] | str = (64, 64), ignore_ring: bool = True,
-                   overwrite: bool = False) -> dict[str, Any]:
+def make_synthetic(
+    out_dir: Path,
+    *,
+    seed: int = 0,
+    train: int = 200,
+    val: int = 50,
+    size: tuple[int, int] | str = (64, 64),
+    ignore_ring: bool = True,
+    overwrite: bool = False,
+) -> dict[str, Any]:
     """Write images/, labels/ (index PNGs), train.txt, val.txt (CamVid list format) and
     dataset.json into `out_dir`; return dataset.json's content."""
     size = _parse_size(size)
@@ -129,9 +139,16 @@ def make_synthetic(out_dir: Path, *, seed: int = 0, train: int = 200, val: int =
             (tmp / f"{split}.txt").write_text("".join(lines))
         valid = counts[: len(CLASS_NAMES)]
         meta = {
-            "name": "synthetic-shapes", "num_classes": len(CLASS_NAMES), "ignore_label": IGNORE_LABEL,
-            "class_names": CLASS_NAMES, "seed": seed, "size": list(size), "train": train, "val": val,
-            "ignore_ring": ignore_ring, "lists": {"train": "train.txt", "val": "val.txt"},
+            "name": "synthetic-shapes",
+            "num_classes": len(CLASS_NAMES),
+            "ignore_label": IGNORE_LABEL,
+            "class_names": CLASS_NAMES,
+            "seed": seed,
+            "size": list(size),
+            "train": train,
+            "val": val,
+            "ignore_ring": ignore_ring,
+            "lists": {"train": "train.txt", "val": "val.txt"},
             "train_class_pixel_share": (valid / max(1, valid.sum())).round(5).tolist(),
         }
         (tmp / "dataset.json").write_text(json.dumps(meta, indent=1) + "\n")

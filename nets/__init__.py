@@ -3,6 +3,7 @@ VGG16) and the doctor that finds the classic Caffe mistakes (`nets.doctor.diagno
 
 Nothing here imports Caffe at module load.
 """
+
 from nets.spec import ARCHS, DataSource, GeneratedNet, generate
 
 __all__ = ["ARCHS", "DataSource", "GeneratedNet", "generate"]

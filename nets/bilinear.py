@@ -1,6 +1,7 @@
 """Bilinear surgery: the upsampling kernel FCN's Deconvolution layers start from, which
 Deconvolutions get it, and applying it to a pycaffe net. The doctor's probe and the run use
 these same functions, so the probe judges the net that trains. Pure numpy except `apply`."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -33,17 +34,22 @@ def bilinear_weights(shape: tuple[int, ...], group: int, layer: str) -> np.ndarr
     kernel sits on the diagonal (in == out). Anything else would mix classes: an error.
     """
     if len(shape) != 4:
-        raise UserError(f"layer {layer}: weights of shape {shape} are not a 2-D Deconvolution",
-                        "apply bilinear surgery only to Deconvolution layers")
+        raise UserError(
+            f"layer {layer}: weights of shape {shape} are not a 2-D Deconvolution",
+            "apply bilinear surgery only to Deconvolution layers",
+        )
     c_in, c_out_g, kh, kw = shape
     if kh != kw:
-        raise UserError(f"layer {layer}: kernel {kh}x{kw} is not square, bilinear surgery needs a square kernel",
-                        "use kernel_size k with stride s and k = 2s - s % 2")
+        raise UserError(
+            f"layer {layer}: kernel {kh}x{kw} is not square, bilinear surgery needs a square kernel",
+            "use kernel_size k with stride s and k = 2s - s % 2",
+        )
     if not fits(c_in, c_out_g * group, group):
         raise UserError(
             f"layer {layer}: {c_in} input channels, group {group}, {c_out_g * group} outputs: a bilinear "
-            "kernel would mix classes", "set num_output = channels and group = channels (FCN's layout), "
-            "or exclude the layer from surgery")
+            "kernel would mix classes",
+            "set num_output = channels and group = channels (FCN's layout), or exclude the layer from surgery",
+        )
     w = np.zeros(shape, dtype=np.float32)
     # group == channels: one kernel per group; group 1: the kernel on the (in, out) diagonal
     w[np.arange(c_in), 0 if group == c_in else np.arange(c_in)] = bilinear_kernel(kh).astype(np.float32)
@@ -110,8 +116,13 @@ def apply(net: Any, param: Any, names: list[str]) -> dict[str, Any]:
     out: dict[str, Any] = {"done": [], "refused": []}
     for name in names:
         if name not in net.params:
-            out["refused"].append({"layer": name, "reason": "not a Deconvolution with weights in this net",
-                                   "fix": "name an upsampling Deconvolution of the net"})
+            out["refused"].append(
+                {
+                    "layer": name,
+                    "reason": "not a Deconvolution with weights in this net",
+                    "fix": "name an upsampling Deconvolution of the net",
+                }
+            )
             continue
         group, blob = group_of(param, name), net.params[name][0]
         try:
@@ -120,9 +131,15 @@ def apply(net: Any, param: Any, names: list[str]) -> dict[str, Any]:
             out["refused"].append({"layer": name, "reason": e.message, "fix": e.fix})
             continue
         if not is_bilinear(blob.data, group, name):
-            out["refused"].append({"layer": name, "reason": "the kernel did not take effect",
-                                   "fix": "check that the layer's weights are not shared"})
+            out["refused"].append(
+                {
+                    "layer": name,
+                    "reason": "the kernel did not take effect",
+                    "fix": "check that the layer's weights are not shared",
+                }
+            )
             continue
-        out["done"].append({"layer": name, "kernel": int(blob.data.shape[2]),
-                            "channels": int(blob.data.shape[0]), "group": group})
+        out["done"].append(
+            {"layer": name, "kernel": int(blob.data.shape[2]), "channels": int(blob.data.shape[0]), "group": group}
+        )
     return out

@@ -4,6 +4,7 @@ same fillers, the same frozen BatchNorm statistics and the same bilinear upsampl
 
 `caffe` is imported inside the functions: importing this module never loads Caffe.
 """
+
 from __future__ import annotations
 
 import json
@@ -35,20 +36,36 @@ def weight_filler(kind: str) -> dict[str, Any]:
     return dict(type=kind)
 
 
-def conv(n: Any, name: str, bottom: Any, nout: int, *, ks: int = 3, pad: int = 1,
-         filler: str | dict[str, Any] = "msra") -> Any:
+def conv(
+    n: Any, name: str, bottom: Any, nout: int, *, ks: int = 3, pad: int = 1, filler: str | dict[str, Any] = "msra"
+) -> Any:
     """A learned convolution with explicit weight and bias fillers (a filler name, or a
     FillerParameter as a dict, e.g. ZERO_FILLER); returns its top."""
     from caffe import layers as L
 
-    n[name] = L.Convolution(bottom, kernel_size=ks, pad=pad, num_output=nout,
-                            weight_filler=filler if isinstance(filler, dict) else weight_filler(filler),
-                            bias_filler=BIAS_FILLER, param=LEARNED)
+    n[name] = L.Convolution(
+        bottom,
+        kernel_size=ks,
+        pad=pad,
+        num_output=nout,
+        weight_filler=filler if isinstance(filler, dict) else weight_filler(filler),
+        bias_filler=BIAS_FILLER,
+        param=LEARNED,
+    )
     return n[name]
 
 
-def conv_relu(n: Any, name: str, bottom: Any, nout: int, *, ks: int = 3, pad: int = 1,
-              filler: str = "msra", batch_norm: bool = False) -> Any:
+def conv_relu(
+    n: Any,
+    name: str,
+    bottom: Any,
+    nout: int,
+    *,
+    ks: int = 3,
+    pad: int = 1,
+    filler: str = "msra",
+    batch_norm: bool = False,
+) -> Any:
     """Convolution [+ BatchNorm + Scale] + ReLU, in place after the conv; returns the top.
 
     BatchNorm has no learned affine part, so the Scale (with bias) after it restores one;
@@ -58,17 +75,20 @@ def conv_relu(n: Any, name: str, bottom: Any, nout: int, *, ks: int = 3, pad: in
 
     top = conv(n, name, bottom, nout, ks=ks, pad=pad, filler=filler)
     if batch_norm:
-        n[f"{name}_bn"] = L.BatchNorm(top, param=BN_FROZEN, in_place=True,
-                                      batch_norm_param=dict(moving_average_fraction=BN_AVERAGE_FRACTION))
-        n[f"{name}_scale"] = L.Scale(top, bias_term=True, filler=dict(type="constant", value=1),
-                                     bias_filler=BIAS_FILLER, in_place=True)
+        n[f"{name}_bn"] = L.BatchNorm(
+            top, param=BN_FROZEN, in_place=True, batch_norm_param=dict(moving_average_fraction=BN_AVERAGE_FRACTION)
+        )
+        n[f"{name}_scale"] = L.Scale(
+            top, bias_term=True, filler=dict(type="constant", value=1), bias_filler=BIAS_FILLER, in_place=True
+        )
     n[f"{name}_relu"] = L.ReLU(top, in_place=True)
     return top
 
 
 def max_pool(n: Any, name: str, bottom: Any) -> Any:
     """2x2 max pooling, stride 2 (kwargs at top level, as `caffe.coord_map` reads them)."""
-    from caffe import layers as L, params as P
+    from caffe import layers as L
+    from caffe import params as P
 
     n[name] = L.Pooling(bottom, pool=P.Pooling.MAX, kernel_size=2, stride=2)
     return n[name]
@@ -88,14 +108,14 @@ def skip_score(n: Any, name: str, bottom: Any, num_classes: int) -> Any:
 
 def fuse(n: Any, name: str, a: Any, b: Any) -> Any:
     """Element-wise sum of two score maps of the same shape (FCN's fuse layers)."""
-    from caffe import layers as L, params as P
+    from caffe import layers as L
+    from caffe import params as P
 
     n[name] = L.Eltwise(a, b, operation=P.Eltwise.SUM)
     return n[name]
 
 
-def upsample(n: Any, name: str, bottom: Any, num_classes: int, stride: int,
-             learnable: bool = False) -> Any:
+def upsample(n: Any, name: str, bottom: Any, num_classes: int, stride: int, learnable: bool = False) -> Any:
     """Bilinear Deconvolution, one kernel per class (group = classes), no bias.
 
     The bilinear filler makes it correct without the controller's surgery; lr_mult 0 keeps it
@@ -105,10 +125,16 @@ def upsample(n: Any, name: str, bottom: Any, num_classes: int, stride: int,
 
     n[name] = L.Deconvolution(
         bottom,
-        convolution_param=dict(num_output=num_classes, group=num_classes,
-                               kernel_size=kernel_size_for_stride(stride), stride=stride,
-                               bias_term=False, weight_filler=dict(type="bilinear")),
-        param=[dict(lr_mult=1 if learnable else 0, decay_mult=1 if learnable else 0)])
+        convolution_param=dict(
+            num_output=num_classes,
+            group=num_classes,
+            kernel_size=kernel_size_for_stride(stride),
+            stride=stride,
+            bias_term=False,
+            weight_filler=dict(type="bilinear"),
+        ),
+        param=[dict(lr_mult=1 if learnable else 0, decay_mult=1 if learnable else 0)],
+    )
     return n[name]
 
 
@@ -126,26 +152,34 @@ def data_layers(n: Any, source: Any) -> None:
     Two native Data layers draw mirror/crop from separate random streams, so image and label
     would be transformed differently: augmentation needs the paired layer.
     """
-    from caffe import layers as L, params as P
+    from caffe import layers as L
+    from caffe import params as P
 
     if source.kind == "paired":
-        param = dict(images=source.images, labels=source.labels, batch_size=source.batch_size,
-                     mean_bgr=list(source.mean_bgr) if source.mean_bgr else None,
-                     mirror=source.mirror, crop=list(source.crop) if source.crop else None,
-                     scale=list(source.scale) if source.scale else None,
-                     seed=source.seed, shuffle=source.shuffle)
+        param = dict(
+            images=source.images,
+            labels=source.labels,
+            batch_size=source.batch_size,
+            mean_bgr=list(source.mean_bgr) if source.mean_bgr else None,
+            mirror=source.mirror,
+            crop=list(source.crop) if source.crop else None,
+            scale=list(source.scale) if source.scale else None,
+            seed=source.seed,
+            shuffle=source.shuffle,
+        )
         if source.jitter:  # only when asked: nets written before jitter existed keep their param_str
             param["jitter"] = source.jitter
-        n.data, n.label = L.Python(module="data_prep.layers", layer="PairedDataLayer",
-                                   param_str=json.dumps(param), ntop=2)
+        n.data, n.label = L.Python(
+            module="data_prep.layers", layer="PairedDataLayer", param_str=json.dumps(param), ntop=2
+        )
         return
     image_kw: dict[str, Any] = {}
     if source.mean_bgr:
         image_kw["transform_param"] = dict(mean_value=list(source.mean_bgr))
-    n.data = L.Data(data_param=dict(source=source.images, backend=P.Data.LMDB,
-                                    batch_size=source.batch_size), **image_kw)
-    n.label = L.Data(data_param=dict(source=source.labels, backend=P.Data.LMDB,
-                                     batch_size=source.batch_size))
+    n.data = L.Data(
+        data_param=dict(source=source.images, backend=P.Data.LMDB, batch_size=source.batch_size), **image_kw
+    )
+    n.label = L.Data(data_param=dict(source=source.labels, backend=P.Data.LMDB, batch_size=source.batch_size))
 
 
 def loss_param(normalization: str, ignore_label: int | None) -> dict[str, Any]:
@@ -158,8 +192,16 @@ def loss_param(normalization: str, ignore_label: int | None) -> dict[str, Any]:
     return d
 
 
-def loss(n: Any, scores: Any, label: Any, *, kind: str, normalization: str,
-         ignore_label: int | None, infogain_file: str | None) -> Any:
+def loss(
+    n: Any,
+    scores: Any,
+    label: Any,
+    *,
+    kind: str,
+    normalization: str,
+    ignore_label: int | None,
+    infogain_file: str | None,
+) -> Any:
     """`loss` top: SoftmaxWithLoss, or class-weighted InfogainLoss.
 
     In this Caffe (99bd997) InfogainLoss applies its own softmax along `axis`, so it takes the
@@ -168,8 +210,12 @@ def loss(n: Any, scores: Any, label: Any, *, kind: str, normalization: str,
     from caffe import layers as L
 
     if kind == "infogain":
-        n.loss = L.InfogainLoss(scores, label, infogain_loss_param=dict(source=infogain_file, axis=1),
-                                loss_param=loss_param(normalization, ignore_label))
+        n.loss = L.InfogainLoss(
+            scores,
+            label,
+            infogain_loss_param=dict(source=infogain_file, axis=1),
+            loss_param=loss_param(normalization, ignore_label),
+        )
     else:
         n.loss = L.SoftmaxWithLoss(scores, label, loss_param=loss_param(normalization, ignore_label))
     return n.loss

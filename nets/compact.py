@@ -2,6 +2,7 @@
 2-core CPU in minutes (the demo's, the tests' and the CamVid recipes' net). With `skips` it
 fuses class scores from the last one or two pooling stages, as FCN-16s/8s do, to recover thin
 classes (poles, signs, pedestrians) that the coarsest scores blur away."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -25,10 +26,9 @@ def compact_fcn(n: Any, data: Any, o: ArchOptions) -> list[str]:
     x = n.data_scaled
     pools = []
     for i in range(o.depth):
-        channels = o.width * 2 ** i
+        channels = o.width * 2**i
         for j in (1, 2):
-            x = blocks.conv_relu(n, f"conv{i + 1}_{j}", x, channels, filler=o.filler,
-                                 batch_norm=o.batch_norm)
+            x = blocks.conv_relu(n, f"conv{i + 1}_{j}", x, channels, filler=o.filler, batch_norm=o.batch_norm)
         x = blocks.max_pool(n, f"pool{i + 1}", x)
         pools.append(x)
     scores = blocks.score(n, "score_fr", x, o.num_classes, o.filler)

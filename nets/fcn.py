@@ -5,6 +5,7 @@ fc6/fc7 are convolutions (7x7 and 1x1) and `nets.weights.transplant` reshapes th
 classifier's InnerProduct weights into them. conv1_1 pads by 100 so any input size
 survives the five poolings and the 7x7 fc6; the Crop layers undo the padding.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -26,12 +27,10 @@ def vgg16(n: Any, data: Any, o: ArchOptions) -> dict[str, Any]:
     for b, (channels, convs) in enumerate(VGG16_BLOCKS, start=1):
         for c in range(1, convs + 1):
             pad = 100 if (b, c) == (1, 1) else 1
-            x = blocks.conv_relu(n, f"conv{b}_{c}", x, channels, pad=pad, filler=o.filler,
-                                 batch_norm=o.batch_norm)
+            x = blocks.conv_relu(n, f"conv{b}_{c}", x, channels, pad=pad, filler=o.filler, batch_norm=o.batch_norm)
         x = taps[f"pool{b}"] = blocks.max_pool(n, f"pool{b}", x)
     for name, ks in (("fc6", 7), ("fc7", 1)):
-        x = blocks.conv_relu(n, name, x, FC_WIDTH, ks=ks, pad=0, filler=o.filler,
-                             batch_norm=o.batch_norm)
+        x = blocks.conv_relu(n, name, x, FC_WIDTH, ks=ks, pad=0, filler=o.filler, batch_norm=o.batch_norm)
         n[f"drop{name[2:]}"] = L.Dropout(x, dropout_ratio=0.5, in_place=True)
     taps["fc7"] = x
     return taps
@@ -41,7 +40,8 @@ def fcn(n: Any, data: Any, o: ArchOptions, stride: int) -> list[str]:
     """The FCN head at output stride 32, 16 or 8: score fc7, then for each skip (pool4, then
     pool3) upsample x2, add the cropped skip scores; finally upsample to the input and crop
     as `score`. Returns the upsampling layer names."""
-    from caffe import layers as L, params as P
+    from caffe import layers as L
+    from caffe import params as P
 
     if stride not in STRIDES.values():
         raise ValueError(f"FCN stride must be one of {sorted(STRIDES.values())}, got {stride}")

@@ -3,6 +3,7 @@ same. caffe-segnet (alexgkendall/caffe-segnet, the Caffe of SegNet-Tutorial) add
 and fields that BVLC Caffe does not have. Its fields stop BVLC's protobuf parser at the first
 one, so the raw text is scanned too (`scan`); its types parse (they are strings) and are
 findings (`check_fork_layers`)."""
+
 from __future__ import annotations
 
 import re
@@ -13,23 +14,35 @@ from common.findings import Finding
 from nets.graph import Context, unique_layers
 
 SEGNET = "the caffe-segnet fork (alexgkendall/caffe-segnet, SegNet-Tutorial's Caffe)"
-BN = ("BatchNorm (param { lr_mult: 0 } three times) followed in place by "
-      "Scale { scale_param { bias_term: true } }")
-UPSAMPLE = ("a Deconvolution with bilinear weights: stride s, kernel_size 2s - s % 2, num_output and "
-            'group = channels, bias_term: false, param { lr_mult: 0 }, weight_filler { type: "bilinear" } '
-            "(BVLC has no unpooling by max indices; the run's surgery fills it too), or the generated "
-            "compact FCN (net: { arch: compact })")
-DATA = ("the data stage and the paired layer: `orchestrate data build --list train.txt --root DIR "
-        "--out OUT --num-classes N --ignore-label L` writes LMDBs, read by type: \"Python\" python_param "
-        '{ module: "data_prep.layers" layer: "PairedDataLayer" param_str: "{...}" }')
-CLASS_WEIGHTS = ("InfogainLoss with the data stage's median-frequency weights: infogain_loss_param "
-                 '{ source: "OUT/infogain_H.binaryproto" }')
-MC_DROPOUT = ("nothing: BVLC's Dropout is off in TEST, so Bayesian SegNet's sampling at test time has "
-              "no equivalent; remove the field")
+BN = "BatchNorm (param { lr_mult: 0 } three times) followed in place by Scale { scale_param { bias_term: true } }"
+UPSAMPLE = (
+    "a Deconvolution with bilinear weights: stride s, kernel_size 2s - s % 2, num_output and "
+    'group = channels, bias_term: false, param { lr_mult: 0 }, weight_filler { type: "bilinear" } '
+    "(BVLC has no unpooling by max indices; the run's surgery fills it too), or the generated "
+    "compact FCN (net: { arch: compact })"
+)
+DATA = (
+    "the data stage and the paired layer: `orchestrate data build --list train.txt --root DIR "
+    '--out OUT --num-classes N --ignore-label L` writes LMDBs, read by type: "Python" python_param '
+    '{ module: "data_prep.layers" layer: "PairedDataLayer" param_str: "{...}" }'
+)
+CLASS_WEIGHTS = (
+    "InfogainLoss with the data stage's median-frequency weights: infogain_loss_param "
+    '{ source: "OUT/infogain_H.binaryproto" }'
+)
+MC_DROPOUT = (
+    "nothing: BVLC's Dropout is off in TEST, so Bayesian SegNet's sampling at test time has "
+    "no equivalent; remove the field"
+)
 TYPES = {"BN": BN, "Upsample": UPSAMPLE, "DenseImageData": DATA}
-FIELDS = {"bn_param": BN, "upsample_param": UPSAMPLE, "dense_image_data_param": DATA,
-          "weight_by_label_freqs": CLASS_WEIGHTS, "class_weighting": CLASS_WEIGHTS,
-          "sample_weights_test": MC_DROPOUT}
+FIELDS = {
+    "bn_param": BN,
+    "upsample_param": UPSAMPLE,
+    "dense_image_data_param": DATA,
+    "weight_by_label_freqs": CLASS_WEIGHTS,
+    "class_weighting": CLASS_WEIGHTS,
+    "sample_weights_test": MC_DROPOUT,
+}
 _TYPE_RE = re.compile(r'\btype\s*:\s*"(%s)"' % "|".join(TYPES))
 _FIELD_RE = re.compile(r"\b(%s)\s*[:{]" % "|".join(FIELDS))
 
@@ -55,15 +68,23 @@ def fork_error(path: Any, hits: list[tuple[int, str, str]], parser_said: str) ->
     parts = [f"{', '.join(tokens)} -> {equivalent}" for equivalent, tokens in groups.items()]
     return UserError(
         f"cannot parse the net prototxt {path}: it is written for {SEGNET}, whose layers and fields "
-        f"BVLC Caffe does not have (the parser stopped at: {parser_said}). In BVLC terms:\n  "
-        + "\n  ".join(parts),
-        "rewrite those layers with the BVLC equivalents above, then run `orchestrate check` again")
+        f"BVLC Caffe does not have (the parser stopped at: {parser_said}). In BVLC terms:\n  " + "\n  ".join(parts),
+        "rewrite those layers with the BVLC equivalents above, then run `orchestrate check` again",
+    )
 
 
 def check_fork_layers(net: Any, ctx: Context) -> list[Finding]:
     """Layer types of a fork that parse (types are strings) but that BVLC Caffe cannot build."""
-    return [Finding(
-        "error", "fork-layer", layer.name,
-        f"layer '{layer.name}' has type \"{layer.type}\", a layer of {SEGNET}: BVLC Caffe has no such "
-        "layer and cannot build this net.", f"use {TYPES[layer.type]}", {"type": layer.type})
-        for layer in unique_layers(net) if layer.type in TYPES]
+    return [
+        Finding(
+            "error",
+            "fork-layer",
+            layer.name,
+            f"layer '{layer.name}' has type \"{layer.type}\", a layer of {SEGNET}: BVLC Caffe has no such "
+            "layer and cannot build this net.",
+            f"use {TYPES[layer.type]}",
+            {"type": layer.type},
+        )
+        for layer in unique_layers(net)
+        if layer.type in TYPES
+    ]

@@ -1,23 +1,61 @@
 """Pure helpers over a parsed NetParameter: phases, who produces and who reads a blob (in
 place layers included), and walks along the score path. No Caffe, no files."""
+
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any
 
 from common.findings import Finding
 from nets.bilinear import fits, is_learned_upsampling, is_surgery_target
 
 PHASES = ("TRAIN", "TEST")
 # layers whose output keeps the spatial layout and channels of their (first) input
-PASS_THROUGH = {"ReLU", "PReLU", "ELU", "Sigmoid", "TanH", "AbsVal", "BNLL", "Power", "Exp",
-                "Log", "Threshold", "Dropout", "BatchNorm", "Scale", "Bias", "Split", "MVN",
-                "LRN", "Crop", "Eltwise", "Softmax"}
-LOSS_TYPES = {"SoftmaxWithLoss", "InfogainLoss", "MultinomialLogisticLoss",
-              "SigmoidCrossEntropyLoss", "EuclideanLoss", "HingeLoss", "ContrastiveLoss"}
+PASS_THROUGH = {
+    "ReLU",
+    "PReLU",
+    "ELU",
+    "Sigmoid",
+    "TanH",
+    "AbsVal",
+    "BNLL",
+    "Power",
+    "Exp",
+    "Log",
+    "Threshold",
+    "Dropout",
+    "BatchNorm",
+    "Scale",
+    "Bias",
+    "Split",
+    "MVN",
+    "LRN",
+    "Crop",
+    "Eltwise",
+    "Softmax",
+}
+LOSS_TYPES = {
+    "SoftmaxWithLoss",
+    "InfogainLoss",
+    "MultinomialLogisticLoss",
+    "SigmoidCrossEntropyLoss",
+    "EuclideanLoss",
+    "HingeLoss",
+    "ContrastiveLoss",
+}
 CLASS_LOSSES = {"SoftmaxWithLoss", "InfogainLoss", "MultinomialLogisticLoss"}
-DATA_TYPES = {"Data", "ImageData", "HDF5Data", "Input", "DummyData", "MemoryData", "WindowData",
-              "DenseImageData", "Python"}
+DATA_TYPES = {
+    "Data",
+    "ImageData",
+    "HDF5Data",
+    "Input",
+    "DummyData",
+    "MemoryData",
+    "WindowData",
+    "DenseImageData",
+    "Python",
+}
 LEARNABLE = {"Convolution", "Deconvolution", "InnerProduct", "Embed"}
 # layers whose later bottoms only give a shape (Crop's reference) or are targets, not signal
 FIRST_BOTTOM_ONLY = {"Crop", "Accuracy"}
@@ -29,15 +67,15 @@ class Context:
     the solver, which layers a weights file provides, and the input size."""
 
     num_classes: int | None = None
-    ignore_label: int | None = None          # the data stage's, from stats.json
+    ignore_label: int | None = None  # the data stage's, from stats.json
     stats_given: bool = False
     weight_layers: frozenset[str] = frozenset()
-    solver: Any = None                        # SolverParameter or None
+    solver: Any = None  # SolverParameter or None
     has_val_net: bool = False
-    pixels: int | None = None                 # H*W of the scores the loss reads
+    pixels: int | None = None  # H*W of the scores the loss reads
     batch: int | None = None
     meta: dict[str, Any] = field(default_factory=dict)
-    surgery: bool = True                      # the run's bilinear surgery fills upsampling layers
+    surgery: bool = True  # the run's bilinear surgery fills upsampling layers
 
 
 def layer_phases(layer: Any) -> set[str]:
@@ -119,8 +157,11 @@ def lr_mults(layer: Any, nblobs: int) -> list[float]:
 
 def conv_param(layer: Any) -> Any:
     """The parameter message that holds num_output and the weight filler."""
-    return layer.inner_product_param if layer.type == "InnerProduct" else (
-        layer.embed_param if layer.type == "Embed" else layer.convolution_param)
+    return (
+        layer.inner_product_param
+        if layer.type == "InnerProduct"
+        else (layer.embed_param if layer.type == "Embed" else layer.convolution_param)
+    )
 
 
 def stride_of(layer: Any) -> int:
@@ -186,8 +227,7 @@ def loss_layers(layers: list[Any]) -> list[int]:
 
 def has_test_data(net: Any) -> bool:
     """A TEST-phase data layer declared with an include rule (a train_val net)."""
-    return any(layer.type in DATA_TYPES and not layer.bottom and layer_phases(layer) == {"TEST"}
-               for layer in net.layer)
+    return any(layer.type in DATA_TYPES and not layer.bottom and layer_phases(layer) == {"TEST"} for layer in net.layer)
 
 
 def dedupe(findings: list[Finding]) -> list[Finding]:

@@ -1,6 +1,7 @@
 """The learning rate and the loss normalization are one decision: a loss summed over pixels
 takes steps `pixels` times larger than a pixel-averaged one at the same base_lr. Pure
 arithmetic and the `loss-normalization-lr` rule."""
+
 from __future__ import annotations
 
 import json
@@ -81,8 +82,13 @@ def check_loss_normalization(net: Any, ctx: Context) -> list[Finding]:
         if layer.type not in CLASS_LOSSES:
             continue
         mode = normalization_of(layer)
-        data = {"normalization": mode, "base_lr": base_lr, "momentum": momentum,
-                "pixels": ctx.pixels, "batch": ctx.batch}
+        data = {
+            "normalization": mode,
+            "base_lr": base_lr,
+            "momentum": momentum,
+            "pixels": ctx.pixels,
+            "batch": ctx.batch,
+        }
         if mode in SUMMED:
             out.append(_summed(layer.name, mode, base_lr, momentum, ctx, data))
         elif base_lr is not None and base_lr / max(1e-12, 1 - momentum) < LOW_EFFECTIVE:
@@ -90,32 +96,43 @@ def check_loss_normalization(net: Any, ctx: Context) -> list[Finding]:
     return out
 
 
-def _summed(name: str, mode: str, base_lr: float | None, momentum: float, ctx: Context,
-            data: dict[str, Any]) -> Finding:
+def _summed(
+    name: str, mode: str, base_lr: float | None, momentum: float, ctx: Context, data: dict[str, Any]
+) -> Finding:
     over = "pixels of each image" if mode == "BATCH_SIZE" else "pixels of the whole batch"
-    text = (f"'{name}' is not normalized per pixel (normalization {mode}): the loss is a sum over "
-            f"the {over}, so the step grows with the input size and the share of labelled pixels")
-    fix = ("use loss_param { normalization: VALID } (as the generated nets do) with a base_lr for a "
-           "pixel-averaged loss, or keep the sum and rescale base_lr whenever the input size changes")
+    text = (
+        f"'{name}' is not normalized per pixel (normalization {mode}): the loss is a sum over "
+        f"the {over}, so the step grows with the input size and the share of labelled pixels"
+    )
+    fix = (
+        "use loss_param { normalization: VALID } (as the generated nets do) with a base_lr for a "
+        "pixel-averaged loss, or keep the sum and rescale base_lr whenever the input size changes"
+    )
     severity = "warning"
     if base_lr is not None and ctx.pixels:
         eq = equivalent_lr(base_lr, mode, ctx.pixels, ctx.batch or 1)
         data["equivalent_lr"] = eq
-        text += (f". base_lr {base_lr:g} summed over {ctx.pixels} pixels"
-                 + (f" x {ctx.batch} images" if mode == "NONE" and ctx.batch else "")
-                 + f" acts like base_lr {eq:.2g} on a pixel-averaged loss")
+        text += (
+            f". base_lr {base_lr:g} summed over {ctx.pixels} pixels"
+            + (f" x {ctx.batch} images" if mode == "NONE" and ctx.batch else "")
+            + f" acts like base_lr {eq:.2g} on a pixel-averaged loss"
+        )
         effective = eq / max(1e-12, 1 - momentum)
         if effective > HIGH_EFFECTIVE:
             severity, text = "error", text + ", large enough to diverge"
         elif effective < LOW_EFFECTIVE:
             text += ", too small for the weights to move much"
         if effective < LOW_EFFECTIVE:
-            fix = ("use loss_param { normalization: VALID } with a per-pixel base_lr (about 1e-3 "
-                   f"to 1e-2 with momentum 0.9 from scratch; this one equals {eq:.2g})")
+            fix = (
+                "use loss_param { normalization: VALID } with a per-pixel base_lr (about 1e-3 "
+                f"to 1e-2 with momentum 0.9 from scratch; this one equals {eq:.2g})"
+            )
         else:
-            fix = (f"use loss_param {{ normalization: VALID }} with base_lr {eq:.2g} (the same "
-                   "step, independent of the input size), or keep the sum and rescale base_lr "
-                   "with the pixel count")
+            fix = (
+                f"use loss_param {{ normalization: VALID }} with base_lr {eq:.2g} (the same "
+                "step, independent of the input size), or keep the sum and rescale base_lr "
+                "with the pixel count"
+            )
     elif base_lr is None:
         text += "; pass the solver to compare its base_lr"
     else:
@@ -124,14 +141,20 @@ def _summed(name: str, mode: str, base_lr: float | None, momentum: float, ctx: C
 
 
 def _tiny(name: str, mode: str, base_lr: float, ctx: Context, data: dict[str, Any]) -> Finding:
-    text = (f"'{name}' averages the loss per pixel (normalization {mode}) but base_lr {base_lr:g} "
-            "is sized for a loss summed over pixels")
+    text = (
+        f"'{name}' averages the loss per pixel (normalization {mode}) but base_lr {base_lr:g} "
+        "is sized for a loss summed over pixels"
+    )
     if ctx.pixels:
-        text += (f" (as a sum over {ctx.pixels} pixels it would act like {base_lr * ctx.pixels:.2g} "
-                 "per pixel)")
+        text += f" (as a sum over {ctx.pixels} pixels it would act like {base_lr * ctx.pixels:.2g} per pixel)"
     text += ": each step is too small for the weights to move."
-    return Finding("error" if base_lr <= SUMMED_SCALE_LR else "warning", "loss-normalization-lr",
-                   name, text,
-                   "raise base_lr to a per-pixel value (about 1e-3 to 1e-2 with momentum 0.9 for a "
-                   "net trained from scratch), or switch the loss to normalization: BATCH_SIZE if "
-                   "the lr was meant for a sum", data)
+    return Finding(
+        "error" if base_lr <= SUMMED_SCALE_LR else "warning",
+        "loss-normalization-lr",
+        name,
+        text,
+        "raise base_lr to a per-pixel value (about 1e-3 to 1e-2 with momentum 0.9 for a "
+        "net trained from scratch), or switch the loss to normalization: BATCH_SIZE if "
+        "the lr was meant for a sum",
+        data,
+    )

@@ -1,5 +1,6 @@
 """The architecture knobs the generators share (kept apart so compact and fcn need not
 import the top-level generator)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass

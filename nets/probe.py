@@ -8,6 +8,7 @@ Caffe aborts this process (glog CHECK -> SIGABRT) on a net that does not fit tog
 parent (`nets.dynamic`) turns that into a finding. Before each layer the probe writes a
 `segorch-probe: forward NAME` line to stderr, so a crash can be blamed on its layer.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -27,8 +28,12 @@ def _stats(a: Any) -> dict[str, Any]:
     import numpy as np
 
     finite = bool(np.isfinite(a).all())
-    return {"shape": list(a.shape), "count": int(a.size), "finite": finite,
-            "asum": float(np.abs(a).sum()) if finite else None}
+    return {
+        "shape": list(a.shape),
+        "count": int(a.size),
+        "finite": finite,
+        "asum": float(np.abs(a).sum()) if finite else None,
+    }
 
 
 def _mark(what: str, name: str) -> None:
@@ -104,8 +109,7 @@ def guard_labels(net: Any, spec: dict[str, Any] | None, blob: str) -> dict[str, 
         return None
     values = [float(v) for v in np.unique(data[bad])[:10]]
     data[bad] = ignore if ignore is not None else 0
-    return {"readers": spec["readers"], "classes": classes, "ignore": ignore,
-            "count": int(bad.sum()), "values": values}
+    return {"readers": spec["readers"], "classes": classes, "ignore": ignore, "count": int(bad.sum()), "values": values}
 
 
 def run(prototxt: str, weights: str | None, phase: str, seed: int, surgery: bool = True) -> dict[str, Any]:
@@ -142,8 +146,9 @@ def run(prototxt: str, weights: str | None, phase: str, seed: int, surgery: bool
                 result["labels"][top] = bad
         tops = {t: _stats(net.blobs[t].data) for t in net.top_names[name]}
         finite = finite and all(s["finite"] for s in tops.values())
-        result["layers"].append({"name": name, "type": net.layers[i].type,
-                                 "bottoms": list(net.bottom_names[name]), "tops": tops})
+        result["layers"].append(
+            {"name": name, "type": net.layers[i].type, "bottoms": list(net.bottom_names[name]), "tops": tops}
+        )
     if finite:
         # a NaN in max pooling leaves its argmax at -1 and Caffe's backward then writes
         # outside the blob: only go backward on finite values

@@ -1,6 +1,7 @@
 """Reading what the doctor is given (net and solver prototxt, caffemodel) and the
 `# segorch-meta:` header a generated net carries. Bad input raises UserError naming the file
 and, for a parse error, the line."""
+
 from __future__ import annotations
 
 import json
@@ -23,7 +24,7 @@ def read_meta(text: str) -> dict[str, Any] | None:
         s = line.strip()
         if s.startswith(META_PREFIX):
             try:
-                meta = json.loads(s[len(META_PREFIX):])
+                meta = json.loads(s[len(META_PREFIX) :])
             except json.JSONDecodeError:
                 return None
             return meta if isinstance(meta, dict) else None
@@ -42,15 +43,18 @@ def _read_text(path: str | Path, what: str) -> str:
             raise UnicodeDecodeError("utf-8", data, 0, 1, "NUL byte")
         return data.decode("utf-8")
     except UnicodeDecodeError:
-        raise UserError(f"the {what} {p} is a binary file, not a text prototxt (a .caffemodel or "
-                        ".solverstate?)", f"pass the {what} as text; weights go to --weights") from None
+        raise UserError(
+            f"the {what} {p} is a binary file, not a text prototxt (a .caffemodel or .solverstate?)",
+            f"pass the {what} as text; weights go to --weights",
+        ) from None
 
 
 def _parse_error(e: Any, path: str | Path, what: str) -> UserError:
     line = e.GetLine() if hasattr(e, "GetLine") else None
     where = f"{path}, line {line}" if line else str(path)
-    return UserError(f"cannot parse the {what} {where}: {e}",
-                     f"fix the {what} text at {where} (Caffe prototxt, text protobuf)")
+    return UserError(
+        f"cannot parse the {what} {where}: {e}", f"fix the {what} text at {where} (Caffe prototxt, text protobuf)"
+    )
 
 
 def _parse(text: str, message: Any, path: str | Path, what: str) -> Any:
@@ -82,8 +86,10 @@ def load_net(path: str | Path) -> Any:
     """NetParameter from a prototxt file that defines at least one layer."""
     net = parse_net(_read_text(path, "net prototxt"), path)
     if not len(net.layer) and not len(net.layers):
-        raise UserError(f"the net prototxt {path} defines no layers",
-                        "pass the net's train (or train_val) prototxt, with its layer { ... } blocks")
+        raise UserError(
+            f"the net prototxt {path} defines no layers",
+            "pass the net's train (or train_val) prototxt, with its layer { ... } blocks",
+        )
     return net
 
 
@@ -91,8 +97,7 @@ def load_solver(path: str | Path) -> Any:
     """SolverParameter from a solver prototxt file."""
     from caffe.proto import caffe_pb2
 
-    return _parse(_read_text(path, "solver prototxt"), caffe_pb2.SolverParameter(), path,
-                  "solver prototxt")
+    return _parse(_read_text(path, "solver prototxt"), caffe_pb2.SolverParameter(), path, "solver prototxt")
 
 
 def load_weights(path: str | Path) -> Any:
@@ -107,8 +112,10 @@ def load_weights(path: str | Path) -> Any:
     try:
         net.ParseFromString(p.read_bytes())
     except DecodeError as e:
-        raise UserError(f"cannot read the weights {p}: not a binary NetParameter ({e})",
-                        "pass a .caffemodel written by Caffe (not a prototxt or solverstate)") from None
+        raise UserError(
+            f"cannot read the weights {p}: not a binary NetParameter ({e})",
+            "pass a .caffemodel written by Caffe (not a prototxt or solverstate)",
+        ) from None
     return net
 
 
@@ -133,8 +140,10 @@ def load_data_stats(path: str | Path) -> dict[str, Any]:
     candidates = [p] if p.is_file() else [p / "stats.json", p / "train" / "stats.json"]
     found = next((c for c in candidates if c.is_file()), None)
     if found is None:
-        raise UserError(f"no stats.json in {p} (looked for {', '.join(str(c) for c in candidates)})",
-                        "pass the data stage's output directory (`orchestrate data build --out DIR`)")
+        raise UserError(
+            f"no stats.json in {p} (looked for {', '.join(str(c) for c in candidates)})",
+            "pass the data stage's output directory (`orchestrate data build --out DIR`)",
+        )
     try:
         stats = json.loads(found.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:

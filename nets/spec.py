@@ -1,11 +1,13 @@
 """`generate(...)`: train, val and deploy prototxt text for one architecture, with the choices
 that matter later (normalization, ignore label, upsampling layers) recorded in `meta` and in
 a leading `# segorch-meta:` comment of each prototxt."""
+
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from common.errors import UserError
 from nets import blocks
@@ -38,18 +40,22 @@ class DataSource:
     def check(self, role: str) -> None:
         """Refuse what the chosen layer cannot do correctly (UserError names the field)."""
         if self.kind not in DATA_KINDS:
-            raise UserError(f"{role} data kind must be one of {DATA_KINDS}, got {self.kind!r}",
-                            'use kind "lmdb" or "paired"')
+            raise UserError(
+                f"{role} data kind must be one of {DATA_KINDS}, got {self.kind!r}", 'use kind "lmdb" or "paired"'
+            )
         if self.batch_size < 1:
-            raise UserError(f"{role} batch_size must be >= 1, got {self.batch_size}",
-                            "set a positive batch size")
-        augment = [k for k, v in (("mirror", self.mirror), ("crop", self.crop), ("scale", self.scale),
-                                  ("jitter", self.jitter)) if v]
+            raise UserError(f"{role} batch_size must be >= 1, got {self.batch_size}", "set a positive batch size")
+        augment = [
+            k
+            for k, v in (("mirror", self.mirror), ("crop", self.crop), ("scale", self.scale), ("jitter", self.jitter))
+            if v
+        ]
         if self.kind == "lmdb" and augment:
             raise UserError(
                 f"{role} data asks for {', '.join(augment)} with two native Data layers, which "
                 "draw their random mirror/crop independently: image and label would not match",
-                'use kind "paired" (data_prep.layers.PairedDataLayer) for augmentation')
+                'use kind "paired" (data_prep.layers.PairedDataLayer) for augmentation',
+            )
 
 
 @dataclass
@@ -80,35 +86,67 @@ def _body(arch: str) -> Callable[[Any, Any, ArchOptions], list[str]]:
     return lambda n, data, o: fcn(n, data, o, STRIDES[arch])
 
 
-def _check_args(arch: str, num_classes: int, filler: str, loss: str, normalization: str,
-                infogain_file: str | None, width: int, depth: int, skips: int) -> None:
+def _check_args(
+    arch: str,
+    num_classes: int,
+    filler: str,
+    loss: str,
+    normalization: str,
+    infogain_file: str | None,
+    width: int,
+    depth: int,
+    skips: int,
+) -> None:
     checks = [
         (arch in ARCHS, f"arch must be one of {ARCHS}, got {arch!r}", "pick one of the listed architectures"),
         (num_classes >= 2, f"num_classes must be >= 2, got {num_classes}", "use the data stage's num_classes"),
         (filler in blocks.FILLERS, f"filler must be one of {blocks.FILLERS}, got {filler!r}", "msra for ReLU nets"),
         (loss in blocks.LOSSES, f"loss must be one of {blocks.LOSSES}, got {loss!r}", "softmax or infogain"),
-        (normalization in blocks.NORMALIZATIONS,
-         f"normalization must be one of {blocks.NORMALIZATIONS}, got {normalization!r}", "VALID"),
-        (loss != "infogain" or bool(infogain_file), "loss infogain needs infogain_file",
-         "pass the data stage's infogain_H.binaryproto"),
-        (width >= 1 and 1 <= depth <= 6, f"width must be >= 1 and depth in 1..6, got {width}, {depth}",
-         "e.g. width 16, depth 3"),
-        (skips == 0 or (arch == "compact" and 0 < skips < depth),
-         f"skips must be in 0..depth-1 (the pooling stages below the last) and only with arch compact, "
-         f"got skips {skips} with arch {arch}, depth {depth}",
-         "use skips 0, 1 or 2 with the compact net (fcn16s/fcn8s have their skips built in)"),
+        (
+            normalization in blocks.NORMALIZATIONS,
+            f"normalization must be one of {blocks.NORMALIZATIONS}, got {normalization!r}",
+            "VALID",
+        ),
+        (
+            loss != "infogain" or bool(infogain_file),
+            "loss infogain needs infogain_file",
+            "pass the data stage's infogain_H.binaryproto",
+        ),
+        (
+            width >= 1 and 1 <= depth <= 6,
+            f"width must be >= 1 and depth in 1..6, got {width}, {depth}",
+            "e.g. width 16, depth 3",
+        ),
+        (
+            skips == 0 or (arch == "compact" and 0 < skips < depth),
+            f"skips must be in 0..depth-1 (the pooling stages below the last) and only with arch compact, "
+            f"got skips {skips} with arch {arch}, depth {depth}",
+            "use skips 0, 1 or 2 with the compact net (fcn16s/fcn8s have their skips built in)",
+        ),
     ]
     for ok, message, fix in checks:
         if not ok:
             raise UserError(message, fix)
 
 
-def generate(arch: str, *, num_classes: int, train_data: DataSource, val_data: DataSource | None,
-             deploy_shape: tuple[int, int] = (64, 64), width: int = 32, depth: int = 3,
-             batch_norm: bool = False, filler: str = "msra", loss: str = "softmax",
-             normalization: str = "VALID", ignore_label: int | None = None,
-             infogain_file: str | None = None, learn_upsample: bool = False,
-             skips: int = 0) -> GeneratedNet:
+def generate(
+    arch: str,
+    *,
+    num_classes: int,
+    train_data: DataSource,
+    val_data: DataSource | None,
+    deploy_shape: tuple[int, int] = (64, 64),
+    width: int = 32,
+    depth: int = 3,
+    batch_norm: bool = False,
+    filler: str = "msra",
+    loss: str = "softmax",
+    normalization: str = "VALID",
+    ignore_label: int | None = None,
+    infogain_file: str | None = None,
+    learn_upsample: bool = False,
+    skips: int = 0,
+) -> GeneratedNet:
     """Train/val/deploy nets for `arch` (compact, fcn32s, fcn16s, fcn8s).
 
     Tops `data`, `label`, `score` (N x C x H x W, cropped to the input) and `loss` in train and
@@ -119,19 +157,35 @@ def generate(arch: str, *, num_classes: int, train_data: DataSource, val_data: D
     train_data.check("train")
     if val_data is not None:
         val_data.check("val")
-    opts = ArchOptions(num_classes=num_classes, width=width, depth=depth, batch_norm=batch_norm,
-                       filler=filler, learn_upsample=learn_upsample, skips=skips)
+    opts = ArchOptions(
+        num_classes=num_classes,
+        width=width,
+        depth=depth,
+        batch_norm=batch_norm,
+        filler=filler,
+        learn_upsample=learn_upsample,
+        skips=skips,
+    )
     body = _body(arch)
     meta: dict[str, Any] = dict(
-        arch=arch, num_classes=num_classes, ignore_label=ignore_label, loss=loss,
-        loss_normalization=normalization, batch_norm=batch_norm, filler=filler,
-        learn_upsample=learn_upsample, data_kind=train_data.kind, infogain_file=infogain_file,
+        arch=arch,
+        num_classes=num_classes,
+        ignore_label=ignore_label,
+        loss=loss,
+        loss_normalization=normalization,
+        batch_norm=batch_norm,
+        filler=filler,
+        learn_upsample=learn_upsample,
+        data_kind=train_data.kind,
+        infogain_file=infogain_file,
         backbone="compact" if arch == "compact" else "vgg16",
-        **(dict(width=width, depth=depth, skips=skips, total_stride=2 ** (depth - skips),
-                input_scale=INPUT_SCALE)
-           if arch == "compact" else dict(total_stride=int(arch[3:-1]))))
-    head = dict(kind=loss, normalization=normalization, ignore_label=ignore_label,
-                infogain_file=infogain_file)
+        **(
+            dict(width=width, depth=depth, skips=skips, total_stride=2 ** (depth - skips), input_scale=INPUT_SCALE)
+            if arch == "compact"
+            else dict(total_stride=int(arch[3:-1]))
+        ),
+    )
+    head = dict(kind=loss, normalization=normalization, ignore_label=ignore_label, infogain_file=infogain_file)
 
     def build(which: str, source: DataSource | None) -> str:
         import caffe
@@ -153,10 +207,15 @@ def generate(arch: str, *, num_classes: int, train_data: DataSource, val_data: D
         proto.name = f"{arch}_{which}"
         return str(proto)
 
-    texts = {"train": build("train", train_data),
-             "val": build("val", val_data) if val_data is not None else None,
-             "deploy": build("deploy", None)}
+    texts = {
+        "train": build("train", train_data),
+        "val": build("val", val_data) if val_data is not None else None,
+        "deploy": build("deploy", None),
+    }
     header = meta_header(meta)
-    return GeneratedNet(train=header + texts["train"],
-                        val=header + texts["val"] if texts["val"] is not None else None,
-                        deploy=header + texts["deploy"], meta=dict(meta))
+    return GeneratedNet(
+        train=header + texts["train"],
+        val=header + texts["val"] if texts["val"] is not None else None,
+        deploy=header + texts["deploy"],
+        meta=dict(meta),
+    )

@@ -2,6 +2,7 @@
 InnerProduct layers whose weights have the same count as FCN's fc6/fc7 convolutions but
 another shape, and Caffe's own `copy_from` aborts on that. `transplant` reshapes such blobs
 in a copy of the caffemodel and lets Caffe copy it, so the fast C++ path reads the data."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -37,8 +38,9 @@ def plan(weights: Any, targets: dict[str, list[tuple[int, ...]]]) -> dict[str, A
             continue
         blobs = source[name]
         if len(blobs) != len(shapes):
-            out["skipped"].append({"layer": name, "reason": f"{len(blobs)} blobs in the weights, "
-                                   f"{len(shapes)} in the net"})
+            out["skipped"].append(
+                {"layer": name, "reason": f"{len(blobs)} blobs in the weights, {len(shapes)} in the net"}
+            )
             continue
         src_shapes = [_blob_shape(b) for b in blobs]
         if src_shapes == [tuple(s) for s in shapes]:
@@ -46,8 +48,9 @@ def plan(weights: Any, targets: dict[str, list[tuple[int, ...]]]) -> dict[str, A
         elif all(_count(a) == _count(tuple(b)) for a, b in zip(src_shapes, shapes)):
             out["reshaped"].append({"layer": name, "from": src_shapes, "to": [list(s) for s in shapes]})
         else:
-            out["skipped"].append({"layer": name, "reason": f"shapes {src_shapes} in the weights, "
-                                   f"{[list(s) for s in shapes]} in the net"})
+            out["skipped"].append(
+                {"layer": name, "reason": f"shapes {src_shapes} in the weights, {[list(s) for s in shapes]} in the net"}
+            )
     return out
 
 

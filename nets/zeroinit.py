@@ -8,19 +8,48 @@ ReLU at exactly 0) above it hold back every gradient. Decided by two passes over
 graph (forward: which blobs are forced to zero; backward: which blobs get a gradient at the
 first step), repeated while layers that recover unblock others. Pure: NetParameter in.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
 
 from common.findings import Finding
-from nets.graph import (LEARNABLE, Context, conv_param, in_phase, lr_mults, producer,
-                        shares_params, signal_bottoms, surgery_fills, unique_layers)
+from nets.graph import (
+    LEARNABLE,
+    Context,
+    conv_param,
+    in_phase,
+    lr_mults,
+    producer,
+    shares_params,
+    signal_bottoms,
+    surgery_fills,
+    unique_layers,
+)
 
 # known pretrained backbones (ImageNet models FCN starts from), by their layer names
 BACKBONES = (
-    ("VGG16", ("conv1_1", "conv1_2", "conv2_1", "conv2_2", "conv3_1", "conv3_2", "conv3_3", "conv4_1",
-               "conv4_2", "conv4_3", "conv5_1", "conv5_2", "conv5_3", "fc6", "fc7")),
+    (
+        "VGG16",
+        (
+            "conv1_1",
+            "conv1_2",
+            "conv2_1",
+            "conv2_2",
+            "conv3_1",
+            "conv3_2",
+            "conv3_3",
+            "conv4_1",
+            "conv4_2",
+            "conv4_3",
+            "conv5_1",
+            "conv5_2",
+            "conv5_3",
+            "fc6",
+            "fc7",
+        ),
+    ),
     ("AlexNet", ("conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7")),
 )
 NO_BACKWARD = {"Accuracy", "Silence", "ArgMax"}
@@ -46,10 +75,12 @@ def zero_layers(net: Any, ctx: Context) -> dict[str, str]:
             cp = conv_param(layer)
             if cp.HasField("weight_filler") and not _is_zero_filler(cp.weight_filler):
                 continue
-            out[layer.name] = ("an explicit constant-0 weight_filler" if cp.HasField("weight_filler")
-                               else "no weight_filler")
-        elif layer.type == "Scale" and layer.scale_param.HasField("filler") and \
-                _is_zero_filler(layer.scale_param.filler):
+            out[layer.name] = (
+                "an explicit constant-0 weight_filler" if cp.HasField("weight_filler") else "no weight_filler"
+            )
+        elif (
+            layer.type == "Scale" and layer.scale_param.HasField("filler") and _is_zero_filler(layer.scale_param.filler)
+        ):
             out[layer.name] = "a constant-0 filler"
     return out
 
@@ -118,11 +149,11 @@ class Flow:
     """The verdict on every zero layer, and what the first step looks like because of them (the
     dynamic check reports only the zeros this does not explain)."""
 
-    zero: dict[str, str]            # zero layer -> why it starts at zero
-    verdict: dict[str, str]         # zero layer -> recovers, frozen, input-zero, blocked or no-loss
-    by: dict[str, list[str]]        # zero layer -> the layers that force its input / hold its gradient
-    zero_output: frozenset[str]     # layers whose output these zero layers force to zero at step 1
-    no_gradient: frozenset[str]     # layers whose weights these zero layers keep from a gradient at step 1
+    zero: dict[str, str]  # zero layer -> why it starts at zero
+    verdict: dict[str, str]  # zero layer -> recovers, frozen, input-zero, blocked or no-loss
+    by: dict[str, list[str]]  # zero layer -> the layers that force its input / hold its gradient
+    zero_output: frozenset[str]  # layers whose output these zero layers force to zero at step 1
+    no_gradient: frozenset[str]  # layers whose weights these zero layers keep from a gradient at step 1
 
 
 def analyse(net: Any, ctx: Context) -> Flow:
@@ -137,9 +168,15 @@ def analyse(net: Any, ctx: Context) -> Flow:
         active = set(zero) - recovering
         zeros = forward_zero(layers, active)
         grad = backward_reach(layers, active, zeros)
-        new = {z for z in active if z in index and _sources(layers, index[z]) and z not in frozen
-               and not _input_zero(layers, index[z], zeros)
-               and any(grad.get((index[z], t), False) for t in layers[index[z]].top)}
+        new = {
+            z
+            for z in active
+            if z in index
+            and _sources(layers, index[z])
+            and z not in frozen
+            and not _input_zero(layers, index[z], zeros)
+            and any(grad.get((index[z], t), False) for t in layers[index[z]].top)
+        }
         if not new:
             break
         recovering |= new
@@ -162,9 +199,11 @@ def analyse(net: Any, ctx: Context) -> Flow:
             verdict[name], by[name] = "blocked", _blockers(layers, i, zeros_stuck, stuck)
     zero_output = {x.name for i, x in enumerate(layers) if any(zeros_all.get((i, t)) for t in x.top)}
     # a weight's gradient is (gradient at the top) x (input): zero when either is
-    no_gradient = {x.name for i, x in enumerate(layers)
-                   if not any(grad_all.get((i, t)) for t in x.top)
-                   or _input_zero(layers, i, zeros_all)}
+    no_gradient = {
+        x.name
+        for i, x in enumerate(layers)
+        if not any(grad_all.get((i, t)) for t in x.top) or _input_zero(layers, i, zeros_all)
+    }
     return Flow(zero, verdict, by, frozenset(zero_output), frozenset(no_gradient))
 
 
@@ -220,41 +259,54 @@ def _listed(names: list[str]) -> str:
     return ", ".join(quoted) if len(quoted) <= 4 else f"{quoted[0]}, {quoted[1]}, ... {quoted[-1]}"
 
 
-SCRATCH_FIX = ('add weight_filler { type: "msra" } (ReLU nets; "xavier" otherwise) and '
-               'bias_filler { type: "constant" value: 0 }, or pass --weights with a caffemodel '
-               "that has this layer")
+SCRATCH_FIX = (
+    'add weight_filler { type: "msra" } (ReLU nets; "xavier" otherwise) and '
+    'bias_filler { type: "constant" value: 0 }, or pass --weights with a caffemodel '
+    "that has this layer"
+)
 
 
 def _stuck_finding(layer: Any, what: str, verdict: str, by: list[str], backbone: list[str]) -> Finding:
     head = f"{layer.type} '{layer.name}' has {what} and no weights file provides it: every weight starts at 0"
     if verdict == "input-zero" and by and set(by) <= set(backbone):
         return Finding(
-            "error", "zero-init", layer.name,
+            "error",
+            "zero-init",
+            layer.name,
             f"{head}, and its input is forced to zero by the pretrained backbone without weights "
             f"({_listed(by)}): it cannot learn until the backbone's weights are given.",
             "pass the backbone's pretrained weights (--weights, or `weights:` in the experiment); "
-            "then it learns from zero, as FCN intends", {"reason": verdict, "by": by})
+            "then it learns from zero, as FCN intends",
+            {"reason": verdict, "by": by},
+        )
     if verdict == "input-zero":
-        text = (f"{head}, and its input is forced to zero by the zero-initialised {_listed(by)} below it: "
-                "it reads only zeros, so its weights get no gradient and it never learns (nor do they).")
+        text = (
+            f"{head}, and its input is forced to zero by the zero-initialised {_listed(by)} below it: "
+            "it reads only zeros, so its weights get no gradient and it never learns (nor do they)."
+        )
     elif verdict == "frozen":
-        text = (f"{head}, and lr_mult 0 keeps it there: it outputs only its bias and passes no "
-                "gradient down, for good.")
+        text = f"{head}, and lr_mult 0 keeps it there: it outputs only its bias and passes no gradient down, for good."
     elif verdict == "blocked" and not by:
-        text = (f"{head}, and no loss reads what it outputs: it gets no gradient and never learns.")
+        text = f"{head}, and no loss reads what it outputs: it gets no gradient and never learns."
     elif verdict == "blocked":
-        text = (f"{head}. Its input is live, but {_listed(by)} above it hold back the loss's gradient "
-                "(zero weights send no gradient down; a ReLU sends none at exactly 0), so it never learns, "
-                "and they never see anything but zeros from it.")
+        text = (
+            f"{head}. Its input is live, but {_listed(by)} above it hold back the loss's gradient "
+            "(zero weights send no gradient down; a ReLU sends none at exactly 0), so it never learns, "
+            "and they never see anything but zeros from it."
+        )
     else:
-        text = (f"{head}: Caffe's default filler is constant 0, so the layer outputs only its bias "
-                "and sends no gradient to the layers below it, which never learn.")
+        text = (
+            f"{head}: Caffe's default filler is constant 0, so the layer outputs only its bias "
+            "and sends no gradient to the layers below it, which never learn."
+        )
     return Finding("error", "zero-init", layer.name, text, SCRATCH_FIX, {"reason": verdict, "by": by})
 
 
 def _backbone_finding(backbone: str, names: list[str]) -> Finding:
     return Finding(
-        "error", "zero-init", names[0],
+        "error",
+        "zero-init",
+        names[0],
         f"{len(names)} layers of the {backbone} backbone ({_listed(names)}) have no weight_filler and no "
         f"weights: this net is built to start from pretrained {backbone} (ImageNet) weights, and without "
         f"them every weight starts at 0, so '{names[0]}' gets no gradient and the layers above it see "
@@ -263,7 +315,8 @@ def _backbone_finding(backbone: str, names: list[str]) -> Finding:
         f"{backbone}.caffemodel`, and `weights: PATH` in the experiment for the run (VGG16's fc6/fc7 "
         "InnerProduct weights are reshaped into FCN's convolutions); to train from scratch instead, "
         'give each layer weight_filler { type: "msra" }',
-        {"reason": "pretrained-backbone", "backbone": backbone, "layers": names})
+        {"reason": "pretrained-backbone", "backbone": backbone, "layers": names},
+    )
 
 
 def check_zero_init(net: Any, ctx: Context) -> list[Finding]:
@@ -279,14 +332,19 @@ def check_zero_init(net: Any, ctx: Context) -> list[Finding]:
         if name not in flow.zero or name in members:
             continue
         if flow.verdict[name] == "recovers":
-            out.append(Finding(
-                "info", "zero-init", name,
-                f"{layer.type} '{name}' starts at zero ({flow.zero[name]}), but it reads live features "
-                "and the loss's gradient reaches it at the first step, so it learns from there, as "
-                "FCN's zero-filled score layers do. Until then its zero output holds back the gradient "
-                "to the layers below it (one step).",
-                "none needed", {"reason": "recovers"}))
+            out.append(
+                Finding(
+                    "info",
+                    "zero-init",
+                    name,
+                    f"{layer.type} '{name}' starts at zero ({flow.zero[name]}), but it reads live features "
+                    "and the loss's gradient reaches it at the first step, so it learns from there, as "
+                    "FCN's zero-filled score layers do. Until then its zero output holds back the gradient "
+                    "to the layers below it (one step).",
+                    "none needed",
+                    {"reason": "recovers"},
+                )
+            )
         else:
-            out.append(_stuck_finding(layer, flow.zero[name], flow.verdict[name], flow.by.get(name, []),
-                                      members))
+            out.append(_stuck_finding(layer, flow.zero[name], flow.verdict[name], flow.by.get(name, []), members))
     return out

@@ -4,6 +4,7 @@ sends on a pipe, the child's command line, what net_meta.json holds, and the run
 file and snapshot names. Both sides import this module and nothing else of each other; it
 imports nothing heavy (no Caffe, no numpy), so the parent never loads the hooks.
 """
+
 from __future__ import annotations
 
 import json
@@ -60,8 +61,9 @@ class Verdict:
     file: str | None = None
 
     def encode(self) -> bytes:
-        return (json.dumps({"status": self.status.value, "stop_reason": self.stop_reason, "file": self.file})
-                + "\n").encode()
+        return (
+            json.dumps({"status": self.status.value, "stop_reason": self.stop_reason, "file": self.file}) + "\n"
+        ).encode()
 
     @classmethod
     def decode(cls, text: str) -> Verdict | None:
@@ -109,12 +111,25 @@ MARKER = ".segorch-run"  # written when `orchestrate run` creates the folder: on
 LOCK = ".lock"
 RESERVE = ".reserve"  # disk space held during a run, freed to write the verdict when the run fills the disk
 START_STATE = "start.solverstate"  # `run --from-snapshot`: the `caffe train` state the run continues from
-RUN_FILES = {"config": "config.yaml", "train_net": "train.prototxt", "val_net": "val.prototxt",
-             "deploy_net": "deploy.prototxt", "solver": "solver.prototxt", "metrics": "metrics.jsonl",
-             "val": "val.jsonl", "summary": "summary.json", "report": "report.md", "curves": "curves.png",
-             "log": "caffe.log", "meta": "net_meta.json", "findings": "findings.json",
-             "snapshots": "snapshots", "partial": "snapshots/.partial",
-             "best": "best", "tb": "tb"}  # best: the best validation's pictures; tb: TensorBoard events
+RUN_FILES = {
+    "config": "config.yaml",
+    "train_net": "train.prototxt",
+    "val_net": "val.prototxt",
+    "deploy_net": "deploy.prototxt",
+    "solver": "solver.prototxt",
+    "metrics": "metrics.jsonl",
+    "val": "val.jsonl",
+    "summary": "summary.json",
+    "report": "report.md",
+    "curves": "curves.png",
+    "log": "caffe.log",
+    "meta": "net_meta.json",
+    "findings": "findings.json",
+    "snapshots": "snapshots",
+    "partial": "snapshots/.partial",
+    "best": "best",
+    "tb": "tb",
+}  # best: the best validation's pictures; tb: TensorBoard events
 # a snapshot folder snapshots/iter_<N>/ holds these, and manifest.json with their sizes and sha256
 WEIGHTS, STATE, HOOKS, MANIFEST = "weights.caffemodel", "state.solverstate", "hooks.json", "manifest.json"
 SNAP_FILES = (WEIGHTS, STATE, HOOKS)
@@ -168,8 +183,10 @@ class RunMeta:
         """Known keys become fields, the rest goes to `net` (files written before a field
         existed lack it: its default holds)."""
         known = {f.name for f in fields(cls)} - {"net"}
-        meta = cls(**{k: v for k, v in d.items() if k in known},
-                   net={k: v for k, v in d.items() if k not in known and k != "meta_version"})
+        meta = cls(
+            **{k: v for k, v in d.items() if k in known},
+            net={k: v for k, v in d.items() if k not in known and k != "meta_version"},
+        )
         meta.val_images = int(meta.val_images or 0)
         return meta
 
@@ -190,12 +207,15 @@ class RunMeta:
         except FileNotFoundError:
             raise UserError(f"{path} is missing", "start the run again with orchestrate run --fresh") from None
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise UserError(f"{path} is not readable JSON ({e})",
-                            "start the run again with orchestrate run --fresh") from None
+            raise UserError(
+                f"{path} is not readable JSON ({e})", "start the run again with orchestrate run --fresh"
+            ) from None
         if not isinstance(d, dict):
             raise UserError(f"{path} must hold a JSON object", "start the run again with orchestrate run --fresh")
         version = d.get("meta_version", 1)
         if not isinstance(version, int) or version > META_VERSION:
-            raise UserError(f"{path} was written by a newer segorch (meta_version {version!r}, this one "
-                            f"reads {META_VERSION})", "continue this run with the version that started it")
+            raise UserError(
+                f"{path} was written by a newer segorch (meta_version {version!r}, this one reads {META_VERSION})",
+                "continue this run with the version that started it",
+            )
         return cls.from_dict(d)

@@ -1,4 +1,5 @@
 """Segmentation metrics from a confusion matrix (FCN's definitions), as plain return values."""
+
 from __future__ import annotations
 
 import numpy as np

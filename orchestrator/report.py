@@ -1,4 +1,5 @@
 """report.md and curves.png from the run directory's own files (never from logs)."""
+
 from __future__ import annotations
 
 import json
@@ -12,6 +13,7 @@ from orchestrator.rundir import RunDir, read_jsonl
 def plot_curves(metrics: list[dict[str, Any]], val: list[dict[str, Any]], out: Path) -> None:
     """Loss, learning rate and val mIoU against iteration, in one PNG."""
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -44,8 +46,12 @@ def pictures_section(best_dir: Path) -> list[str]:
     if not info.exists():
         return []
     meta = json.loads(info.read_text())
-    lines = [f"### Predictions at the best validation (iteration {meta['iteration']})", "",
-             "overlay (prediction on the image) and errors (red: wrong, grey: ignored)", ""]
+    lines = [
+        f"### Predictions at the best validation (iteration {meta['iteration']})",
+        "",
+        "overlay (prediction on the image) and errors (red: wrong, grey: ignored)",
+        "",
+    ]
     for name in meta["images"]:
         lines.append(f"![{name} overlay](best/{name}_overlay.png) ![{name} errors](best/{name}_error.png)")
     if (best_dir / "confusion.png").exists():
@@ -53,20 +59,35 @@ def pictures_section(best_dir: Path) -> list[str]:
     return lines + [""]
 
 
-def render(summary: dict[str, Any], val: list[dict[str, Any]], class_names: list[str] | None = None,
-           pictures: list[str] | None = None) -> str:
+def render(
+    summary: dict[str, Any],
+    val: list[dict[str, Any]],
+    class_names: list[str] | None = None,
+    pictures: list[str] | None = None,
+) -> str:
     """The report as Markdown: verdict, best validation with per-class IU and pictures, findings."""
-    lines = [f"# Run report: {summary.get('name', '')}", "",
-             f"- status: **{summary.get('status')}** ({summary.get('stop_reason')})",
-             f"- iterations: {summary.get('iterations')} of {summary.get('max_iter')}",
-             f"- training time: {summary.get('train_seconds')} s", ""]
+    lines = [
+        f"# Run report: {summary.get('name', '')}",
+        "",
+        f"- status: **{summary.get('status')}** ({summary.get('stop_reason')})",
+        f"- iterations: {summary.get('iterations')} of {summary.get('max_iter')}",
+        f"- training time: {summary.get('train_seconds')} s",
+        "",
+    ]
     best = summary.get("best")
     if best:
         m = best["metrics"]
-        lines += [f"## Best validation (iteration {best['iteration']})", "",
-                  f"pixel accuracy {_fmt(m.get('pixel_accuracy'))}, mean accuracy {_fmt(m.get('mean_accuracy'))}, "
-                  f"mean IU **{_fmt(m.get('mean_iu'))}**, frequency-weighted IU {_fmt(m.get('fw_iu'))}", "",
-                  f"snapshot: `{best.get('snapshot', 'none')}`", "", "| class | IU |", "|---|---|"]
+        lines += [
+            f"## Best validation (iteration {best['iteration']})",
+            "",
+            f"pixel accuracy {_fmt(m.get('pixel_accuracy'))}, mean accuracy {_fmt(m.get('mean_accuracy'))}, "
+            f"mean IU **{_fmt(m.get('mean_iu'))}**, frequency-weighted IU {_fmt(m.get('fw_iu'))}",
+            "",
+            f"snapshot: `{best.get('snapshot', 'none')}`",
+            "",
+            "| class | IU |",
+            "|---|---|",
+        ]
         for i, iu in enumerate(m.get("per_class_iu") or []):
             name = class_names[i] if class_names and i < len(class_names) else str(i)
             lines.append(f"| {name} | {_fmt(iu)} |")

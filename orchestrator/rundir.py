@@ -10,6 +10,7 @@ A run directory carries a marker file (`.segorch-run`) written when it is create
 folder with the marker is ever deleted (`--fresh`). One process owns it at a time: an OS lock
 on `.lock` (`RunDir.acquire_lock`), which the worker child inherits.
 """
+
 from __future__ import annotations
 
 import errno
@@ -24,9 +25,23 @@ from pathlib import Path
 from typing import Any
 
 from common.errors import UserError
-from orchestrator.contract import (CAFFE_PREFIX, HOOKS, LOCK, MANIFEST, MARKER, RESERVE, RUN_FILES, SNAP_FILES, STATE,
-                                   WEIGHTS, Status, caffe_snapshot_files, snapshot_iteration, snapshot_name,
-                                   snapshot_relpath)
+from orchestrator.contract import (
+    CAFFE_PREFIX,
+    HOOKS,
+    LOCK,
+    MANIFEST,
+    MARKER,
+    RESERVE,
+    RUN_FILES,
+    SNAP_FILES,
+    STATE,
+    WEIGHTS,
+    Status,
+    caffe_snapshot_files,
+    snapshot_iteration,
+    snapshot_name,
+    snapshot_relpath,
+)
 
 
 def _clean(obj: Any) -> Any:
@@ -129,8 +144,9 @@ class RunDir:
         self.root.mkdir(parents=True, exist_ok=True)
         marker = self.root / MARKER
         if not marker.exists():
-            marker.write_text(json.dumps({"created": time.strftime("%Y-%m-%dT%H:%M:%S"),
-                                          "by": "orchestrate run"}) + "\n")
+            marker.write_text(
+                json.dumps({"created": time.strftime("%Y-%m-%dT%H:%M:%S"), "by": "orchestrate run"}) + "\n"
+            )
         self.partial.mkdir(parents=True, exist_ok=True)
 
     @property
@@ -149,9 +165,10 @@ class RunDir:
         except BlockingIOError:
             holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
             os.close(fd)
-            raise UserError(f"{self.root} is in use by pid {holder} (a run or resume owns it)",
-                            f"wait for it to finish, stop it (kill -INT {holder}), or choose another "
-                            "--run-dir") from None
+            raise UserError(
+                f"{self.root} is in use by pid {holder} (a run or resume owns it)",
+                f"wait for it to finish, stop it (kill -INT {holder}), or choose another --run-dir",
+            ) from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         self.lock_fd = fd
@@ -252,8 +269,14 @@ class RunDir:
         snaps = self.snapshot_dirs()
         return snaps[-1] if snaps else None
 
-    def commit_snapshot(self, iteration: int, caffemodel: Path, solverstate: Path, hooks_state: dict[str, Any],
-                        config: dict[str, Any] | None = None) -> Path:
+    def commit_snapshot(
+        self,
+        iteration: int,
+        caffemodel: Path,
+        solverstate: Path,
+        hooks_state: dict[str, Any],
+        config: dict[str, Any] | None = None,
+    ) -> Path:
         """Move the files Caffe wrote into iter_<N>/ with the hooks' state, the config they were
         trained with and a manifest, and make the folder visible in one rename."""
         from caffe.proto import caffe_pb2
@@ -291,8 +314,9 @@ class RunDir:
 
 def write_manifest(p: Path) -> None:
     """manifest.json: size and sha256 of a snapshot's files, checked by resume."""
-    write_json_atomic(p / MANIFEST, {
-        f: {"size": (p / f).stat().st_size, "sha256": sha256_file(p / f)} for f in SNAP_FILES})
+    write_json_atomic(
+        p / MANIFEST, {f: {"size": (p / f).stat().st_size, "sha256": sha256_file(p / f)} for f in SNAP_FILES}
+    )
 
 
 def relink_snapshot(p: Path) -> bool:
@@ -350,6 +374,8 @@ def require_run_dir(path: str | os.PathLike[str]) -> RunDir:
     """A RunDir that exists and has a config, or a UserError saying what is wrong."""
     rd = RunDir(path)
     if not rd.config.exists():
-        raise UserError(f"{rd.root}: not a run directory (no config.yaml)",
-                        "give the directory that `orchestrate run` created, e.g. runs/demo")
+        raise UserError(
+            f"{rd.root}: not a run directory (no config.yaml)",
+            "give the directory that `orchestrate run` created, e.g. runs/demo",
+        )
     return rd

@@ -1,4 +1,5 @@
 """`orchestrate runs [DIR]`: one line per run directory under a folder, to compare experiments."""
+
 from __future__ import annotations
 
 import json
@@ -16,15 +17,23 @@ def run_row(folder: Path) -> dict[str, Any]:
     except (OSError, json.JSONDecodeError):
         s = {}
     best = s.get("best") or {}
-    return {"name": folder.name, "status": s.get("status", "?"), "iterations": s.get("iterations"),
-            "max_iter": s.get("max_iter"), "best_miou": (best.get("metrics") or {}).get("mean_iu"),
-            "best_iter": best.get("iteration"), "seconds": s.get("train_seconds")}
+    return {
+        "name": folder.name,
+        "status": s.get("status", "?"),
+        "iterations": s.get("iterations"),
+        "max_iter": s.get("max_iter"),
+        "best_miou": (best.get("metrics") or {}).get("mean_iu"),
+        "best_iter": best.get("iteration"),
+        "seconds": s.get("train_seconds"),
+    }
 
 
 def find_runs(folder: Path) -> list[Path]:
     """Run directories at any depth below `folder` (a sweep keeps its trials one level down)."""
-    return sorted({p.parent for p in folder.rglob(MARKER)} | {p.parent for p in folder.rglob("summary.json")
-                                                              if (p.parent / "config.yaml").exists()})
+    return sorted(
+        {p.parent for p in folder.rglob(MARKER)}
+        | {p.parent for p in folder.rglob("summary.json") if (p.parent / "config.yaml").exists()}
+    )
 
 
 def _fmt_time(sec: float | None) -> str:
@@ -48,6 +57,8 @@ def runs_table(folder: str) -> str:
     for r in rows:
         it = f"{r['iterations'] or 0}/{r['max_iter'] or '?'}"
         miou = "-" if r["best_miou"] is None else f"{r['best_miou']:.4f}"
-        lines.append(f"{r['name']:<{width}}  {r['status']:<13} {it:>11}  {miou:>9} {r['best_iter'] or '-':>6}  "
-                     f"{_fmt_time(r['seconds']):>8}")
+        lines.append(
+            f"{r['name']:<{width}}  {r['status']:<13} {it:>11}  {miou:>9} {r['best_iter'] or '-':>6}  "
+            f"{_fmt_time(r['seconds']):>8}"
+        )
     return "\n".join(lines)

@@ -1,4 +1,5 @@
 """Shared fixtures. Caffe's glog chatter is kept out of the test output."""
+
 from __future__ import annotations
 
 import os

@@ -1,5 +1,6 @@
 """The Caffe build: pycaffe imports, our Blob statistics bindings agree with numpy, set-up has
 nothing left to do (checked without changing anything)."""
+
 from __future__ import annotations
 
 import os
@@ -29,6 +30,7 @@ layer { name: "loss" type: "EuclideanLoss" bottom: "conv" bottom: "target" top: 
 @pytest.fixture()
 def net(tmp_path):
     import caffe
+
     caffe.set_mode_cpu()
     p = tmp_path / "net.prototxt"
     p.write_text(NET)
@@ -56,8 +58,9 @@ def test_blob_statistics_bindings_match_numpy(net):
 
 
 def test_version_names_the_caffe_commit():
-    out = subprocess.run([sys.executable, "-m", "orchestrator.cli", "--version"], capture_output=True, text=True,
-                         cwd=REPO, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-m", "orchestrator.cli", "--version"], capture_output=True, text=True, cwd=REPO, check=True
+    ).stdout
     assert "99bd997" in out and "pycaffe:" in out
     assert ("GPU (CUDA)" if os.environ.get("CAFFE_GPU") == "1" else "CPU only") in out
 
@@ -66,12 +69,14 @@ def test_build_variant_matches_caffe_gpu():
     """CAFFE_GPU=1 make test runs against the CUDA build: libcaffe links cuBLAS/cuRAND/cudart
     and still trains in CPU mode on a machine without a GPU (the rest of the suite does that)."""
     from orchestrator.cli.envinfo import build_info, caffe_dir
+
     want_gpu = os.environ.get("CAFFE_GPU") == "1"
     assert build_info()["gpu"] is want_gpu
     d = caffe_dir()
     assert d is not None
-    libs = subprocess.run(["ldd", str(d / "src" / "build" / "lib" / "libcaffe.so.1.0.0")],
-                          capture_output=True, text=True, check=True).stdout
+    libs = subprocess.run(
+        ["ldd", str(d / "src" / "build" / "lib" / "libcaffe.so.1.0.0")], capture_output=True, text=True, check=True
+    ).stdout
     for lib in ("libcublas.so", "libcurand.so", "libcudart.so"):
         assert (lib in libs) is want_gpu, (lib, libs)
     assert "not found" not in libs, libs
@@ -79,15 +84,18 @@ def test_build_variant_matches_caffe_gpu():
 
 def test_python_layers_and_tools_are_built():
     import caffe
+
     from orchestrator.cli.envinfo import tool
+
     assert "Python" in caffe.layer_type_list()
     assert tool("caffe") is not None and tool("convert_imageset") is not None
 
 
 def dry_setup(root: Path) -> str:
     """`setup.sh --dry-run` in `root`: it checks every step and only says what it would do."""
-    r = subprocess.run(["bash", str(root / "caffe_build" / "setup.sh"), "--dry-run"], capture_output=True,
-                       text=True, cwd=root)
+    r = subprocess.run(
+        ["bash", str(root / "caffe_build" / "setup.sh"), "--dry-run"], capture_output=True, text=True, cwd=root
+    )
     assert r.returncode == 0, r.stderr
     return r.stdout + r.stderr
 

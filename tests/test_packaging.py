@@ -1,6 +1,7 @@
 """Packaging: pyproject.toml alone installs what every module of the project imports, and
 requirements.lock pins exactly that set (every package, direct and indirect), which is what
 `make setup` put in the venv."""
+
 from __future__ import annotations
 
 import ast
@@ -53,8 +54,9 @@ def lock_pins() -> dict[str, str]:
         if not line:
             continue
         name, sep, version = line.partition("==")
-        assert sep and version and not set(version) & set(" ;<>=!~*"), \
+        assert sep and version and not set(version) & set(" ;<>=!~*"), (
             f"requirements.lock line {n}: '{raw}' is not NAME==VERSION"
+        )
         pins[canonicalize_name(name)] = version
     return pins
 
@@ -83,8 +85,12 @@ def imported_names(files: list[Path], top_level_only: bool = False) -> set[str]:
         tree = ast.parse(f.read_text(), str(f))
         skip = {id(n) for t in ast.walk(tree) if isinstance(t, ast.Try) for stmt in t.body for n in ast.walk(stmt)}
         if top_level_only:
-            skip |= {id(n) for t in ast.walk(tree) if isinstance(t, (ast.FunctionDef, ast.AsyncFunctionDef))
-                     for n in ast.walk(t)}
+            skip |= {
+                id(n)
+                for t in ast.walk(tree)
+                if isinstance(t, (ast.FunctionDef, ast.AsyncFunctionDef))
+                for n in ast.walk(t)
+            }
         for node in ast.walk(tree):
             if id(node) in skip:
                 continue
@@ -102,8 +108,10 @@ def third_party_imports() -> set[str]:
     R-CNN detector's selective search; caffe.io's load_image/resize_image are public helpers
     users call, and patch 0005 only made their scikit-image/scipy imports lazy.)"""
     ours = imported_names([f for pkg in PACKAGES for f in (REPO / pkg).rglob("*.py")])
-    pycaffe = imported_names([f for f in (caffe_python() / "caffe").rglob("*.py")
-                              if "test" not in f.relative_to(caffe_python()).parts], top_level_only=True)
+    pycaffe = imported_names(
+        [f for f in (caffe_python() / "caffe").rglob("*.py") if "test" not in f.relative_to(caffe_python()).parts],
+        top_level_only=True,
+    )
     io = imported_names([caffe_python() / "caffe" / "io.py"])
     return (ours | pycaffe | io) - set(sys.stdlib_module_names) - set(PACKAGES) - {"__future__", "caffe"}
 
@@ -113,8 +121,9 @@ def test_lock_pins_versions_inside_pyproject_ranges() -> None:
     for req in direct_requirements():
         name = canonicalize_name(req.name)
         assert name in pins, f"requirements.lock has no pin for {req.name} (pyproject.toml asks for '{req}')"
-        assert req.specifier.contains(pins[name], prereleases=True), \
+        assert req.specifier.contains(pins[name], prereleases=True), (
             f"requirements.lock pins {req.name}=={pins[name]}, outside pyproject.toml's '{req.specifier}'"
+        )
     assert SpecifierSet(pyproject()["requires-python"]).contains("%d.%d.%d" % sys.version_info[:3])
 
 
@@ -132,8 +141,7 @@ def test_venv_holds_the_lock() -> None:
 
 
 def pip(vpy: Path, *args: str) -> str:
-    r = subprocess.run([str(vpy), "-m", "pip", *args, "--disable-pip-version-check"],
-                       capture_output=True, text=True)
+    r = subprocess.run([str(vpy), "-m", "pip", *args, "--disable-pip-version-check"], capture_output=True, text=True)
     assert r.returncode == 0, f"pip {' '.join(args)} failed:\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
     return r.stdout
 
@@ -142,8 +150,9 @@ def import_all(vpy: Path, names: list[str], cwd: Path) -> dict:
     """Import `names` in the fresh venv, away from the source tree, with pycaffe on PYTHONPATH
     as the venv's .pth file puts it."""
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"} | {"PYTHONPATH": str(caffe_python())}
-    r = subprocess.run([str(vpy), "-c", IMPORT_ALL, json.dumps(names)], capture_output=True, text=True,
-                       cwd=cwd, env=env)
+    r = subprocess.run(
+        [str(vpy), "-c", IMPORT_ALL, json.dumps(names)], capture_output=True, text=True, cwd=cwd, env=env
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     return json.loads(r.stdout)
 
@@ -176,12 +185,17 @@ def test_pyproject_alone_installs_what_every_module_imports(tmp_path: Path) -> N
     pip(vpy, "install", "-q", "-c", str(LOCK), f"{src}[{','.join(extras)}]")
     others = sorted(third_party_imports())
     # the scan sees ours and pycaffe's
-    assert {"numpy", "cv2", "lmdb", "PIL", "yaml", "google", "matplotlib", "six", "skimage", "scipy", "pydot"} <= set(others)
+    assert {"numpy", "cv2", "lmdb", "PIL", "yaml", "google", "matplotlib", "six", "skimage", "scipy", "pydot"} <= set(
+        others
+    )
     got = import_all(vpy, others + ["pytest", "caffe.draw"], tmp_path)
     assert got["failed"] == {}, f"pyproject.toml (with extras {extras}) provides no module for: {got['failed']}"
     declared = {canonicalize_name(r.name) for r in direct_requirements()}
-    undeclared = {name: got["dists"].get(name) for name in others
-                  if not declared & {canonicalize_name(d) for d in got["dists"].get(name, [])}}
+    undeclared = {
+        name: got["dists"].get(name)
+        for name in others
+        if not declared & {canonicalize_name(d) for d in got["dists"].get(name, [])}
+    }
     assert undeclared == {}, f"imported by the code but not named in pyproject.toml (name: distributions): {undeclared}"
 
     frozen = {}

@@ -7,6 +7,7 @@ overheads (statistics, snapshots, pictures); the total is printed beside the run
 
     .venv/bin/python bench/camvid_v2/curve.py RUN_DIR [--out docs/camvid_full_miou_time.png]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -36,6 +37,7 @@ def validation_times(run: Path) -> list[tuple[int, float, float]]:
 
 def plot(points: list[tuple[int, float, float]], out: Path, target: float, budget_min: float, title: str) -> None:
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -44,9 +46,14 @@ def plot(points: list[tuple[int, float, float]], out: Path, target: float, budge
     fig, ax = plt.subplots(figsize=(6, 3.4), dpi=100)
     ax.plot(minutes, miou, "o-", color="tab:blue", label="val mIoU")
     best = max(range(len(points)), key=lambda i: miou[i])
-    ax.annotate(f"best {miou[best]:.3f}\n(iter {points[best][0]})", (minutes[best], miou[best]),
-                textcoords="offset points", xytext=(-60, -30), fontsize=8,
-                arrowprops=dict(arrowstyle="->", lw=0.8))
+    ax.annotate(
+        f"best {miou[best]:.3f}\n(iter {points[best][0]})",
+        (minutes[best], miou[best]),
+        textcoords="offset points",
+        xytext=(-60, -30),
+        fontsize=8,
+        arrowprops=dict(arrowstyle="->", lw=0.8),
+    )
     ax.axhline(target, color="tab:green", ls="--", lw=1, label=f"target {target}")
     ax.axvline(budget_min, color="tab:red", ls=":", lw=1, label=f"{budget_min:.0f} min")
     ax.set_xlabel("training wall-clock time (min, 2-core CPU)")

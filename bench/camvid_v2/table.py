@@ -6,6 +6,7 @@ with the trial's overrides, val mIoU at every validation, the best and the loop'
 Val mIoU at an iteration is deterministic (same seed, same numbers), whatever else the
 machine runs; seconds are not: they count only from runs on a quiet machine.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -58,8 +59,10 @@ def runs_of(folder: Path) -> list[tuple[str, Path]]:
         return [(folder.name, folder)]
     doc = yaml.safe_load(sweep.read_text())
     base = _resolved(REPO / doc["sweep"]["base"], doc["sweep"].get("set", []))
-    return [(label(t["overrides"], base, _resolved(folder / "trials" / f"{t['id']}.yaml")),
-             folder / "trials" / t["id"]) for t in doc["trials"]]
+    return [
+        (label(t["overrides"], base, _resolved(folder / "trials" / f"{t['id']}.yaml")), folder / "trials" / t["id"])
+        for t in doc["trials"]
+    ]
 
 
 def row(label: str, run: Path) -> dict[str, Any] | None:
@@ -70,8 +73,13 @@ def row(label: str, run: Path) -> dict[str, Any] | None:
         return None
     best = max(points, key=lambda p: p[2])
     iters = len(read_jsonl(run / "metrics.jsonl"))
-    return {"label": label, "curve": {it: m for it, _, m in points}, "best": best, "seconds": points[-1][1],
-            "iters": iters}
+    return {
+        "label": label,
+        "curve": {it: m for it, _, m in points},
+        "best": best,
+        "seconds": points[-1][1],
+        "iters": iters,
+    }
 
 
 def main() -> int:
@@ -87,8 +95,11 @@ def main() -> int:
     print("|---" * (len(cols) + 4) + "|")
     for r in rows:
         cells = [f"{r['curve'][c]:.3f}" if c in r["curve"] else "" for c in cols]
-        print(f"| {r['label']} | " + " | ".join(cells)
-              + f" | {r['best'][2]:.3f} ({r['best'][0]}) | {r['iters']} | {r['seconds']:.0f} |")
+        print(
+            f"| {r['label']} | "
+            + " | ".join(cells)
+            + f" | {r['best'][2]:.3f} ({r['best'][0]}) | {r['iters']} | {r['seconds']:.0f} |"
+        )
     return 0
 
 

@@ -4,6 +4,7 @@ which of them may come from the target machine, and $ORIGIN-relative RUNPATHs.
 Why a module of its own: make_bundle.py gathers and relinks with it, and check_bundle.py
 proves with the same rules, on the unpacked copy, that nothing else is loaded from outside.
 """
+
 from __future__ import annotations
 
 import os
@@ -12,8 +13,10 @@ import subprocess
 from pathlib import Path
 
 # glibc's own libraries (and the kernel's vDSO): every glibc >= Debian 12's has them.
-GLIBC = re.compile(r"^(linux-vdso\.so\.1|ld-linux-x86-64\.so\.2|"
-                   r"lib(c|m|dl|pthread|rt|util|resolv|anl|mvec|nsl|BrokenLocale|thread_db|nss_\w+)\.so\.\d+)$")
+GLIBC = re.compile(
+    r"^(linux-vdso\.so\.1|ld-linux-x86-64\.so\.2|"
+    r"lib(c|m|dl|pthread|rt|util|resolv|anl|mvec|nsl|BrokenLocale|thread_db|nss_\w+)\.so\.\d+)$"
+)
 # Found on the target, never carried: the NVIDIA driver (libcuda, loaded by libcudart) and
 # cuBLAS/cuRAND (hundreds of MB; bin/env.sh finds them, e.g. in a Python env's nvidia wheels).
 CUDA_TARGET = frozenset({"libcuda.so.1", "libcublas.so.13", "libcublasLt.so.13", "libcurand.so.10"})

@@ -14,6 +14,7 @@ project's own code finds everything where it looks in one (`orchestrator.cli.env
 Every ELF file gets a RUNPATH of $ORIGIN-relative folders inside the bundle; only glibc and,
 for the GPU variant, the NVIDIA driver and cuBLAS/cuRAND come from the target.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -31,32 +32,110 @@ from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from elfdeps import (BundleError, allowed_outside, elf_files, ldd, needed, outside_libraries,  # noqa: E402
-                     runpath, set_runpath)
+from elfdeps import (
+    BundleError,
+    allowed_outside,
+    elf_files,
+    ldd,
+    needed,
+    outside_libraries,  # noqa: E402
+    runpath,
+    set_runpath,
+)
 
 PYVER = f"python{sys.version_info[0]}.{sys.version_info[1]}"
 # Top-level entries of site-packages the runtime needs (import closure of `orchestrate run`
 # with matplotlib's Agg backend and TensorBoard event files; fontTools, scipy, scikit-image,
 # OpenCV, Ray and TensorBoard itself are left out).
-SITE_PACKAGES = ("numpy", "numpy.libs", "lmdb", "yaml", "_yaml", "google", "six.py", "PIL", "pillow.libs",
-                 "matplotlib", "mpl_toolkits", "contourpy", "cycler", "kiwisolver", "pyparsing", "dateutil",
-                 "packaging", "tensorboardX")
+SITE_PACKAGES = (
+    "numpy",
+    "numpy.libs",
+    "lmdb",
+    "yaml",
+    "_yaml",
+    "google",
+    "six.py",
+    "PIL",
+    "pillow.libs",
+    "matplotlib",
+    "mpl_toolkits",
+    "contourpy",
+    "cycler",
+    "kiwisolver",
+    "pyparsing",
+    "dateutil",
+    "packaging",
+    "tensorboardX",
+)
 PROJECT = ("common", "data_prep", "nets", "orchestrator", "bench", "experiments", "pyproject.toml")
 # Standard-library parts no run needs (tests, GUI, build tooling) and extension modules whose
 # libraries are large or absent on a minimal system (OpenSSL, Tk, ncurses, SQLite, libcrypt).
-STDLIB_SKIP = {"test", "idlelib", "tkinter", "turtledemo", "turtle.py", "ensurepip", "lib2to3", "pydoc_data",
-               "distutils", "site-packages", "dist-packages", "venv", "sqlite3", "curses", "dbm", "__pycache__"}
-DYNLOAD_SKIP = ("_tkinter", "_curses", "readline", "_sqlite3", "_dbm", "_gdbm", "_crypt", "nis", "_ssl",
-                "_hashlib", "_test", "_ctypes_test", "_xxtestfuzz", "xxlimited", "spwd", "ossaudiodev")
-SITE_SKIP_DIRS = {"tests", "__pycache__", "f2py", "distutils", "_pyinstaller", "_examples", "sample_data", "images",
-                  "afm", "pdfcorefonts", "include"}
+STDLIB_SKIP = {
+    "test",
+    "idlelib",
+    "tkinter",
+    "turtledemo",
+    "turtle.py",
+    "ensurepip",
+    "lib2to3",
+    "pydoc_data",
+    "distutils",
+    "site-packages",
+    "dist-packages",
+    "venv",
+    "sqlite3",
+    "curses",
+    "dbm",
+    "__pycache__",
+}
+DYNLOAD_SKIP = (
+    "_tkinter",
+    "_curses",
+    "readline",
+    "_sqlite3",
+    "_dbm",
+    "_gdbm",
+    "_crypt",
+    "nis",
+    "_ssl",
+    "_hashlib",
+    "_test",
+    "_ctypes_test",
+    "_xxtestfuzz",
+    "xxlimited",
+    "spwd",
+    "ossaudiodev",
+)
+SITE_SKIP_DIRS = {
+    "tests",
+    "__pycache__",
+    "f2py",
+    "distutils",
+    "_pyinstaller",
+    "_examples",
+    "sample_data",
+    "images",
+    "afm",
+    "pdfcorefonts",
+    "include",
+}
 SITE_SKIP_SUFFIX = (".pyi", ".pyx", ".pxd", ".c", ".h", ".a")
-KEEP_FONTS = {"DejaVuSans.ttf", "DejaVuSans-Bold.ttf", "DejaVuSansMono.ttf"}   # no mathtext fonts
+KEEP_FONTS = {"DejaVuSans.ttf", "DejaVuSans-Bold.ttf", "DejaVuSansMono.ttf"}  # no mathtext fonts
 # site-packages extension modules the runtime never imports, with their vendored libraries
-SITE_SKIP_EXT = ("PIL/_avif", "PIL/_webp", "PIL/_imagingft", "PIL/_imagingcms", "PIL/_imagingtk",
-                 "matplotlib/backends/_tkagg", "numpy/_core/_multiarray_tests", "numpy/_core/_umath_tests",
-                 "numpy/_core/_operand_flag_tests", "numpy/_core/_rational_tests", "numpy/_core/_struct_ufunc_tests",
-                 "numpy/_core/_simd")
+SITE_SKIP_EXT = (
+    "PIL/_avif",
+    "PIL/_webp",
+    "PIL/_imagingft",
+    "PIL/_imagingcms",
+    "PIL/_imagingtk",
+    "matplotlib/backends/_tkagg",
+    "numpy/_core/_multiarray_tests",
+    "numpy/_core/_umath_tests",
+    "numpy/_core/_operand_flag_tests",
+    "numpy/_core/_rational_tests",
+    "numpy/_core/_struct_ufunc_tests",
+    "numpy/_core/_simd",
+)
 
 
 # staged file -> the file it was copied from: `ldd` on the original resolves its libraries
@@ -114,7 +193,7 @@ def stage_site_packages(site: Path) -> Path:
             return False
         if "fonts/ttf" in s:
             return rel.name in KEEP_FONTS
-        return ".libs/" not in s   # a wheel's vendored libraries: only those needed (gather_and_relink)
+        return ".libs/" not in s  # a wheel's vendored libraries: only those needed (gather_and_relink)
 
     for name in SITE_PACKAGES:
         p = src / name
@@ -132,11 +211,14 @@ def stage_caffe(stage: Path, caffe_dir: Path) -> None:
     layout orchestrator.cli.envinfo expects of a Caffe build."""
     build = caffe_dir / "src" / "build"
     py = stage / "caffe" / "src" / "python" / "caffe"
-    copy_tree(caffe_dir / "src" / "python" / "caffe", py, {"test", "imagenet", "__pycache__"},
-              lambda rel: rel.suffix == ".py")
-    elfs = {build / "lib" / "libcaffe.so.1.0.0": stage / "lib" / "libcaffe.so.1.0.0",
-            build / "lib" / "_caffe.so": py / "_caffe.so",
-            build / "tools" / "caffe": stage / "caffe" / "src" / "build" / "tools" / "caffe"}
+    copy_tree(
+        caffe_dir / "src" / "python" / "caffe", py, {"test", "imagenet", "__pycache__"}, lambda rel: rel.suffix == ".py"
+    )
+    elfs = {
+        build / "lib" / "libcaffe.so.1.0.0": stage / "lib" / "libcaffe.so.1.0.0",
+        build / "lib" / "_caffe.so": py / "_caffe.so",
+        build / "tools" / "caffe": stage / "caffe" / "src" / "build" / "tools" / "caffe",
+    }
     for src, dst in elfs.items():
         copy_file(src, dst)
     copy_file(caffe_dir / "build-info.json", stage / "caffe" / "build-info.json")
@@ -145,8 +227,12 @@ def stage_caffe(stage: Path, caffe_dir: Path) -> None:
 def stage_project(stage: Path, project: Path, site: Path) -> str:
     """The project's files (tracked and new, not ignored) and a dist-info so that
     importlib.metadata knows its version; returns the version."""
-    files = subprocess.run(["git", "-C", str(project), "ls-files", "-co", "--exclude-standard", "--", *PROJECT],
-                           capture_output=True, text=True, check=True).stdout.split("\n")
+    files = subprocess.run(
+        ["git", "-C", str(project), "ls-files", "-co", "--exclude-standard", "--", *PROJECT],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split("\n")
     for f in filter(None, files):
         if (project / f).is_file():
             copy_file(project / f, stage / f)
@@ -166,13 +252,37 @@ def stage_data(stage: Path, data_python: Path) -> None:
         subprocess.run([str(data_python), *args], cwd=stage, env=env, check=True, stdout=subprocess.DEVNULL)
 
     run("-m", "orchestrator.cli", "data", "synth", "--out", "data/synth")
-    run("-c", "from orchestrator import config, runner; runner.ensure_data(config.load_experiment('experiments/demo.yaml'))")
-    run("-m", "orchestrator.cli", "data", "synth", "--out", "data/raw500", "--train", "1", "--val", "1",
-        "--size", "500x500")
-    run("-m", "orchestrator.cli", "data", "build", "--list", "data/raw500/train.txt", "--out", "data/fcn500/train",
-        "--quiet")
+    run(
+        "-c",
+        "from orchestrator import config, runner; runner.ensure_data(config.load_experiment('experiments/demo.yaml'))",
+    )
+    run(
+        "-m",
+        "orchestrator.cli",
+        "data",
+        "synth",
+        "--out",
+        "data/raw500",
+        "--train",
+        "1",
+        "--val",
+        "1",
+        "--size",
+        "500x500",
+    )
+    run(
+        "-m",
+        "orchestrator.cli",
+        "data",
+        "build",
+        "--list",
+        "data/raw500/train.txt",
+        "--out",
+        "data/fcn500/train",
+        "--quiet",
+    )
     shutil.rmtree(stage / "data" / "raw500")
-    for p in (stage / "data" / "synth").iterdir():   # the lists stay: the experiment names them
+    for p in (stage / "data" / "synth").iterdir():  # the lists stay: the experiment names them
         if p.name not in ("lmdb", "train.txt", "val.txt", "dataset.json"):
             shutil.rmtree(p) if p.is_dir() else p.unlink()
 
@@ -198,11 +308,14 @@ def gather_and_relink(stage: Path, site_src: Path, site: Path, with_cuda: bool) 
             if path is None:
                 raise BundleError(f"{f.relative_to(stage)} needs {name}, which is not found on this machine")
             real = Path(path).resolve()
-            dst = staged.get(real) or by_name.get(name) or (
-                site / real.relative_to(site_src) if real.is_relative_to(site_src) else lib / name)
+            dst = (
+                staged.get(real)
+                or by_name.get(name)
+                or (site / real.relative_to(site_src) if real.is_relative_to(site_src) else lib / name)
+            )
             if real not in staged:
                 staged[real] = dst
-                if dst.exists():   # another file of this soname is already in: the loader takes one
+                if dst.exists():  # another file of this soname is already in: the loader takes one
                     where[name] = dst.parent
                     continue
                 copy_file(real, dst)
@@ -227,13 +340,17 @@ def write_launchers(stage: Path, variant: str) -> None:
     here = Path(__file__).resolve().parent
     (stage / "bin").mkdir()
     shutil.copy2(here / "env.sh", stage / "bin" / "env.sh")
-    targets = {"python": '"$SEGORCH_HOME/python/bin/' + PYVER + '" "$@"',
-               "orchestrate": '"$SEGORCH_HOME/python/bin/' + PYVER + '" -m orchestrator.cli "$@"',
-               "caffe": '"$SEGORCH_HOME/caffe/src/build/tools/caffe" "$@"'}
+    targets = {
+        "python": '"$SEGORCH_HOME/python/bin/' + PYVER + '" "$@"',
+        "orchestrate": '"$SEGORCH_HOME/python/bin/' + PYVER + '" -m orchestrator.cli "$@"',
+        "caffe": '"$SEGORCH_HOME/caffe/src/build/tools/caffe" "$@"',
+    }
     for name, cmd in targets.items():
         p = stage / "bin" / name
-        p.write_text(f'#!/bin/sh\n# segorch {variant} bundle: {name} with the bundle\'s environment (bin/env.sh)\n'
-                     f'. "$(dirname "$(readlink -f "$0")")/env.sh"\nexec {cmd}\n')
+        p.write_text(
+            f"#!/bin/sh\n# segorch {variant} bundle: {name} with the bundle's environment (bin/env.sh)\n"
+            f'. "$(dirname "$(readlink -f "$0")")/env.sh"\nexec {cmd}\n'
+        )
         p.chmod(0o755)
     if variant == "gpu":
         (stage / "lib" / "cuda-from-target.txt").write_text("libcublas.so.13\nlibcurand.so.10\n")
@@ -263,7 +380,7 @@ def main() -> int:
     ap.add_argument("--out", type=Path, required=True)
     a = ap.parse_args()
     a.caffe_dir, a.project, a.out = a.caffe_dir.resolve(), a.project.resolve(), a.out.absolute()
-    a.data_python = Path(os.path.abspath(a.data_python))   # not resolved: a venv's python is a link
+    a.data_python = Path(os.path.abspath(a.data_python))  # not resolved: a venv's python is a link
     t0 = time.time()
     info = json.loads((a.caffe_dir / "build-info.json").read_text())
     if bool(info.get("gpu")) != (a.variant == "gpu") or info.get("flavor") != "bundle":
@@ -280,19 +397,34 @@ def main() -> int:
     stage_data(stage, a.data_python)
     gather_and_relink(stage, site_src, site, a.variant == "gpu")
     write_launchers(stage, a.variant)
-    commit = subprocess.run(["git", "-C", str(a.project), "describe", "--always", "--dirty"],
-                            capture_output=True, text=True).stdout.strip()
-    (stage / "BUNDLE.json").write_text(json.dumps({
-        "variant": a.variant, "segorch": version, "project_commit": commit, "caffe": info,
-        "python": sys.version.split()[0], "built": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "cuda_from_target": ["libcublas.so.13", "libcublasLt.so.13", "libcurand.so.10"] if a.variant == "gpu" else [],
-    }, indent=1) + "\n")
+    commit = subprocess.run(
+        ["git", "-C", str(a.project), "describe", "--always", "--dirty"], capture_output=True, text=True
+    ).stdout.strip()
+    (stage / "BUNDLE.json").write_text(
+        json.dumps(
+            {
+                "variant": a.variant,
+                "segorch": version,
+                "project_commit": commit,
+                "caffe": info,
+                "python": sys.version.split()[0],
+                "built": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                "cuda_from_target": ["libcublas.so.13", "libcublasLt.so.13", "libcurand.so.10"]
+                if a.variant == "gpu"
+                else [],
+            },
+            indent=1,
+        )
+        + "\n"
+    )
     pack(stage, a.out)
     unpacked = sum(p.stat().st_size for p in stage.rglob("*") if p.is_file())
     shutil.rmtree(stage_root)
     size = a.out.stat().st_size
-    print(f"bundle: {a.out} {size / 2**20:.1f} MiB ({size} bytes; {unpacked / 2**20:.0f} MiB unpacked), "
-          f"made in {time.time() - t0:.0f} s")
+    print(
+        f"bundle: {a.out} {size / 2**20:.1f} MiB ({size} bytes; {unpacked / 2**20:.0f} MiB unpacked), "
+        f"made in {time.time() - t0:.0f} s"
+    )
     return 0
 
 

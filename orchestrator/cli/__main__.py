@@ -1,4 +1,5 @@
 """`python -m orchestrator.cli`: the same as `orchestrate`."""
+
 import sys
 
 from orchestrator.cli.main import main

@@ -1,9 +1,9 @@
 """Sub-commands of `orchestrate` other than `data`: run, resume, validate, check, doctor-env."""
+
 from __future__ import annotations
 
 import argparse
 import json
-
 import tempfile
 
 from common.errors import UserError
@@ -12,20 +12,29 @@ from common.errors import UserError
 def _run(args: argparse.Namespace) -> int:
     from orchestrator.config import experiment as config
     from orchestrator.run import runner
+
     exp = config.load_experiment(args.experiment, args.set or [])
     if args.quiet:
         exp.progress.quiet = True
-    return runner.run_experiment(exp, args.run_dir or f"runs/{exp.name}", force=args.force, fresh=args.fresh,
-                                 from_snapshot=args.from_snapshot, snapshot_weights=args.weights)
+    return runner.run_experiment(
+        exp,
+        args.run_dir or f"runs/{exp.name}",
+        force=args.force,
+        fresh=args.fresh,
+        from_snapshot=args.from_snapshot,
+        snapshot_weights=args.weights,
+    )
 
 
 def _resume(args: argparse.Namespace) -> int:
     from orchestrator.run import runner
+
     return runner.resume_run(args.run_dir, args.set or [])
 
 
 def _validate(args: argparse.Namespace) -> int:
     from orchestrator.config import experiment as config
+
     exp = config.load_experiment(args.experiment, args.set or [])
     print(f"{args.experiment}: valid experiment '{exp.name}'")
     return 0
@@ -33,16 +42,25 @@ def _validate(args: argparse.Namespace) -> int:
 
 def _check(args: argparse.Namespace) -> int:
     from nets.doctor import diagnose, format_findings
+
     if args.prototxt:
         from nets.prototxt import load_data_stats
+
         stats = load_data_stats(args.data) if args.data else None
-        findings = diagnose(args.prototxt, val_prototxt=args.val_prototxt, solver=args.solver,
-                            weights=args.weights, data_stats=stats, dynamic=not args.static)
+        findings = diagnose(
+            args.prototxt,
+            val_prototxt=args.val_prototxt,
+            solver=args.solver,
+            weights=args.weights,
+            data_stats=stats,
+            dynamic=not args.static,
+        )
     elif args.experiment:
         if args.data:
             raise UserError("check: --data goes with --prototxt", "an experiment names its data under data:")
         from orchestrator.config import experiment as config
         from orchestrator.run import runner
+
         exp = config.load_experiment(args.experiment, args.set or [])
         with tempfile.TemporaryDirectory(prefix="orchestrate-check-") as tmp:
             _, findings = runner.prepare(exp, tmp, fresh=True)
@@ -57,16 +75,17 @@ def _check(args: argparse.Namespace) -> int:
 
 def _doctor_env(args: argparse.Namespace) -> int:
     from orchestrator.cli.envinfo import check_environment, version_text
+
     print(version_text())
     bad = 0
     for what, ok, how in check_environment():
         optional = "optional" in what
         print(f"  [{'ok' if ok else ('--' if optional else 'MISSING')}] {what}" + ("" if ok else f": {how}"))
-        bad += (not ok and not optional)
+        bad += not ok and not optional
     return 1 if bad else 0
 
 
-def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add run/resume/validate/check/doctor-env to the parser."""
     sets = dict(action="append", metavar="dotted.key=value", help="override a config key (type-checked)")
     p = sub.add_parser("run", help="train an experiment (YAML) in a supervised Caffe child process")
@@ -76,10 +95,16 @@ def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None
     p.add_argument("--force", action="store_true", help="train even when the doctor finds errors")
     p.add_argument("--fresh", action="store_true", help="delete an existing run directory first")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.add_argument("--from-snapshot", metavar="X.solverstate",
-                   help="start from a snapshot of `caffe train` (iteration, solver history, weights)")
-    p.add_argument("--weights", metavar="X.caffemodel", help="with --from-snapshot: the snapshot's weights "
-                   "(default: the state's learned_net)")
+    p.add_argument(
+        "--from-snapshot",
+        metavar="X.solverstate",
+        help="start from a snapshot of `caffe train` (iteration, solver history, weights)",
+    )
+    p.add_argument(
+        "--weights",
+        metavar="X.caffemodel",
+        help="with --from-snapshot: the snapshot's weights (default: the state's learned_net)",
+    )
     p.set_defaults(func=_run)
     p = sub.add_parser("resume", help="continue a run from its newest intact snapshot")
     p.add_argument("run_dir")
@@ -102,6 +127,3 @@ def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None
     p.set_defaults(func=_check)
     p = sub.add_parser("doctor-env", help="say what is missing from the installation and how to fix it")
     p.set_defaults(func=_doctor_env)
-
-
-

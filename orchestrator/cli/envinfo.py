@@ -1,4 +1,5 @@
 """What is installed: `orchestrate --version` and `orchestrate doctor-env`."""
+
 from __future__ import annotations
 
 import json
@@ -45,10 +46,12 @@ def version_text() -> str:
     except ImportError as e:
         return "\n".join(lines + [f"caffe: NOT importable ({e}); run make setup"])
     info = build_info()
-    lines += [f"caffe commit: {info.get('commit', '?')} (BVLC; Debian source {info.get('debian_version', '?')})",
-              f"caffe build: {'GPU (CUDA)' if info.get('gpu') else 'CPU only'}, BLAS {info.get('blas', '?')}",
-              f"pycaffe: {Path(caffe.__file__).parent}",
-              f"patches: {', '.join(info.get('patches', []))}"]
+    lines += [
+        f"caffe commit: {info.get('commit', '?')} (BVLC; Debian source {info.get('debian_version', '?')})",
+        f"caffe build: {'GPU (CUDA)' if info.get('gpu') else 'CPU only'}, BLAS {info.get('blas', '?')}",
+        f"pycaffe: {Path(caffe.__file__).parent}",
+        f"patches: {', '.join(info.get('patches', []))}",
+    ]
     return "\n".join(lines)
 
 
@@ -57,26 +60,43 @@ def check_environment() -> list[tuple[str, bool, str]]:
     out: list[tuple[str, bool, str]] = []
     try:
         import caffe
+
         ok, why = True, str(Path(caffe.__file__).parent)
     except Exception as e:  # any import failure is the finding
         ok, why = False, f"{e}"
     out.append(("pycaffe importable", ok, why if ok else f"{why}; run make setup"))
     if ok:
         import caffe
-        out.append(("Blob.asum_*/sumsq_* bindings", hasattr(caffe._caffe.Blob, "asum_data"),
-                    "the build lacks our patch 0003; delete the cache dir and run make setup"))
-        out.append(("Python layers (WITH_PYTHON_LAYER)", "Python" in caffe.layer_type_list(),
-                    "rebuild Caffe with BUILD_python_layer=ON (make setup does)"))
+
+        out.append(
+            (
+                "Blob.asum_*/sumsq_* bindings",
+                hasattr(caffe._caffe.Blob, "asum_data"),
+                "the build lacks our patch 0003; delete the cache dir and run make setup",
+            )
+        )
+        out.append(
+            (
+                "Python layers (WITH_PYTHON_LAYER)",
+                "Python" in caffe.layer_type_list(),
+                "rebuild Caffe with BUILD_python_layer=ON (make setup does)",
+            )
+        )
     # a build without OpenCV (the portable bundle) has no convert_imageset: the data stage replaces it
     tools = ("caffe", "convert_imageset") if build_info().get("opencv", True) else ("caffe",)
     for t in tools:
         p = tool(t)
         out.append((f"tool {t}", p is not None, "run make setup (it builds Caffe's tools)"))
-    gpu = shutil.which("nvidia-smi") is not None and subprocess.run(
-        ["nvidia-smi"], capture_output=True).returncode == 0
+    gpu = shutil.which("nvidia-smi") is not None and subprocess.run(["nvidia-smi"], capture_output=True).returncode == 0
     gpu_build = bool(build_info().get("gpu"))
-    out.append(("GPU usable (optional)", gpu and gpu_build,
-                "CPU mode works; for GPU: a CUDA GPU and CAFFE_GPU=1 make setup" if not gpu_build
-                else "no working NVIDIA driver found (nvidia-smi)"))
+    out.append(
+        (
+            "GPU usable (optional)",
+            gpu and gpu_build,
+            "CPU mode works; for GPU: a CUDA GPU and CAFFE_GPU=1 make setup"
+            if not gpu_build
+            else "no working NVIDIA driver found (nvidia-smi)",
+        )
+    )
     out.append(("glog verbosity", True, f"GLOG_minloglevel={os.environ.get('GLOG_minloglevel', 'unset')}"))
     return out

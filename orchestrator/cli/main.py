@@ -1,5 +1,6 @@
 """`orchestrate`: the thin command line. Imports Caffe lazily; the only place that turns
 exceptions into exit codes (0 ok, 1 doctor errors, 2 bad config/input, 3 diverged, 130 interrupted)."""
+
 from __future__ import annotations
 
 import argparse
@@ -33,6 +34,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.version:
             from orchestrator.cli.envinfo import version_text
+
             print(version_text())
             return EXIT_OK
         if not getattr(args, "func", None):
@@ -47,6 +49,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return Status.INTERRUPTED.exit_code
     except OSError as e:  # disk full, permissions: one line naming the file, no traceback
         from orchestrator.rundir import io_error_text
+
         print(f"error: {io_error_text(e)}", file=sys.stderr)
         return EXIT_BAD_INPUT
 

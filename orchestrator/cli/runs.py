@@ -1,4 +1,5 @@
 """`orchestrate predict`, `runs` and `sweep`: using, comparing and searching over runs."""
+
 from __future__ import annotations
 
 import argparse
@@ -6,24 +7,36 @@ import argparse
 
 def _predict(args: argparse.Namespace) -> int:
     from orchestrator.predict.predict import predict
-    return predict(args.run_dir, out=args.out, images=args.images, labels=args.labels, list_file=args.list,
-                   root=args.root, snapshot=args.snapshot, device=args.device, evaluate=args.eval,
-                   batch=args.batch, quiet=args.quiet)
+
+    return predict(
+        args.run_dir,
+        out=args.out,
+        images=args.images,
+        labels=args.labels,
+        list_file=args.list,
+        root=args.root,
+        snapshot=args.snapshot,
+        device=args.device,
+        evaluate=args.eval,
+        batch=args.batch,
+        quiet=args.quiet,
+    )
 
 
 def _runs(args: argparse.Namespace) -> int:
     from orchestrator.runs_table import runs_table
+
     print(runs_table(args.folder))
     return 0
 
 
 def _sweep(args: argparse.Namespace) -> int:
     from orchestrator.sweep.driver import sweep
-    return sweep(args.sweep, address=args.address, max_concurrent=args.max_concurrent, out=args.out,
-                 resume=args.resume)
+
+    return sweep(args.sweep, address=args.address, max_concurrent=args.max_concurrent, out=args.out, resume=args.resume)
 
 
-def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add predict, runs and sweep to the parser."""
     p = sub.add_parser("predict", help="segment images with a run's snapshot (overlays, --eval metrics)")
     p.add_argument("run_dir")

@@ -1,4 +1,5 @@
 """The experiment schema: one strict, typed description of a run (YAML in, dataclasses out)."""
+
 from __future__ import annotations
 
 import argparse
@@ -14,8 +15,8 @@ import yaml
 from common.errors import UserError
 from data_prep.cli import parse_size as parse_wxh  # the data stage's own --resize parser
 from orchestrator.config import schema
-from orchestrator.train.rules import Thresholds
 from orchestrator.config.schema import Check, Count, Limits, NonNegFloat, NonNegInt, PosFloat, rule
+from orchestrator.train.rules import Thresholds
 
 # Limits shared by several fields here (schema has the common ones); the others are declared inline.
 Fraction = Annotated[float, Limits(ge=0, lt=1)]  # moving-average decays
@@ -100,8 +101,10 @@ class DataCfg:
     def _augment_needs_paired(self) -> str | None:
         a = self.augment
         if self.layer == "lmdb" and (a.mirror or a.crop or a.scale or a.jitter):
-            return ("needs layer: paired (two native Data layers cannot share a random "
-                    "mirror/crop, so image and label would no longer match)")
+            return (
+                "needs layer: paired (two native Data layers cannot share a random "
+                "mirror/crop, so image and label would no longer match)"
+            )
         return None
 
 
@@ -218,9 +221,16 @@ class SnapshotCfg:
     interval: Count = 500
     # >= 1 even with keep_best: the best may be old or not exist yet (no validation so far), and a
     # crash must always leave the newest state to resume from.
-    keep_last: Annotated[int, Limits(ge=1, hint=(
-        "resume continues from the newest snapshot; with 0 each snapshot would be deleted as soon as it "
-        "is written and a crash would leave nothing to resume; keep_best keeps the best one besides"))] = 2
+    keep_last: Annotated[
+        int,
+        Limits(
+            ge=1,
+            hint=(
+                "resume continues from the newest snapshot; with 0 each snapshot would be deleted as soon as it "
+                "is written and a crash would leave nothing to resume; keep_best keeps the best one besides"
+            ),
+        ),
+    ] = 2
     keep_best: bool = True
 
 
@@ -233,9 +243,16 @@ class ProgressCfg:
 
 @dataclass
 class Experiment:
-    name: Annotated[str, Check(_NAME.fullmatch, (
-        "a plain name (it names the run directory runs/<name>): letters, digits, '.', '_' or '-', "
-        "starting with a letter, digit or '_', at most 100 characters"))]
+    name: Annotated[
+        str,
+        Check(
+            _NAME.fullmatch,
+            (
+                "a plain name (it names the run directory runs/<name>): letters, digits, '.', '_' or '-', "
+                "starting with a letter, digit or '_', at most 100 characters"
+            ),
+        ),
+    ]
     data: DataCfg
     net: NetCfg = field(default_factory=NetCfg)
     solver: SolverCfg = field(default_factory=SolverCfg)
@@ -268,8 +285,15 @@ class Experiment:
 
 _NEEDS_VAL = "needs validation data (data.val) and validation.enabled"
 
-_PATH_KEYS = (("data", "train"), ("data", "val"), ("data", "build", "root"), ("net", "prototxt"),
-              ("net", "val_prototxt"), ("weights",), ("solver", "prototxt"))
+_PATH_KEYS = (
+    ("data", "train"),
+    ("data", "val"),
+    ("data", "build", "root"),
+    ("net", "prototxt"),
+    ("net", "val_prototxt"),
+    ("weights",),
+    ("solver", "prototxt"),
+)
 
 
 def parse_override(text: str) -> tuple[str, Any]:
@@ -280,12 +304,15 @@ def parse_override(text: str) -> tuple[str, Any]:
     try:
         return key.strip(), yaml.safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError as e:
-        raise UserError(f"--set {text!r}: not a YAML value ({e.problem or e})",
-                        "quote it or close its brackets, e.g. --set solver.stepvalue=[100,200]") from e
+        raise UserError(
+            f"--set {text!r}: not a YAML value ({e.problem or e})",
+            "quote it or close its brackets, e.g. --set solver.stepvalue=[100,200]",
+        ) from e
 
 
-def from_dict(raw: dict[str, Any], overrides: list[str] = (), source: str = "<dict>",
-              solver_file: bool = False) -> Experiment:
+def from_dict(
+    raw: dict[str, Any], overrides: list[str] = (), source: str = "<dict>", solver_file: bool = False
+) -> Experiment:
     """Validate a raw mapping (plus --set overrides); raise UserError listing every problem.
     With `solver_file`, solver.prototxt (the user's solver) fills the solver keys not given."""
     raw = copy.deepcopy(raw or {})  # overrides must not leak into the caller's nested dicts
@@ -294,11 +321,14 @@ def from_dict(raw: dict[str, Any], overrides: list[str] = (), source: str = "<di
     errors: list[str] = []
     if solver_file:
         from orchestrator.config import solverfile
+
         solverfile.merge_into(raw, errors)
     exp = schema.load(Experiment, raw, "", errors)
     if errors:
-        raise UserError(f"{source}: {len(errors)} problem(s) in the experiment:\n  - " + "\n  - ".join(errors),
-                        "correct the keys named above (orchestrate validate EXP.yaml lists them all)")
+        raise UserError(
+            f"{source}: {len(errors)} problem(s) in the experiment:\n  - " + "\n  - ".join(errors),
+            "correct the keys named above (orchestrate validate EXP.yaml lists them all)",
+        )
     return exp
 
 
@@ -306,14 +336,20 @@ def load_experiment(path: str | os.PathLike[str], overrides: list[str] = ()) -> 
     """Read an experiment YAML (safe loader), apply overrides, make paths absolute."""
     p = Path(path)
     if not p.is_file():
-        raise UserError(f"{p}: experiment file not found", "give the path of an experiment YAML, e.g. experiments/demo.yaml")
+        raise UserError(
+            f"{p}: experiment file not found", "give the path of an experiment YAML, e.g. experiments/demo.yaml"
+        )
     try:
         raw = yaml.safe_load(p.read_text(encoding="utf-8"))
     except UnicodeDecodeError as e:
-        raise UserError(f"{p}: not UTF-8 text (byte 0x{e.object[e.start]:02x} at offset {e.start})",
-                        "save the experiment file as UTF-8") from e
+        raise UserError(
+            f"{p}: not UTF-8 text (byte 0x{e.object[e.start]:02x} at offset {e.start})",
+            "save the experiment file as UTF-8",
+        ) from e
     except OSError as e:
-        raise UserError(f"{p}: cannot read the experiment file: {e.strerror}", "check the path and its permissions") from e
+        raise UserError(
+            f"{p}: cannot read the experiment file: {e.strerror}", "check the path and its permissions"
+        ) from e
     except yaml.YAMLError as e:
         raise UserError(f"{p}: not valid YAML: {e}", "fix the YAML syntax at the line shown") from e
     if not isinstance(raw, dict):

@@ -8,6 +8,7 @@ Limits live with the field they limit: `Annotated[int, Limits(ge=1)]` or `Annota
 Checks that relate several fields are methods marked `@rule("a", "b.c")`; each runs on its own and
 only when its fields loaded cleanly, so a mistyped field never hides another field's problem.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -37,8 +38,9 @@ class Limits:
 
     def problem(self, value: float) -> str | None:
         """None if `value` is within the limits, else 'must be ..., got ...'."""
-        bounds = [(op, b) for op, b in ((">=", self.ge), (">", self.gt), ("<=", self.le), ("<", self.lt))
-                  if b is not None]
+        bounds = [
+            (op, b) for op, b in ((">=", self.ge), (">", self.gt), ("<=", self.le), ("<", self.lt)) if b is not None
+        ]
         if value in self.also or all(_COMPARE[op](value, b) for op, b in bounds):
             return None
         wanted = " and ".join(f"{op} {b:g}" for op, b in bounds) + "".join(f" or {v:g}" for v in self.also)
@@ -74,9 +76,11 @@ def rule(*fields: str) -> Callable[[F], F]:
     """Mark a method `(self) -> str | None` as a check across `fields` (dotted, relative to its
     dataclass). Its problem is reported at the first field; it is skipped while any of its fields
     already has an error, so it always sees well-typed values."""
+
     def mark(fn: F) -> F:
         fn.schema_fields = fields  # type: ignore[attr-defined]
         return fn
+
     return mark
 
 
@@ -235,4 +239,3 @@ def set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
             node[k] = nxt
         node = nxt
     node[keys[-1]] = value
-

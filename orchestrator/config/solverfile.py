@@ -6,6 +6,7 @@ the experiment or `--set` gives them; every other field Caffe knows (regularizat
 delta, rms_decay, average_loss, ...) is kept as it is. The run replaces only what it manages
 itself: the net paths, Caffe's own testing and snapshotting, display, the device and the seed.
 """
+
 from __future__ import annotations
 
 from dataclasses import fields
@@ -13,18 +14,44 @@ from pathlib import Path
 from typing import Any
 
 # what the orchestrator manages: never taken from the user's file
-MANAGED = ("net", "net_param", "train_net", "train_net_param", "test_net", "test_net_param", "train_state",
-           "test_state", "test_iter", "test_interval", "test_initialization", "snapshot", "snapshot_prefix",
-           "snapshot_format", "snapshot_diff", "snapshot_after_train", "display", "solver_mode", "device_id",
-           "random_seed", "solver_type")
+MANAGED = (
+    "net",
+    "net_param",
+    "train_net",
+    "train_net_param",
+    "test_net",
+    "test_net_param",
+    "train_state",
+    "test_state",
+    "test_iter",
+    "test_interval",
+    "test_initialization",
+    "snapshot",
+    "snapshot_prefix",
+    "snapshot_format",
+    "snapshot_diff",
+    "snapshot_after_train",
+    "display",
+    "solver_mode",
+    "device_id",
+    "random_seed",
+    "solver_type",
+)
 # Caffe's deprecated `solver_type` enum -> the `type` string
-_LEGACY_TYPES = {"SGD": "SGD", "NESTEROV": "Nesterov", "ADAGRAD": "AdaGrad", "RMSPROP": "RMSProp",
-                 "ADADELTA": "AdaDelta", "ADAM": "Adam"}
+_LEGACY_TYPES = {
+    "SGD": "SGD",
+    "NESTEROV": "Nesterov",
+    "ADAGRAD": "AdaGrad",
+    "RMSPROP": "RMSProp",
+    "ADADELTA": "AdaDelta",
+    "ADAM": "Adam",
+}
 
 
 def load(path: str | Path) -> Any:
     """SolverParameter from the file (UserError with file and line for a bad field)."""
     from nets.prototxt import load_solver
+
     return load_solver(path)
 
 
@@ -48,8 +75,8 @@ def schema_values(param: Any, names: list[str]) -> dict[str, Any]:
 
 def merge_into(raw: dict[str, Any], errors: list[str]) -> None:
     """Fill raw['solver'] from the solver file it names, for keys it does not give itself."""
-    from orchestrator.config.experiment import SolverCfg
     from common.errors import UserError
+    from orchestrator.config.experiment import SolverCfg
 
     solver = raw.get("solver")
     if not isinstance(solver, dict) or not isinstance(solver.get("prototxt"), str):
@@ -67,6 +94,7 @@ def merge_into(raw: dict[str, Any], errors: list[str]) -> None:
 def solver_param(base: str | Path | None) -> Any:
     """A SolverParameter to build on: the base file's fields minus what the run manages."""
     from caffe.proto import caffe_pb2
+
     p = caffe_pb2.SolverParameter()
     if base is not None:
         p.CopyFrom(load(base))
@@ -91,19 +119,25 @@ def caffe_snapshot(state_path: str, weights: str | None) -> tuple[Path, Path, in
     try:
         state.ParseFromString(state_file.read_bytes())
     except DecodeError:
-        raise UserError(f"--from-snapshot: {state_file} is not a Caffe solver state",
-                        "give the .solverstate file (the .caffemodel goes to --weights)") from None
+        raise UserError(
+            f"--from-snapshot: {state_file} is not a Caffe solver state",
+            "give the .solverstate file (the .caffemodel goes to --weights)",
+        ) from None
     if state.iter <= 0 and not len(state.history):
-        raise UserError(f"--from-snapshot: {state_file} is not a Caffe solver state (no iteration, no history)",
-                        "give the .solverstate file (the .caffemodel goes to --weights)")
+        raise UserError(
+            f"--from-snapshot: {state_file} is not a Caffe solver state (no iteration, no history)",
+            "give the .solverstate file (the .caffemodel goes to --weights)",
+        )
     if weights:
         found = Path(weights).resolve()
         if not found.is_file():
             raise UserError(f"--weights: {weights} not found", "give the .caffemodel saved with the solver state")
         return state_file, found, int(state.iter)
     learned = Path(state.learned_net) if state.learned_net else None
-    for cand in ([learned, state_file.parent / learned.name] if learned else []):
+    for cand in [learned, state_file.parent / learned.name] if learned else []:
         if cand.is_file():
             return state_file, cand.resolve(), int(state.iter)
-    raise UserError(f"--from-snapshot: the weights of {state_file.name} ({state.learned_net or 'not named'}) "
-                    "were not found", "pass them with --weights X.caffemodel")
+    raise UserError(
+        f"--from-snapshot: the weights of {state_file.name} ({state.learned_net or 'not named'}) were not found",
+        "pass them with --weights X.caffemodel",
+    )

@@ -2,6 +2,7 @@
 in, plain values out): the deploy net (the run's deploy.prototxt, or one derived from its val
 net for a user's own net), the input blob, the score blob, and the preprocessing that the val
 net's data layer applies (mean, scale), so a prediction sees what validation saw."""
+
 from __future__ import annotations
 
 import json
@@ -59,7 +60,9 @@ def preprocess_of(val_net: Any, stats_mean: list[float] | None) -> Preprocess:
         mean = list(tp.mean_value)
         if len(mean) == 1:
             mean = mean * 3
-        return Preprocess(tuple(float(v) for v in mean) if mean else None, float(tp.scale) if tp.HasField("scale") else 1.0)
+        return Preprocess(
+            tuple(float(v) for v in mean) if mean else None, float(tp.scale) if tp.HasField("scale") else 1.0
+        )
     return Preprocess(tuple(stats_mean) if stats_mean else None)  # type: ignore[arg-type]
 
 

@@ -1,6 +1,7 @@
 """Pictures of predictions (pure numpy, then PIL/matplotlib to write them): the class palette,
 a colour overlay of a prediction on its image, an error map, and the normalised confusion
 matrix. Used by `orchestrate predict` and by validation's best-iteration overlays."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -77,6 +78,7 @@ def normalised(conf: np.ndarray) -> np.ndarray:
 def plot_confusion(conf: np.ndarray, names: list[str], path: Path, title: str = "") -> None:
     """confusion.png: the row-normalised confusion matrix with class names and percentages."""
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -92,8 +94,15 @@ def plot_confusion(conf: np.ndarray, names: list[str], path: Path, title: str = 
     for i in range(n):
         for j in range(n):
             if norm[i, j] >= 0.005:
-                ax.text(j, i, f"{100 * norm[i, j]:.0f}", ha="center", va="center", fontsize=7,
-                        color="white" if norm[i, j] > 0.5 else "black")
+                ax.text(
+                    j,
+                    i,
+                    f"{100 * norm[i, j]:.0f}",
+                    ha="center",
+                    va="center",
+                    fontsize=7,
+                    color="white" if norm[i, j] > 0.5 else "black",
+                )
     if title:
         ax.set_title(title)
     fig.tight_layout()
@@ -108,6 +117,8 @@ def class_table(scores: dict[str, object], names: list[str]) -> str:
     rows = [f"{'class':<16} {'IU':>7}"]
     for name, iu in zip(names, scores["per_class_iu"]):  # type: ignore[arg-type]
         rows.append(f"{name:<16} {'n/a' if iu is None else f'{iu:.4f}':>7}")
-    rows.append(f"mIoU {scores['mean_iu']:.4f}  pixel acc {scores['pixel_accuracy']:.4f}  "
-                f"mean acc {scores['mean_accuracy']:.4f}  fwIoU {scores['fw_iu']:.4f}")
+    rows.append(
+        f"mIoU {scores['mean_iu']:.4f}  pixel acc {scores['pixel_accuracy']:.4f}  "
+        f"mean acc {scores['mean_accuracy']:.4f}  fwIoU {scores['fw_iu']:.4f}"
+    )
     return "\n".join(rows)

@@ -2,6 +2,7 @@
 at each new best, written to RUN_DIR/best/ (overlay, error map, the confusion matrix) for
 report.md and TensorBoard. The images come from the data stage's val LMDBs; the net is the
 run's deploy net sharing the training net's weights, fed as `predict` feeds it."""
+
 from __future__ import annotations
 
 import json
@@ -10,8 +11,8 @@ from typing import Any
 
 import numpy as np
 
-from orchestrator.predict import deploy as dep
 from orchestrator.contract import RUN_FILES
+from orchestrator.predict import deploy as dep
 from orchestrator.predict import overlay
 
 BEST_DIR = RUN_FILES["best"]
@@ -22,10 +23,14 @@ def val_samples(val_dir: Path, k: int) -> list[tuple[str, np.ndarray, np.ndarray
     import lmdb
 
     from data_prep.datum import datum_to_array, parse_datum
+
     out = []
-    with lmdb.open(str(val_dir / "images"), readonly=True, lock=False) as img_env, \
-            lmdb.open(str(val_dir / "labels"), readonly=True, lock=False) as lab_env, \
-            img_env.begin() as ti, lab_env.begin() as tl:
+    with (
+        lmdb.open(str(val_dir / "images"), readonly=True, lock=False) as img_env,
+        lmdb.open(str(val_dir / "labels"), readonly=True, lock=False) as lab_env,
+        img_env.begin() as ti,
+        lab_env.begin() as tl,
+    ):
         for key, raw in ti.cursor():
             if len(out) >= k:
                 break
@@ -41,12 +46,22 @@ def val_samples(val_dir: Path, k: int) -> list[tuple[str, np.ndarray, np.ndarray
 class BestPictures:
     """Renders the samples with the current weights; builds its deploy net on first use."""
 
-    def __init__(self, run_dir: Path, val_dir: Path, k: int, num_classes: int, ignore_label: int | None,
-                 class_names: list[str] | None, mean_bgr: list[float] | None) -> None:
+    def __init__(
+        self,
+        run_dir: Path,
+        val_dir: Path,
+        k: int,
+        num_classes: int,
+        ignore_label: int | None,
+        class_names: list[str] | None,
+        mean_bgr: list[float] | None,
+    ) -> None:
         self.root = run_dir / BEST_DIR
         self.samples = val_samples(val_dir, k) if (val_dir / "images").exists() else []
         self.num_classes, self.ignore = num_classes, ignore_label
-        self.names = list(class_names or [])[:num_classes] + [f"class {i}" for i in range(len(class_names or []), num_classes)]
+        self.names = list(class_names or [])[:num_classes] + [
+            f"class {i}" for i in range(len(class_names or []), num_classes)
+        ]
         self.run_dir, self.mean = run_dir, mean_bgr
         self.net: Any = None
         self.palette = overlay.default_palette()
@@ -54,8 +69,9 @@ class BestPictures:
     def _build(self, train_net: Any) -> None:
         import caffe
 
-        from orchestrator.predict.worker import _net_files
         from nets.prototxt import load_net
+        from orchestrator.predict.worker import _net_files
+
         self.root.mkdir(exist_ok=True)
         h, w = self.samples[0][1].shape[:2]
         deploy_path, val = _net_files(self.run_dir, self.root, (h, w))
@@ -67,6 +83,7 @@ class BestPictures:
     def render(self, train_net: Any, iteration: int, confusion: list[list[int]] | None) -> list[tuple[str, np.ndarray]]:
         """Write the pictures of this (best) iteration; returns (tag, RGB) for TensorBoard."""
         from orchestrator.predict.worker import _forward
+
         if not self.samples:
             return []
         if self.net is None:
@@ -84,7 +101,13 @@ class BestPictures:
             overlay.write_rgb_png(self.root / f"{name}_error.png", err)
             out += [(f"{name}_overlay", over), (f"{name}_error", err)]
         if confusion is not None:
-            overlay.plot_confusion(np.asarray(confusion), self.names, self.root / "confusion.png",
-                                   f"best validation, iteration {iteration}")
-        (self.root / "best.json").write_text(json.dumps({"iteration": iteration, "images": [s[0] for s in self.samples]}))
+            overlay.plot_confusion(
+                np.asarray(confusion),
+                self.names,
+                self.root / "confusion.png",
+                f"best validation, iteration {iteration}",
+            )
+        (self.root / "best.json").write_text(
+            json.dumps({"iteration": iteration, "images": [s[0] for s in self.samples]})
+        )
         return out

@@ -2,6 +2,7 @@
 run's snapshot. The parent checks every input, then runs the Caffe work in a child
 (orchestrator.predict.worker) so that a Caffe abort becomes a finding; the child writes into a
 hidden partial folder that is renamed to `--out` only when everything is written."""
+
 from __future__ import annotations
 
 import json
@@ -15,8 +16,8 @@ from common.child import run_child
 from common.errors import UserError
 from data_prep.sources import IMAGE_EXTS, Pair, pair_folders, read_list
 from orchestrator.contract import WEIGHTS, RunMeta, snapshot_relpath
-from orchestrator.rundir import RunDir, require_run_dir, verify_snapshot
 from orchestrator.run.supervisor import abort_finding
+from orchestrator.rundir import RunDir, require_run_dir, verify_snapshot
 
 MARKER = ".segorch-predict"
 
@@ -36,22 +37,34 @@ def choose_snapshot(run: RunDir, which: str) -> tuple[int, Path]:
         try:
             it = int(which.removeprefix("iter_"))
         except ValueError:
-            raise UserError(f"--snapshot {which!r}: expected best, last or iter_N", "for example --snapshot iter_400") from None
+            raise UserError(
+                f"--snapshot {which!r}: expected best, last or iter_N", "for example --snapshot iter_400"
+            ) from None
         if it not in snaps:
-            raise UserError(f"--snapshot {which}: {run.snapshots}/iter_{it} does not exist",
-                            f"choose one of: {', '.join(f'iter_{i}' for i in sorted(snaps))}")
+            raise UserError(
+                f"--snapshot {which}: {run.snapshots}/iter_{it} does not exist",
+                f"choose one of: {', '.join(f'iter_{i}' for i in sorted(snaps))}",
+            )
     problem = verify_snapshot(snaps[it])
     if problem:
         raise UserError(f"snapshot {snaps[it]}: {problem}", "choose another with --snapshot iter_N")
     return it, snaps[it]
 
 
-def collect_inputs(images: str | None, labels: str | None, list_file: str | None, root: str | None,
-                   need_labels: bool) -> list[Pair]:
+def collect_inputs(
+    images: str | None, labels: str | None, list_file: str | None, root: str | None, need_labels: bool
+) -> list[Pair]:
     """The images (and labels) to predict, in the data stage's list formats."""
     if list_file:
-        text_lines = [x.split() for x in Path(list_file).read_text(errors="replace").splitlines()
-                      if x.strip() and not x.strip().startswith("#")] if Path(list_file).is_file() else []
+        text_lines = (
+            [
+                x.split()
+                for x in Path(list_file).read_text(errors="replace").splitlines()
+                if x.strip() and not x.strip().startswith("#")
+            ]
+            if Path(list_file).is_file()
+            else []
+        )
         with_labels = bool(text_lines) and all(len(x) == 2 for x in text_lines)
         if need_labels and not with_labels and text_lines:
             raise UserError(f"--eval: {list_file} has no label column", "write 'image label' per line, or drop --eval")
@@ -61,8 +74,9 @@ def collect_inputs(images: str | None, labels: str | None, list_file: str | None
     if labels:
         return pair_folders(Path(images), Path(labels))
     if need_labels:
-        raise UserError("--eval needs labels: --labels DIR with --images, or a list of 'image label' lines",
-                        "add --labels DIR")
+        raise UserError(
+            "--eval needs labels: --labels DIR with --images, or a list of 'image label' lines", "add --labels DIR"
+        )
     folder = Path(images)
     if not folder.is_dir():
         raise UserError(f"--images: {images} is not a folder", "give the folder of the images")
@@ -108,9 +122,20 @@ def _prepare_out(out: Path) -> Path:
     return tmp
 
 
-def predict(run_dir: str, *, out: str, images: str | None = None, labels: str | None = None,
-            list_file: str | None = None, root: str | None = None, snapshot: str = "best",
-            device: str = "cpu", evaluate: bool = False, batch: int = 1, quiet: bool = False) -> int:
+def predict(
+    run_dir: str,
+    *,
+    out: str,
+    images: str | None = None,
+    labels: str | None = None,
+    list_file: str | None = None,
+    root: str | None = None,
+    snapshot: str = "best",
+    device: str = "cpu",
+    evaluate: bool = False,
+    batch: int = 1,
+    quiet: bool = False,
+) -> int:
     """Check the inputs, run the child, publish the folder; returns the exit code."""
     import yaml
 
@@ -126,22 +151,33 @@ def predict(run_dir: str, *, out: str, images: str | None = None, labels: str | 
     stats = _data_stats(exp)
     out_dir = Path(out).resolve()
     tmp = _prepare_out(out_dir)
-    job = {"run": str(run.root), "weights": str(snap / WEIGHTS), "iteration": iteration,
-           "snapshot": snapshot_relpath(iteration), "pairs": [[str(p.image), str(p.label) if p.label else None, p.where]
-                                                          for p in pairs],
-           "device": device, "eval": evaluate, "batch": batch, "quiet": quiet,
-           "num_classes": meta.num_classes, "ignore_label": meta.ignore_label,
-           "class_names": class_names(exp, meta), "resize": stats.get("resize"),
-           "palette": stats.get("palette"), "mean_bgr": stats.get("mean_bgr"),
-           "input_size": [stats["height"], stats["width"]] if stats.get("height") else None}
+    job = {
+        "run": str(run.root),
+        "weights": str(snap / WEIGHTS),
+        "iteration": iteration,
+        "snapshot": snapshot_relpath(iteration),
+        "pairs": [[str(p.image), str(p.label) if p.label else None, p.where] for p in pairs],
+        "device": device,
+        "eval": evaluate,
+        "batch": batch,
+        "quiet": quiet,
+        "num_classes": meta.num_classes,
+        "ignore_label": meta.ignore_label,
+        "class_names": class_names(exp, meta),
+        "resize": stats.get("resize"),
+        "palette": stats.get("palette"),
+        "mean_bgr": stats.get("mean_bgr"),
+        "input_size": [stats["height"], stats["width"]] if stats.get("height") else None,
+    }
     (tmp / "job.json").write_text(json.dumps(job, indent=1))
     print(f"predicting {len(pairs)} image(s) with {run.root.name}/snapshots/{snap.name}", flush=True)
     try:
-        child, _ = run_child(["-m", "orchestrator.predict.worker", str(tmp / "job.json")], tmp / "caffe.log",
-                             stdout=None)
+        child, _ = run_child(
+            ["-m", "orchestrator.predict.worker", str(tmp / "job.json")], tmp / "caffe.log", stdout=None
+        )
         if child.returncode != 0:
             log = (tmp / "caffe.log").read_text(errors="replace")
-            err = [x[len("error: "):] for x in log.splitlines() if x.startswith("error: ")]
+            err = [x[len("error: ") :] for x in log.splitlines() if x.startswith("error: ")]
             reason = err[-1] if err else str(abort_finding("predict-failed", child))
             print(f"predict failed: {reason}", file=sys.stderr)
             return 2
@@ -154,6 +190,7 @@ def predict(run_dir: str, *, out: str, images: str | None = None, labels: str | 
         shutil.rmtree(tmp, ignore_errors=True)
     if evaluate:
         from orchestrator.predict.overlay import class_table
+
         result = json.loads((out_dir / "eval.json").read_text())
         print(class_table(result, result["class_names"]))
     print(f"predictions: {out_dir}")

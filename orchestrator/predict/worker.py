@@ -6,6 +6,7 @@ tiles for a net with a fixed input size), brings the classes back to the origina
 nearest-neighbour, and writes per image a paletted class PNG, an overlay and (with a label)
 an error map; with `eval`, eval.json and confusion.png (the validation's definitions).
 """
+
 from __future__ import annotations
 
 import json
@@ -17,19 +18,21 @@ from typing import Any
 import numpy as np
 
 from common.errors import UserError
-from orchestrator.predict import deploy as dep
 from orchestrator import metrics
+from orchestrator.predict import deploy as dep
 from orchestrator.predict import overlay
 
 
 def _net_files(run: Path, folder: Path, size: tuple[int, int]) -> tuple[Path, Any]:
     """The deploy prototxt to build (the run's, or one derived from its val net) and the val net."""
     from nets.prototxt import load_net
+
     val_path = run / "val.prototxt" if (run / "val.prototxt").exists() else run / "train.prototxt"
     val = load_net(val_path)
     if (run / "deploy.prototxt").exists():
         return run / "deploy.prototxt", val
     from google.protobuf import text_format
+
     derived = folder / "deploy.prototxt"
     h, w = size
     derived.write_text(text_format.MessageToString(dep.derive_deploy(val, h, w)))
@@ -46,9 +49,11 @@ def _forward(net: Any, info: dep.DeployInfo, batch: np.ndarray) -> np.ndarray:
     net.forward()
     scores = net.blobs[info.score_blob].data
     if scores.shape[2:] != batch.shape[2:]:
-        raise UserError(f"the net's scores '{info.score_blob}' are {scores.shape[2]}x{scores.shape[3]} for an "
-                        f"input of {batch.shape[2]}x{batch.shape[3]}: not full resolution",
-                        "crop the upsampled scores to the input (Crop with the data blob), as FCN does")
+        raise UserError(
+            f"the net's scores '{info.score_blob}' are {scores.shape[2]}x{scores.shape[3]} for an "
+            f"input of {batch.shape[2]}x{batch.shape[3]}: not full resolution",
+            "crop the upsampled scores to the input (Crop with the data blob), as FCN does",
+        )
     return scores.argmax(axis=1)
 
 
@@ -61,7 +66,7 @@ def _tiled(net: Any, info: dep.DeployInfo, x: np.ndarray) -> np.ndarray:
     out = np.zeros((1, h + ph, w + pw), np.int64)
     for y in range(0, h + ph, th):
         for x0 in range(0, w + pw, tw):
-            out[:, y:y + th, x0:x0 + tw] = _forward(net, info, padded[:, :, y:y + th, x0:x0 + tw])
+            out[:, y : y + th, x0 : x0 + tw] = _forward(net, info, padded[:, :, y : y + th, x0 : x0 + tw])
     return out[:, :h, :w]
 
 
@@ -70,6 +75,7 @@ class Predictor:
 
     def __init__(self, job: dict[str, Any], folder: Path) -> None:
         import caffe
+
         if job["device"] == "cpu":
             caffe.set_mode_cpu()
         else:
@@ -77,6 +83,7 @@ class Predictor:
             caffe.set_mode_gpu()
         deploy_path, val = _net_files(Path(job["run"]), folder, tuple(job.get("input_size") or (64, 64)))
         from nets.prototxt import load_net
+
         self.info = dep.deploy_info(load_net(deploy_path), val)
         self.pre = dep.preprocess_of(val, job.get("mean_bgr"))
         self.net = caffe.Net(str(deploy_path), job["weights"], caffe.TEST)
@@ -85,6 +92,7 @@ class Predictor:
     def input_of(self, image: np.ndarray) -> np.ndarray:
         """1 x 3 x H x W float32: resized as the data stage did, minus the mean, scaled."""
         from data_prep.decode import resize
+
         img = resize(image, self.resize, nearest=False) if self.resize else image
         x = img.astype(np.float32)
         if self.pre.mean_bgr is not None:
@@ -95,6 +103,7 @@ class Predictor:
     def classes(self, batch: list[np.ndarray]) -> list[np.ndarray]:
         """Class ids at each image's original size."""
         from data_prep.decode import resize
+
         xs = [self.input_of(im) for im in batch]
         if self.info.fully_convolutional and len({x.shape for x in xs}) == 1:
             preds = list(_forward(self.net, self.info, np.concatenate(xs)))
@@ -102,8 +111,10 @@ class Predictor:
             preds = [_forward(self.net, self.info, x)[0] for x in xs]
         else:
             preds = [_tiled(self.net, self.info, x)[0] for x in xs]
-        return [resize(p.astype(np.uint8), (im.shape[1], im.shape[0]), nearest=True) if p.shape != im.shape[:2] else p
-                for p, im in zip(preds, batch)]
+        return [
+            resize(p.astype(np.uint8), (im.shape[1], im.shape[0]), nearest=True) if p.shape != im.shape[:2] else p
+            for p, im in zip(preds, batch)
+        ]
 
 
 def _names(pairs: list[list[Any]]) -> list[str]:
@@ -121,6 +132,7 @@ def _read(pair: list[Any], lut: Any) -> tuple[np.ndarray, np.ndarray | None]:
     """The image (BGR) and its label ids, as the data stage reads them (labels through `lut`,
     the data stage's palette lookup for colour-coded labels)."""
     from data_prep.decode import _Problem, read_image, read_label
+
     image, label, where = pair
     try:
         img = read_image(Path(image))
@@ -128,8 +140,10 @@ def _read(pair: list[Any], lut: Any) -> tuple[np.ndarray, np.ndarray | None]:
         if label:
             lab, _ = read_label(Path(label), lut, allow_lossy=True)
             if lab.shape != img.shape[:2]:
-                raise UserError(f"{where}: label {label} is {lab.shape[1]}x{lab.shape[0]}, image "
-                                f"{img.shape[1]}x{img.shape[0]}", "give each image its own label")
+                raise UserError(
+                    f"{where}: label {label} is {lab.shape[1]}x{lab.shape[0]}, image {img.shape[1]}x{img.shape[0]}",
+                    "give each image its own label",
+                )
     except _Problem as p:
         raise UserError(f"{where}: {p.file}: {p.reason}", p.fix or "check the file") from None
     return img, lab
@@ -139,10 +153,13 @@ def run(job: dict[str, Any], folder: Path) -> None:
     """Predict every image of the job into `folder`."""
     from data_prep.progress import Progress
     from data_prep.sources import palette_lut, read_palette
+
     pred = Predictor(job, folder)
     nc = int(job.get("num_classes") or pred.net.blobs[pred.info.score_blob].channels)
     ignore = job.get("ignore_label")
-    colours = read_palette(Path(job["palette"]), nc, ignore if ignore is not None else 255) if job.get("palette") else None
+    colours = (
+        read_palette(Path(job["palette"]), nc, ignore if ignore is not None else 255) if job.get("palette") else None
+    )
     pal = overlay.palette_from_file(colours) if colours else overlay.default_palette()
     lut = palette_lut(colours) if colours else None
     names = list(job.get("class_names") or [])[:nc]
@@ -151,7 +168,7 @@ def run(job: dict[str, Any], folder: Path) -> None:
     pairs, stems = job["pairs"], _names(job["pairs"])
     bar = Progress(len(pairs), "predict", quiet=job.get("quiet", False), stream=sys.stdout)
     for start in range(0, len(pairs), job["batch"]):
-        chunk = [_read(p, lut) for p in pairs[start:start + job["batch"]]]
+        chunk = [_read(p, lut) for p in pairs[start : start + job["batch"]]]
         for (img, lab), cls, stem in zip(chunk, pred.classes([c[0] for c in chunk]), stems[start:]):
             overlay.write_index_png(folder / f"{stem}.png", cls, pal)
             overlay.write_rgb_png(folder / f"{stem}_overlay.png", overlay.overlay(img, cls, pal))
@@ -160,11 +177,21 @@ def run(job: dict[str, Any], folder: Path) -> None:
                 conf += metrics.confusion(cls, lab, nc, ignore)
             bar.update()
     if job["eval"]:
-        result = {**metrics.scores(conf), "images": len(pairs), "iteration": job["iteration"],
-                  "snapshot": job["snapshot"], "class_names": names, "confusion": conf.tolist()}
+        result = {
+            **metrics.scores(conf),
+            "images": len(pairs),
+            "iteration": job["iteration"],
+            "snapshot": job["snapshot"],
+            "class_names": names,
+            "confusion": conf.tolist(),
+        }
         (folder / "eval.json").write_text(json.dumps(result, indent=1))
-        overlay.plot_confusion(conf, names, folder / "confusion.png",
-                               f"{Path(job['run']).name} {job['snapshot']}: mIoU {result['mean_iu']:.3f}")
+        overlay.plot_confusion(
+            conf,
+            names,
+            folder / "confusion.png",
+            f"{Path(job['run']).name} {job['snapshot']}: mIoU {result['mean_iu']:.3f}",
+        )
 
 
 def main(argv: list[str] | None = None) -> int:

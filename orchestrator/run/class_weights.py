@@ -6,6 +6,7 @@ rare ones'; the square root of those weights is a softer choice between them and
 A weighting other than the data stage's own is written into the run directory, from the
 stats.json weights, with the data stage's own writer (one H format).
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -25,8 +26,10 @@ def weights_for(weighting: str, stats: dict[str, Any]) -> np.ndarray:
     try:
         mf = np.asarray(stats["class_weights"]["median_frequency"], np.float64)
     except (KeyError, TypeError):
-        raise UserError("data.train: stats.json has no class_weights.median_frequency",
-                        "rebuild the training data with orchestrate data build") from None
+        raise UserError(
+            "data.train: stats.json has no class_weights.median_frequency",
+            "rebuild the training data with orchestrate data build",
+        ) from None
     if weighting == "median_frequency":
         return mf
     if weighting == "sqrt_median_frequency":

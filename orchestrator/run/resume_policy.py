@@ -5,6 +5,7 @@ hyper-parameters and the controller's own settings can change between two snapsh
 invalidating the weights, the solver history or the data position; the data, the net, the
 seed, the weights file and the surgery define what was trained and cannot.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -12,8 +13,17 @@ from typing import Any
 from orchestrator.contract import Status
 
 # dotted-key prefixes a resume may change (everything else is refused)
-RESUMABLE = ("solver.", "validation.", "snapshot.", "early_stop.", "lr_on_plateau.", "progress.",
-             "checks.", "name", "device")
+RESUMABLE = (
+    "solver.",
+    "validation.",
+    "snapshot.",
+    "early_stop.",
+    "lr_on_plateau.",
+    "progress.",
+    "checks.",
+    "name",
+    "device",
+)
 # ...except these, which the saved state depends on (Adam's history is not SGD's)
 FIXED = ("solver.type",)
 
@@ -44,8 +54,7 @@ def _resumable(key: str) -> bool:
     return any(key == p or key.startswith(p) for p in RESUMABLE)
 
 
-def split_changes(changes: dict[str, tuple[Any, Any]]) -> tuple[dict[str, tuple[Any, Any]],
-                                                                   dict[str, tuple[Any, Any]]]:
+def split_changes(changes: dict[str, tuple[Any, Any]]) -> tuple[dict[str, tuple[Any, Any]], dict[str, tuple[Any, Any]]]:
     """(allowed, refused) by key."""
     allowed = {k: v for k, v in changes.items() if _resumable(k)}
     return allowed, {k: v for k, v in changes.items() if k not in allowed}
@@ -56,8 +65,9 @@ def describe(changes: dict[str, tuple[Any, Any]]) -> str:
     return ", ".join(f"{k} {old!r} -> {new!r}" for k, (old, new) in changes.items())
 
 
-def continue_decision(status: str | None, iterations: int | None, max_iter: int,
-                      allowed: dict[str, tuple[Any, Any]]) -> str | None:
+def continue_decision(
+    status: str | None, iterations: int | None, max_iter: int, allowed: dict[str, tuple[Any, Any]]
+) -> str | None:
     """None when the run should train on; otherwise the sentence that says why not.
 
     A completed run continues only when max_iter now lies beyond it; an early-stopped one
@@ -69,7 +79,9 @@ def continue_decision(status: str | None, iterations: int | None, max_iter: int,
     if max_iter <= done:
         return f"the run is {status.replace('_', '-')} at iteration {done}: nothing to do. To train on, {raise_it}"
     if status == Status.EARLY_STOPPED and not any(k.startswith("early_stop.") for k in allowed):
-        return (f"the run stopped early at iteration {done} and would stop again at the next validation: "
-                "nothing to do. To train on, change early_stop (e.g. --set early_stop.enabled=false or a "
-                "larger early_stop.patience)")
+        return (
+            f"the run stopped early at iteration {done} and would stop again at the next validation: "
+            "nothing to do. To train on, change early_stop (e.g. --set early_stop.enabled=false or a "
+            "larger early_stop.patience)"
+        )
     return None

@@ -1,6 +1,7 @@
 """The parent side of `orchestrate run/resume`: prepare the run directory, pre-flight with the
 doctor, then supervise the Caffe child (orchestrator.run.supervisor) and turn an abort into a verdict.
 What the two sides share is in orchestrator.contract."""
+
 from __future__ import annotations
 
 import json
@@ -14,8 +15,8 @@ from common.findings import Finding, has_errors
 from data_prep.build import INFOGAIN_FILE, STATS_FILE
 from orchestrator.config import experiment as cfgmod
 from orchestrator.contract import EXIT_BAD_INPUT, LOCK, MARKER, START_STATE, RunMeta, Status
-from orchestrator.rundir import RunDir, read_jsonl
 from orchestrator.run.supervisor import supervise
+from orchestrator.rundir import RunDir, read_jsonl
 
 
 def read_stats(data_dir: str, key: str = "data") -> dict[str, Any]:
@@ -23,12 +24,16 @@ def read_stats(data_dir: str, key: str = "data") -> dict[str, Any]:
     absent or unreadable)."""
     p = Path(data_dir) / STATS_FILE
     if not p.exists():
-        raise UserError(f"{key}: {data_dir} has no {STATS_FILE} (not built by `orchestrate data build`)",
-                        "build it with orchestrate data build, or add data.build to the experiment")
+        raise UserError(
+            f"{key}: {data_dir} has no {STATS_FILE} (not built by `orchestrate data build`)",
+            "build it with orchestrate data build, or add data.build to the experiment",
+        )
     try:
         return json.loads(p.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise UserError(f"{key}: {p} is not readable JSON ({e})", "rebuild the data with orchestrate data build") from None
+        raise UserError(
+            f"{key}: {p} is not readable JSON ({e})", "rebuild the data with orchestrate data build"
+        ) from None
 
 
 def ensure_data(exp: cfgmod.Experiment) -> None:
@@ -37,6 +42,7 @@ def ensure_data(exp: cfgmod.Experiment) -> None:
     if b is None:
         return
     from data_prep.build import build_dataset
+
     jobs = [(exp.data.train, b.train_list)] + ([(exp.data.val, b.val_list)] if exp.data.val and b.val_list else [])
     for out, lst in jobs:
         lst_path = Path(b.root) / lst
@@ -44,18 +50,28 @@ def ensure_data(exp: cfgmod.Experiment) -> None:
         if stats.exists() and (not lst_path.exists() or stats.stat().st_mtime >= lst_path.stat().st_mtime):
             continue
         print(f"building {out} from {lst_path}", flush=True)
-        build_dataset(Path(out), num_classes=b.num_classes, ignore_label=b.ignore_label, list_file=lst_path,
-                      root=Path(b.root), overwrite=stats.exists(), encoded=b.encoded, quiet=True,
-                      allow_lossy_labels=b.allow_lossy_labels,
-                      **({"resize": b.size} if b.size else {}))
+        build_dataset(
+            Path(out),
+            num_classes=b.num_classes,
+            ignore_label=b.ignore_label,
+            list_file=lst_path,
+            root=Path(b.root),
+            overwrite=stats.exists(),
+            encoded=b.encoded,
+            quiet=True,
+            allow_lossy_labels=b.allow_lossy_labels,
+            **({"resize": b.size} if b.size else {}),
+        )
 
 
 def make_nets(exp: cfgmod.Experiment, run: RunDir) -> tuple[RunMeta, list[Finding]]:
     """Write train/val/deploy prototxts into the run dir; return the net's meta (classes, loss...)
     and what setting up the net found (a user's net: how validation will go)."""
     import nets
+
     if exp.net.prototxt:
         from orchestrator.run.usernet import user_net_meta
+
         return user_net_meta(exp, run)
     stats = read_stats(exp.data.train)
     num_classes = exp.net.num_classes or int(stats["num_classes"])
@@ -64,20 +80,53 @@ def make_nets(exp: cfgmod.Experiment, run: RunDir) -> tuple[RunMeta, list[Findin
     a = exp.data.augment
 
     def source(d: str, batch: int, train: bool) -> nets.DataSource:
-        aug = dict(mirror=a.mirror, crop=tuple(a.crop) if a.crop else None,
-                   scale=tuple(a.scale) if a.scale else None, jitter=a.jitter) if train else {}
-        return nets.DataSource(images=str(Path(d) / "images"), labels=str(Path(d) / "labels"), batch_size=batch,
-                               kind=exp.data.layer, mean_bgr=mean, seed=exp.seed, shuffle=train, **aug)
+        aug = (
+            dict(
+                mirror=a.mirror,
+                crop=tuple(a.crop) if a.crop else None,
+                scale=tuple(a.scale) if a.scale else None,
+                jitter=a.jitter,
+            )
+            if train
+            else {}
+        )
+        return nets.DataSource(
+            images=str(Path(d) / "images"),
+            labels=str(Path(d) / "labels"),
+            batch_size=batch,
+            kind=exp.data.layer,
+            mean_bgr=mean,
+            seed=exp.seed,
+            shuffle=train,
+            **aug,
+        )
+
     val_src = source(exp.data.val, exp.data.val_batch_size, False) if exp.data.val else None
     n = exp.net
     from orchestrator.run.class_weights import infogain_file
-    h = infogain_file(n.class_weighting, Path(exp.data.train) / INFOGAIN_FILE, stats, run.root) \
-        if n.loss == "infogain" else None
-    g = nets.generate(n.arch, num_classes=num_classes, train_data=source(exp.data.train, exp.data.batch_size, True),
-                      val_data=val_src, deploy_shape=(int(stats.get("height", 64)), int(stats.get("width", 64))),
-                      width=n.width, depth=n.depth, batch_norm=n.batch_norm, filler=n.filler, loss=n.loss,
-                      normalization=n.normalization, ignore_label=ignore, learn_upsample=n.learn_upsample,
-                      infogain_file=h, skips=n.skips)
+
+    h = (
+        infogain_file(n.class_weighting, Path(exp.data.train) / INFOGAIN_FILE, stats, run.root)
+        if n.loss == "infogain"
+        else None
+    )
+    g = nets.generate(
+        n.arch,
+        num_classes=num_classes,
+        train_data=source(exp.data.train, exp.data.batch_size, True),
+        val_data=val_src,
+        deploy_shape=(int(stats.get("height", 64)), int(stats.get("width", 64))),
+        width=n.width,
+        depth=n.depth,
+        batch_norm=n.batch_norm,
+        filler=n.filler,
+        loss=n.loss,
+        normalization=n.normalization,
+        ignore_label=ignore,
+        learn_upsample=n.learn_upsample,
+        infogain_file=h,
+        skips=n.skips,
+    )
     g.write(run.root)
     meta = RunMeta.from_dict(g.meta)
     meta.class_names = stats.get("class_names") or exp.data.class_names
@@ -94,6 +143,7 @@ def solver_text(exp: cfgmod.Experiment, run: RunDir, has_val: bool, base: str | 
     from google.protobuf import text_format
 
     from orchestrator.config.solverfile import solver_param
+
     s, p = exp.solver, solver_param(base)
     p.train_net = str(run.train_net)
     if has_val:
@@ -117,19 +167,29 @@ def solver_text(exp: cfgmod.Experiment, run: RunDir, has_val: bool, base: str | 
 def preflight(exp: cfgmod.Experiment, run: RunDir, meta: RunMeta) -> list[Finding]:
     """The doctor on the run's own nets and solver (static rules + a one-batch probe in a child)."""
     from nets.doctor import diagnose
+
     # a user net's data may come from elsewhere: the data stage's stats only where they exist
     has_stats = (Path(exp.data.train) / STATS_FILE).is_file()
     stats = read_stats(exp.data.train, "data.train") if not exp.net.prototxt or has_stats else None
-    return diagnose(str(run.train_net), val_prototxt=str(run.val_net) if run.val_net.exists() else None,
-                    solver=str(run.solver), weights=exp.weights, data_stats=stats, meta=meta.to_dict(),
-                    dynamic=True, surgery=exp.surgery.bilinear)
+    return diagnose(
+        str(run.train_net),
+        val_prototxt=str(run.val_net) if run.val_net.exists() else None,
+        solver=str(run.solver),
+        weights=exp.weights,
+        data_stats=stats,
+        meta=meta.to_dict(),
+        dynamic=True,
+        surgery=exp.surgery.bilinear,
+    )
 
 
 def check_inputs(exp: cfgmod.Experiment) -> None:
     """Everything a run reads, checked before anything is created (UserError naming it)."""
     if exp.weights and exp.weights.endswith(".solverstate"):
-        raise UserError(f"weights: {exp.weights} is a solver state, not weights",
-                        "give a .caffemodel as weights; to continue a run use orchestrate resume RUN_DIR")
+        raise UserError(
+            f"weights: {exp.weights} is a solver state, not weights",
+            "give a .caffemodel as weights; to continue a run use orchestrate resume RUN_DIR",
+        )
     if exp.weights and not Path(exp.weights).is_file():
         raise UserError(f"weights: {exp.weights} not found", "give the path of a .caffemodel")
     for key, path in (("net.prototxt", exp.net.prototxt), ("net.val_prototxt", exp.net.val_prototxt)):
@@ -137,12 +197,16 @@ def check_inputs(exp: cfgmod.Experiment) -> None:
             raise UserError(f"{key}: {path} not found", f"give the path of your net's prototxt as {key}")
     b = exp.data.build
     if b is not None:
-        lists = [("data.build.train_list", b.train_list)] + ([("data.build.val_list", b.val_list)] if b.val_list else [])
+        lists = [("data.build.train_list", b.train_list)] + (
+            [("data.build.val_list", b.val_list)] if b.val_list else []
+        )
         for key, lst in lists:
             if not (Path(b.root) / lst).is_file():
-                raise UserError(f"{key}: {Path(b.root) / lst} not found",
-                                "check data.build.root and the list names (paths inside the lists are read "
-                                "relative to data.build.root)")
+                raise UserError(
+                    f"{key}: {Path(b.root) / lst} not found",
+                    "check data.build.root and the list names (paths inside the lists are read "
+                    "relative to data.build.root)",
+                )
         return
     if exp.net.prototxt:
         return
@@ -163,13 +227,18 @@ def open_run_dir(path: str, fresh: bool) -> tuple[RunDir, bool]:
     if not created and any(p.name != LOCK for p in run.root.iterdir()):
         if not run.is_ours:
             verb = "delete" if fresh else "use"
-            raise UserError(f"{run.root} exists and was not created by orchestrate run (no {MARKER} marker): "
-                            f"refusing to {verb} it", "choose another --run-dir (or another name:)")
+            raise UserError(
+                f"{run.root} exists and was not created by orchestrate run (no {MARKER} marker): refusing to {verb} it",
+                "choose another --run-dir (or another name:)",
+            )
         run.acquire_lock()
         trained = bool(run.snapshot_dirs() or read_jsonl(run.metrics))
         if trained and not fresh:
-            raise UserError(f"{run.root} already holds a run", f"resume it with `orchestrate resume {run.root}`, "
-                            "pass --fresh to delete it and start over, or choose --run-dir")
+            raise UserError(
+                f"{run.root} already holds a run",
+                f"resume it with `orchestrate resume {run.root}`, "
+                "pass --fresh to delete it and start over, or choose --run-dir",
+            )
         run.clear()
     else:
         run.acquire_lock()
@@ -189,8 +258,9 @@ def _discard(run: RunDir, created: bool) -> None:
             p.unlink(missing_ok=True)
 
 
-def prepare(exp: cfgmod.Experiment, run_dir: str, fresh: bool,
-            start: tuple[Path, int] | None = None) -> tuple[RunDir, list[Finding]]:
+def prepare(
+    exp: cfgmod.Experiment, run_dir: str, fresh: bool, start: tuple[Path, int] | None = None
+) -> tuple[RunDir, list[Finding]]:
     """Create the run directory with everything the worker needs; returns the pre-flight findings.
     `start` is a solver state (and its iteration) to continue from, copied into the run.
     The inputs are checked first; a failure on the way removes what this call made."""
@@ -213,17 +283,27 @@ def prepare(exp: cfgmod.Experiment, run_dir: str, fresh: bool,
     return run, findings
 
 
-def run_experiment(exp: cfgmod.Experiment, run_dir: str, *, force: bool = False, fresh: bool = False,
-                   from_snapshot: str | None = None, snapshot_weights: str | None = None) -> int:
+def run_experiment(
+    exp: cfgmod.Experiment,
+    run_dir: str,
+    *,
+    force: bool = False,
+    fresh: bool = False,
+    from_snapshot: str | None = None,
+    snapshot_weights: str | None = None,
+) -> int:
     """`orchestrate run`: prepare, pre-flight (errors stop unless force), train in a child.
     `from_snapshot` continues a `caffe train` snapshot (its weights become `weights`)."""
     start = None
     if from_snapshot:
         from orchestrator.config.solverfile import caffe_snapshot
+
         state, weights, it = caffe_snapshot(from_snapshot, snapshot_weights)
         if it >= exp.solver.max_iter:
-            raise UserError(f"--from-snapshot: {state.name} is at iteration {it}, solver.max_iter is {exp.solver.max_iter}",
-                            f"raise solver.max_iter above {it} (--set solver.max_iter=N)")
+            raise UserError(
+                f"--from-snapshot: {state.name} is at iteration {it}, solver.max_iter is {exp.solver.max_iter}",
+                f"raise solver.max_iter above {it} (--set solver.max_iter=N)",
+            )
         exp.weights, start = str(weights), (state, it)
     elif snapshot_weights:
         raise UserError("--weights goes with --from-snapshot", "put start weights in the experiment's weights: key")
@@ -232,11 +312,19 @@ def run_experiment(exp: cfgmod.Experiment, run_dir: str, *, force: bool = False,
         if f.severity != "info":
             print(str(f), file=sys.stderr)
     if has_errors(findings) and not force:
-        run.write_summary(status=Status.FAILED, stop_reason="pre-flight: the doctor found errors (use --force to train anyway)",
-                          iterations=0, name=exp.name, findings=[f.to_dict() for f in findings])
-        print(f"\nstopped before training: {sum(f.severity == 'error' for f in findings)} error finding(s); "
-              f"see {run.summary}. Fix them and run the same command again (nothing was trained), "
-              "or pass --force", file=sys.stderr)
+        run.write_summary(
+            status=Status.FAILED,
+            stop_reason="pre-flight: the doctor found errors (use --force to train anyway)",
+            iterations=0,
+            name=exp.name,
+            findings=[f.to_dict() for f in findings],
+        )
+        print(
+            f"\nstopped before training: {sum(f.severity == 'error' for f in findings)} error finding(s); "
+            f"see {run.summary}. Fix them and run the same command again (nothing was trained), "
+            "or pass --force",
+            file=sys.stderr,
+        )
         return EXIT_BAD_INPUT
     return supervise(run)
 
@@ -244,10 +332,14 @@ def run_experiment(exp: cfgmod.Experiment, run_dir: str, *, force: bool = False,
 def resume_run(path: str, overrides: list[str] = ()) -> int:
     """`orchestrate resume RUN_DIR [--set k=v]`: continue from the newest intact snapshot."""
     from orchestrator.run.resume import plan_resume
+
     p = Path(path)
     if p.suffix in (".caffemodel", ".solverstate") or p.is_file():
-        raise UserError(f"{path} is a file; resume needs the run directory (it holds the solver state, "
-                        "the weights and the hooks' state)", "give the run directory, e.g. orchestrate resume runs/demo")
+        raise UserError(
+            f"{path} is a file; resume needs the run directory (it holds the solver state, "
+            "the weights and the hooks' state)",
+            "give the run directory, e.g. orchestrate resume runs/demo",
+        )
     plan = plan_resume(path, list(overrides))
     if plan is None:
         return 0

@@ -2,6 +2,7 @@
 directory's lock and a verdict pipe, forward SIGINT/SIGTERM, and afterwards make summary.json
 and the console tell what happened in *this* invocation, also when the child was killed by
 Caffe's abort or the disk is full."""
+
 from __future__ import annotations
 
 import ctypes
@@ -30,21 +31,45 @@ def abort_finding(code_hint: str, res: ChildResult, disk_full: bool = False) -> 
     msg = res.fatal or f"the Caffe process ended with {res.signal_name or f'exit code {res.returncode}'}"
     text = msg.lower()
     if disk_full or "serializetoostream" in text or (res.fatal_source or "").startswith("io.cpp"):
-        return Finding("error", "write-failed", None,
-                       f"Caffe could not write a file in the run directory ({'no space left on device' if disk_full else msg})",
-                       "free disk space (or move the run directory) and continue with orchestrate resume RUN_DIR: "
-                       "the complete snapshots are intact")
+        return Finding(
+            "error",
+            "write-failed",
+            None,
+            f"Caffe could not write a file in the run directory ({'no space left on device' if disk_full else msg})",
+            "free disk space (or move the run directory) and continue with orchestrate resume RUN_DIR: "
+            "the complete snapshots are intact",
+        )
     if "out of memory" in text:
-        return Finding("error", "gpu-out-of-memory", res.layer, f"the GPU ran out of memory: {msg}",
-                       "use a smaller data.batch_size or crop (data.augment.crop), or a GPU with more memory")
+        return Finding(
+            "error",
+            "gpu-out-of-memory",
+            res.layer,
+            f"the GPU ran out of memory: {msg}",
+            "use a smaller data.batch_size or crop (data.augment.crop), or a GPU with more memory",
+        )
     if "cuda" in text or "cpu-only" in text or "no_gpu" in text or "gpu" in text:
-        return Finding("error", "gpu-unavailable", res.layer, f"Caffe could not use the GPU: {msg}",
-                       "set device: cpu, or build with CAFFE_GPU=1 on a machine with a working NVIDIA driver")
+        return Finding(
+            "error",
+            "gpu-unavailable",
+            res.layer,
+            f"Caffe could not use the GPU: {msg}",
+            "set device: cpu, or build with CAFFE_GPU=1 on a machine with a working NVIDIA driver",
+        )
     if res.fatal:
-        return Finding("error", "net-invalid", res.layer, f"Caffe aborted ({res.fatal_source}): {msg}",
-                       "fix the layer named in Caffe's message (shapes, crop offsets, bottoms) and run again")
-    return Finding("error", code_hint, None, msg, "see caffe.log in the run directory; "
-                   "continue from the last snapshot with orchestrate resume RUN_DIR")
+        return Finding(
+            "error",
+            "net-invalid",
+            res.layer,
+            f"Caffe aborted ({res.fatal_source}): {msg}",
+            "fix the layer named in Caffe's message (shapes, crop offsets, bottoms) and run again",
+        )
+    return Finding(
+        "error",
+        code_hint,
+        None,
+        msg,
+        "see caffe.log in the run directory; continue from the last snapshot with orchestrate resume RUN_DIR",
+    )
 
 
 def _start(run: RunDir, args: WorkerArgs, verdict_w: int) -> subprocess.Popen[bytes]:
@@ -52,8 +77,9 @@ def _start(run: RunDir, args: WorkerArgs, verdict_w: int) -> subprocess.Popen[by
     env[VERDICT_ENV] = str(verdict_w)
     fds = tuple(fd for fd in (verdict_w, run.lock_fd) if fd is not None)
     with open(run.log, "ab") as log:
-        return subprocess.Popen([sys.executable, *args.argv()],
-                                stderr=log, env=env, preexec_fn=_die_with_parent, pass_fds=fds)
+        return subprocess.Popen(
+            [sys.executable, *args.argv()], stderr=log, env=env, preexec_fn=_die_with_parent, pass_fds=fds
+        )
 
 
 def _read_verdict(fd: int) -> Verdict | None:
@@ -116,16 +142,26 @@ def _settle(run: RunDir, rc: int, verdict: Verdict | None, offset: int) -> int:
     findings = summary.get("findings", []) + [f.to_dict()]
     bad = _first_non_finite(run)
     if bad is not None:  # Caffe crashed on the NaNs it produced: that is a divergence, not a bug
-        d = Finding("error", "diverged", None, f"diverged at iteration {bad}: the loss became non-finite and "
-                    f"Caffe then crashed ({res.signal_name or rc})", "lower solver.base_lr (try 10x smaller), keep "
-                    "the loss normalized (VALID), or set solver.clip_gradients", {"iteration": bad})
-        run.write_summary(status=Status.DIVERGED, stop_reason=f"non-finite loss at iteration {bad}",
-                          iterations=bad, findings=findings + [d.to_dict()])
+        d = Finding(
+            "error",
+            "diverged",
+            None,
+            f"diverged at iteration {bad}: the loss became non-finite and Caffe then crashed ({res.signal_name or rc})",
+            "lower solver.base_lr (try 10x smaller), keep the loss normalized (VALID), or set solver.clip_gradients",
+            {"iteration": bad},
+        )
+        run.write_summary(
+            status=Status.DIVERGED,
+            stop_reason=f"non-finite loss at iteration {bad}",
+            iterations=bad,
+            findings=findings + [d.to_dict()],
+        )
         print(f"\nstatus: {Status.DIVERGED}\n{d}", file=sys.stderr)
         return Status.DIVERGED.exit_code
     run.write_summary(status=Status.FAILED, stop_reason=f"{f.code}: {f.message}", findings=findings)
     try:
         from orchestrator import report
+
         report.write_all(run)
     except Exception:  # the verdict matters more than the pictures
         pass
@@ -160,7 +196,9 @@ def closing_line(run: RunDir, summary: dict[str, Any]) -> None:
     bm = (best.get("metrics") or {}).get("mean_iu")
     print(f"\nstatus: {summary['status']} ({summary.get('stop_reason')})")
     if val:
-        print(f"val mIoU: {val['mean_iu']:.4f} at iteration {val['iter']}"
-              + (f" (best {bm:.4f} at {best['iteration']})" if bm is not None else ""))
+        print(
+            f"val mIoU: {val['mean_iu']:.4f} at iteration {val['iter']}"
+            + (f" (best {bm:.4f} at {best['iteration']})" if bm is not None else "")
+        )
     print(f"curves: {run.curves}\nreport: {run.report}\nsummary: {run.summary}")
     _findings_lines(summary)

@@ -7,6 +7,7 @@ read anything, so the count comes from what its TEST-phase data layer reads (an 
 paired layer's LMDB, an ImageData list), then from data.val's stats.json. When neither is
 possible the run still trains, and a `no-validation` finding says why and what to set.
 """
+
 from __future__ import annotations
 
 import json
@@ -65,8 +66,11 @@ def val_net_count(val_param: Any) -> tuple[int | None, str]:
     data layers (image and label LMDBs hold the same keys), and what they read."""
     from nets.graph import DATA_TYPES, in_phase
 
-    sources = [data_layer_count(layer) for layer in in_phase(val_param, "TEST")
-               if layer.type in DATA_TYPES and not layer.bottom]
+    sources = [
+        data_layer_count(layer)
+        for layer in in_phase(val_param, "TEST")
+        if layer.type in DATA_TYPES and not layer.bottom
+    ]
     if not sources:
         return None, "the val net has no data layer"
     counts = [n for n, _ in sources if n is not None]
@@ -98,31 +102,54 @@ def validation_plan(exp: Experiment, val_param: Any | None) -> tuple[int, list[F
         return 0, []
     if val_param is None:
         if exp.data.val:
-            return 0, [Finding(
-                "warning", "no-validation", None,
-                f"data.val ({exp.data.val}) is set, but a net of your own reads the data its prototxt "
-                "names, and no val net was given: the run trains without validation.",
-                "add net.val_prototxt: a copy of the train prototxt whose data layer reads the val "
-                "LMDBs (see README, Bring your own net)")]
+            return 0, [
+                Finding(
+                    "warning",
+                    "no-validation",
+                    None,
+                    f"data.val ({exp.data.val}) is set, but a net of your own reads the data its prototxt "
+                    "names, and no val net was given: the run trains without validation.",
+                    "add net.val_prototxt: a copy of the train prototxt whose data layer reads the val "
+                    "LMDBs (see README, Bring your own net)",
+                )
+            ]
         return 0, []  # the doctor's no-validation finding already says so
     n, what = val_net_count(val_param)
     source, recorded = what, _stats(exp.data.val).get("num_records")
     if n is None and recorded:
         n, source = int(recorded), f"{exp.data.val}/{STATS_FILE}"
     if n is None and cap:
-        return cap, [Finding("info", "validation-size", None,
-                             f"validation covers validation.max_images = {cap} images (the val set's "
-                             f"size could not be read from {what})", "none needed")]
+        return cap, [
+            Finding(
+                "info",
+                "validation-size",
+                None,
+                f"validation covers validation.max_images = {cap} images (the val set's "
+                f"size could not be read from {what})",
+                "none needed",
+            )
+        ]
     if n is None:
-        return 0, [Finding(
-            "warning", "no-validation", None,
-            f"the run trains without validation: cannot tell how many images the val net reads "
-            f"({what}).",
-            "set validation.max_images to the number of val images, or read the val set through "
-            "the data stage's LMDBs (Data layers, or the paired layer) and give data.val")]
+        return 0, [
+            Finding(
+                "warning",
+                "no-validation",
+                None,
+                f"the run trains without validation: cannot tell how many images the val net reads ({what}).",
+                "set validation.max_images to the number of val images, or read the val set through "
+                "the data stage's LMDBs (Data layers, or the paired layer) and give data.val",
+            )
+        ]
     if n == 0:
-        return 0, [Finding("warning", "no-validation", None, f"the val set is empty ({source})",
-                           "build the val LMDBs with orchestrate data build")]
+        return 0, [
+            Finding(
+                "warning",
+                "no-validation",
+                None,
+                f"the val set is empty ({source})",
+                "build the val LMDBs with orchestrate data build",
+            )
+        ]
     return min(n, cap or n), []
 
 
@@ -144,8 +171,19 @@ def user_net_meta(exp: Experiment, run: RunDir) -> tuple[RunMeta, list[Finding]]
     header = read_meta(run.train_net.read_text()) or {}  # a generated net's `# segorch-meta:`
     meta = RunMeta.from_dict(header)
     meta.num_classes = exp.net.num_classes or meta.num_classes or stats.get("num_classes")
-    meta.ignore_label = next((v for v in (exp.net.ignore_label, meta.ignore_label, stats.get("ignore_label"),
-                                          _loss_ignore_label(val or train)) if v is not None), None)
+    meta.ignore_label = next(
+        (
+            v
+            for v in (
+                exp.net.ignore_label,
+                meta.ignore_label,
+                stats.get("ignore_label"),
+                _loss_ignore_label(val or train),
+            )
+            if v is not None
+        ),
+        None,
+    )
     if "class_names" not in header:
         meta.class_names = stats.get("class_names") or exp.data.class_names
     meta.val_images, findings = validation_plan(exp, val)

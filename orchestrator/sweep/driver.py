@@ -7,6 +7,7 @@ The sweep folder: `sweep.yaml` (the resolved sweep and its trials), `trials/tria
 (each trial's resolved experiment), `trials/trial_NNN/` (its run dir), `trials/trial_NNN.log`
 (its console), `results.csv`, `summary.json` (the best trial), `ray/` (Tune's own files).
 """
+
 from __future__ import annotations
 
 import csv
@@ -22,9 +23,9 @@ import yaml
 from common.errors import UserError
 from common.findings import Finding, has_errors
 from orchestrator.config import experiment as cfgmod
-from orchestrator.sweep import sweepfile as sc
-from orchestrator.runs_table import run_row
 from orchestrator.config.schema import to_dict
+from orchestrator.runs_table import run_row
+from orchestrator.sweep import sweepfile as sc
 
 MARKER = ".segorch-sweep"
 
@@ -38,6 +39,7 @@ def _net_key(exp: cfgmod.Experiment) -> str:
 def doctor_once_per_net(exps: list[cfgmod.Experiment]) -> list[Finding]:
     """Pre-flight each distinct net once; the error findings, naming the trials they concern."""
     from orchestrator.run.runner import prepare
+
     seen: dict[str, list[int]] = {}
     for i, exp in enumerate(exps):
         seen.setdefault(_net_key(exp), []).append(i)
@@ -47,8 +49,11 @@ def doctor_once_per_net(exps: list[cfgmod.Experiment]) -> list[Finding]:
             _, findings = prepare(exps[ids[0]], tmp, fresh=True)
         if has_errors(findings):
             which = ", ".join(f"trial_{i:03d}" for i in ids)
-            errors += [Finding(f.severity, f.code, f.layer, f"{f.message} (trials {which})", f.fix)
-                       for f in findings if f.severity == "error"]
+            errors += [
+                Finding(f.severity, f.code, f.layer, f"{f.message} (trials {which})", f.fix)
+                for f in findings
+                if f.severity == "error"
+            ]
     return errors
 
 
@@ -58,8 +63,13 @@ def write_plan(out: Path, cfg: sc.SweepCfg, trials: list[dict[str, Any]], exps: 
     (out / MARKER).write_text("orchestrate sweep\n")
     for i, exp in enumerate(exps):
         (out / "trials" / f"trial_{i:03d}.yaml").write_text(cfgmod.to_yaml(exp))
-    plan = {"sweep": to_dict(cfg), "trials": [{"id": f"trial_{i:03d}", "overrides": t, "gpu": e.gpu_id is not None}
-                                              for i, (t, e) in enumerate(zip(trials, exps))]}
+    plan = {
+        "sweep": to_dict(cfg),
+        "trials": [
+            {"id": f"trial_{i:03d}", "overrides": t, "gpu": e.gpu_id is not None}
+            for i, (t, e) in enumerate(zip(trials, exps))
+        ],
+    }
     (out / "sweep.yaml").write_text(yaml.safe_dump(plan, sort_keys=False))
 
 
@@ -68,17 +78,25 @@ def _scheduler(sched: dict[str, Any], exps: list[cfgmod.Experiment]) -> Any:
     if sched["type"] == "none":
         return None
     from ray.tune.schedulers import ASHAScheduler
+
     max_t = max(max(1, e.solver.max_iter // e.validation.interval) for e in exps)
-    return ASHAScheduler(time_attr="training_iteration", max_t=max_t, grace_period=sched["grace_period"],
-                         reduction_factor=sched["reduction_factor"])
+    return ASHAScheduler(
+        time_attr="training_iteration",
+        max_t=max_t,
+        grace_period=sched["grace_period"],
+        reduction_factor=sched["reduction_factor"],
+    )
 
 
-def run_trials(out: Path, plan: dict[str, Any], ids: list[str], address: str | None, max_concurrent: int | None) -> None:
+def run_trials(
+    out: Path, plan: dict[str, Any], ids: list[str], address: str | None, max_concurrent: int | None
+) -> None:
     """Run the named trials on Ray Tune (a local Ray unless `address`)."""
     import ray
     from ray import tune
 
     from orchestrator.sweep.trial import _trainable_class
+
     cfg = plan["sweep"]
     gpu = {t["id"]: t["gpu"] for t in plan["trials"]}
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
@@ -86,14 +104,28 @@ def run_trials(out: Path, plan: dict[str, Any], ids: list[str], address: str | N
     try:
         cpus = float(cfg["resources"]["cpus"])
         trainable = tune.with_resources(_trainable_class(), lambda c: {"cpu": cpus, "gpu": 1 if gpu[c["id"]] else 0})
-        space = {"id": tune.grid_search(ids), "folder": str(out), "metric": cfg["metric"], "mode": cfg["mode"],
-                 "cpus": cpus, "gpu": gpu}
+        space = {
+            "id": tune.grid_search(ids),
+            "folder": str(out),
+            "metric": cfg["metric"],
+            "mode": cfg["mode"],
+            "cpus": cpus,
+            "gpu": gpu,
+        }
         exps = [cfgmod.from_dict(yaml.safe_load((out / "trials" / f"{i}.yaml").read_text())) for i in ids]
-        tuner = tune.Tuner(trainable, param_space=space, tune_config=tune.TuneConfig(
-            metric=cfg["metric"], mode=cfg["mode"], scheduler=_scheduler(cfg["scheduler"], exps),
-            max_concurrent_trials=max_concurrent or cfg.get("max_concurrent")),
-            run_config=tune.RunConfig(name="tune", storage_path=str(out / "ray"), verbose=0,
-                                      failure_config=tune.FailureConfig(max_failures=0)))
+        tuner = tune.Tuner(
+            trainable,
+            param_space=space,
+            tune_config=tune.TuneConfig(
+                metric=cfg["metric"],
+                mode=cfg["mode"],
+                scheduler=_scheduler(cfg["scheduler"], exps),
+                max_concurrent_trials=max_concurrent or cfg.get("max_concurrent"),
+            ),
+            run_config=tune.RunConfig(
+                name="tune", storage_path=str(out / "ray"), verbose=0, failure_config=tune.FailureConfig(max_failures=0)
+            ),
+        )
         tuner.fit()
     finally:
         ray.shutdown()
@@ -124,28 +156,51 @@ def write_results(out: Path, plan: dict[str, Any], rows: list[dict[str, Any]]) -
     sign = 1 if plan["sweep"]["mode"] == "max" else -1
     scored = [r for r in rows if r["best_miou"] is not None]
     best = max(scored, key=lambda r: sign * r["best_miou"]) if scored else None
-    (out / "summary.json").write_text(json.dumps({
-        "metric": plan["sweep"]["metric"], "trials": len(rows),
-        "status": {s: sum(r["status"] == s for r in rows) for s in sorted({r["status"] for r in rows})},
-        "best": best and {"trial": best["trial"], "run_dir": str(out / "trials" / best["trial"]),
-                          "value": best["best_miou"], "iteration": best["best_iter"], "overrides": best["overrides"]},
-    }, indent=2))
+    (out / "summary.json").write_text(
+        json.dumps(
+            {
+                "metric": plan["sweep"]["metric"],
+                "trials": len(rows),
+                "status": {s: sum(r["status"] == s for r in rows) for s in sorted({r["status"] for r in rows})},
+                "best": best
+                and {
+                    "trial": best["trial"],
+                    "run_dir": str(out / "trials" / best["trial"]),
+                    "value": best["best_miou"],
+                    "iteration": best["best_iter"],
+                    "overrides": best["overrides"],
+                },
+            },
+            indent=2,
+        )
+    )
     width = max(len(r["overrides"]) for r in rows)
     print(f"\n{'trial':<10} {'overrides':<{width}}  {'status':<13} {'best':>7} {'at':>6} {'time':>7}")
     for r in sorted(rows, key=lambda r: (r["best_miou"] is None, -sign * (r["best_miou"] or 0))):
         v = "-" if r["best_miou"] is None else f"{r['best_miou']:.4f}"
         sec = "-" if r["seconds"] is None else f"{r['seconds']:.0f}s"
-        print(f"{r['trial']:<10} {r['overrides']:<{width}}  {r['status']:<13} {v:>7} {r['best_iter'] or '-':>6} {sec:>7}")
+        print(
+            f"{r['trial']:<10} {r['overrides']:<{width}}  {r['status']:<13} {v:>7} {r['best_iter'] or '-':>6} {sec:>7}"
+        )
     if best:
-        print(f"best: {best['trial']} ({best['overrides']}) {plan['sweep']['metric']} {best['best_miou']:.4f}"
-              f" -> {out / 'trials' / best['trial']}")
+        print(
+            f"best: {best['trial']} ({best['overrides']}) {plan['sweep']['metric']} {best['best_miou']:.4f}"
+            f" -> {out / 'trials' / best['trial']}"
+        )
     return best
 
 
-def sweep(path: str | None, *, address: str | None = None, max_concurrent: int | None = None,
-          out: str | None = None, resume: str | None = None) -> int:
+def sweep(
+    path: str | None,
+    *,
+    address: str | None = None,
+    max_concurrent: int | None = None,
+    out: str | None = None,
+    resume: str | None = None,
+) -> int:
     """Plan (or reload), check, run the unfinished trials, write the results; exit code."""
     from orchestrator.sweep.trial import final_status
+
     if resume:
         folder = Path(resume).resolve()
         if not (folder / MARKER).exists():
@@ -159,8 +214,9 @@ def sweep(path: str | None, *, address: str | None = None, max_concurrent: int |
         exps = sc.trial_experiments(cfg, trials)
         folder = Path(out or f"sweeps/{cfg.name}").resolve()
         if folder.exists() and any(folder.iterdir()):
-            raise UserError(f"{folder} already exists", f"continue it with orchestrate sweep --resume {folder}, "
-                            "or choose --out")
+            raise UserError(
+                f"{folder} already exists", f"continue it with orchestrate sweep --resume {folder}, or choose --out"
+            )
         print(f"sweep {cfg.name}: {len(trials)} trial(s); checking {len({_net_key(e) for e in exps})} distinct net(s)")
         errors = doctor_once_per_net(exps)
         if errors:

@@ -11,6 +11,7 @@ experiment is validated by that schema before anything starts. Pure, apart from 
     samples: 2                  # random draws per grid point
     scheduler: {type: asha, grace_period: 1, reduction_factor: 2}
 """
+
 from __future__ import annotations
 
 import copy
@@ -29,7 +30,9 @@ from orchestrator.config import schema
 from orchestrator.config.schema import Limits, rule
 
 Count = Annotated[int, Limits(ge=1)]
-PlainName = Annotated[str, schema.Check(cfgmod._NAME.fullmatch, "a plain name (letters, digits, '.', '_', '-'; it names the folder)")]
+PlainName = Annotated[
+    str, schema.Check(cfgmod._NAME.fullmatch, "a plain name (letters, digits, '.', '_', '-'; it names the folder)")
+]
 KINDS = ("grid", "choice", "uniform", "loguniform")
 
 
@@ -114,8 +117,9 @@ def load_sweep(path: str | Path) -> SweepCfg:
     errors: list[str] = []
     cfg = schema.load(SweepCfg, raw, "", errors)
     if errors:
-        raise UserError(f"{p}: {len(errors)} problem(s) in the sweep:\n  - " + "\n  - ".join(errors),
-                        "correct the keys named above")
+        raise UserError(
+            f"{p}: {len(errors)} problem(s) in the sweep:\n  - " + "\n  - ".join(errors), "correct the keys named above"
+        )
     return cfg
 
 

@@ -3,6 +3,7 @@ directory, in its own process, whose validations are reported to Tune as they ap
 val.jsonl (Tune's `training_iteration` counts validations, so ASHA's rungs are validations).
 When the scheduler stops the trial, the run gets SIGUSR1: it finishes the step, snapshots and
 ends `early_stopped` ("stopped by the sweep")."""
+
 from __future__ import annotations
 
 import ctypes
@@ -53,8 +54,13 @@ def _trainable_class() -> Any:
 
         def setup(self, config: dict[str, Any]) -> None:
             trials = Path(config["folder"]) / "trials"
-            self.cfg = {**config, "exp": str(trials / f"{config['id']}.yaml"), "run_dir": str(trials / config["id"]),
-                        "log": str(trials / f"{config['id']}.log"), "gpu": config["gpu"][config["id"]]}
+            self.cfg = {
+                **config,
+                "exp": str(trials / f"{config['id']}.yaml"),
+                "run_dir": str(trials / config["id"]),
+                "log": str(trials / f"{config['id']}.log"),
+                "gpu": config["gpu"][config["id"]],
+            }
             config = self.cfg
             self.seen = 0  # a resumed trial reports its earlier validations again: the same rungs
             self.last: float | None = None
@@ -64,8 +70,13 @@ def _trainable_class() -> Any:
             threads = str(max(1, int(config.get("cpus", 1))))
             env = {**os.environ, "OPENBLAS_NUM_THREADS": threads, "OMP_NUM_THREADS": threads}
             log = open(config["log"], "ab")
-            self.proc = subprocess.Popen(trial_command(config["exp"], config["run_dir"], device), stdout=log,
-                                         stderr=log, env=env, preexec_fn=_term_with_parent)
+            self.proc = subprocess.Popen(
+                trial_command(config["exp"], config["run_dir"], device),
+                stdout=log,
+                stderr=log,
+                env=env,
+                preexec_fn=_term_with_parent,
+            )
             log.close()
 
         def step(self) -> dict[str, Any]:

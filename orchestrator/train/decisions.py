@@ -1,4 +1,5 @@
 """Early stop and lr-on-plateau as small state machines over validation numbers (no Caffe)."""
+
 from __future__ import annotations
 
 import math

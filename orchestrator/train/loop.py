@@ -10,6 +10,7 @@ every step and before after_train, so a hook sees only what a hook before it fou
 same step: the order of the list is the order of the facts (statistics before the rules,
 validation before early stop and the snapshots).
 """
+
 from __future__ import annotations
 
 import math

@@ -2,6 +2,7 @@
 
 Each rule returns Findings; severity "error" means stop the run (status `diverged`).
 """
+
 from __future__ import annotations
 
 import math
@@ -42,28 +43,50 @@ class Thresholds:
 def check_loss(iteration: int, loss: float, history: Sequence[float], t: Thresholds) -> list[Finding]:
     """Rules on the loss alone (every iteration): non-finite, saturated softmax, explosion."""
     if not math.isfinite(loss):
-        return [Finding("error", "non-finite-loss", None, f"iteration {iteration}: the loss is {loss}",
-                        "lower solver.base_lr (try 10x smaller), keep the loss normalized (VALID), "
-                        "or set solver.clip_gradients", {"iteration": iteration, "loss": loss})]
+        return [
+            Finding(
+                "error",
+                "non-finite-loss",
+                None,
+                f"iteration {iteration}: the loss is {loss}",
+                "lower solver.base_lr (try 10x smaller), keep the loss normalized (VALID), "
+                "or set solver.clip_gradients",
+                {"iteration": iteration, "loss": loss},
+            )
+        ]
     if abs(loss - t.saturation_loss) < 1e-3 * t.saturation_loss:
-        return [Finding("error", "loss-saturated", None,
-                        f"iteration {iteration}: loss per valid pixel is {loss:.4f}, Caffe's clamp -log(FLT_MIN) "
-                        "for a softmax that gives the true class probability 0: the scores have exploded",
-                        "lower solver.base_lr, normalize the loss (VALID), and check the weight fillers",
-                        {"iteration": iteration, "loss": loss})]
-    recent = [h for h in history[-t.loss_window:] if math.isfinite(h)]
+        return [
+            Finding(
+                "error",
+                "loss-saturated",
+                None,
+                f"iteration {iteration}: loss per valid pixel is {loss:.4f}, Caffe's clamp -log(FLT_MIN) "
+                "for a softmax that gives the true class probability 0: the scores have exploded",
+                "lower solver.base_lr, normalize the loss (VALID), and check the weight fillers",
+                {"iteration": iteration, "loss": loss},
+            )
+        ]
+    recent = [h for h in history[-t.loss_window :] if math.isfinite(h)]
     if iteration >= t.warmup and len(recent) >= min(5, t.loss_window):
         med = statistics.median(recent)
         if med > 0 and loss > t.loss_factor * med:
-            return [Finding("error", "loss-explosion", None,
-                            f"iteration {iteration}: loss {loss:.4g} is {loss / med:.1f}x the running median "
-                            f"{med:.4g} of the last {len(recent)} iterations",
-                            "lower solver.base_lr or set solver.clip_gradients",
-                            {"iteration": iteration, "loss": loss, "median": med})]
+            return [
+                Finding(
+                    "error",
+                    "loss-explosion",
+                    None,
+                    f"iteration {iteration}: loss {loss:.4g} is {loss / med:.1f}x the running median "
+                    f"{med:.4g} of the last {len(recent)} iterations",
+                    "lower solver.base_lr or set solver.clip_gradients",
+                    {"iteration": iteration, "loss": loss, "median": med},
+                )
+            ]
     return []
 
 
-def check_stats(iteration: int, stats: Sequence[BlobStat], t: Thresholds, exempt: Collection[str] = ()) -> list[Finding]:
+def check_stats(
+    iteration: int, stats: Sequence[BlobStat], t: Thresholds, exempt: Collection[str] = ()
+) -> list[Finding]:
     """Rules on blob statistics: non-finite values, all-zero parameters or tops, update/weight ratio.
 
     `exempt` names blobs that may legitimately be all zero (data/label tops, BatchNorm's blobs).
@@ -72,40 +95,62 @@ def check_stats(iteration: int, stats: Sequence[BlobStat], t: Thresholds, exempt
     bad = [s for s in stats if not s.finite]
     if bad:
         first = bad[0]
-        out.append(Finding("error", "non-finite", first.layer,
-                           f"iteration {iteration}: non-finite values in {len(bad)} blob(s), first {first.kind} "
-                           f"'{first.name}' of layer {first.layer} (mean|data| {first.mean_abs_data:.3g}, "
-                           f"mean|diff| {first.mean_abs_diff:.3g})",
-                           "lower solver.base_lr, normalize the loss, or set solver.clip_gradients",
-                           {"iteration": iteration, "blobs": [s.name for s in bad[:10]]}))
+        out.append(
+            Finding(
+                "error",
+                "non-finite",
+                first.layer,
+                f"iteration {iteration}: non-finite values in {len(bad)} blob(s), first {first.kind} "
+                f"'{first.name}' of layer {first.layer} (mean|data| {first.mean_abs_data:.3g}, "
+                f"mean|diff| {first.mean_abs_diff:.3g})",
+                "lower solver.base_lr, normalize the loss, or set solver.clip_gradients",
+                {"iteration": iteration, "blobs": [s.name for s in bad[:10]]},
+            )
+        )
         return out
     if t.zero_blobs and iteration >= t.warmup:
         for s in stats:
             if s.count and s.asum_data == 0.0 and s.name not in exempt:
                 what = "parameter" if s.kind == "param" else "top blob"
-                out.append(Finding("error", "zero-param" if s.kind == "param" else "dead-top", s.layer,
-                                   f"iteration {iteration}: {what} '{s.name}' is entirely zero"
-                                   + (" (no weight_filler: Caffe fills with 0)" if s.kind == "param" else
-                                      " (a dead layer: nothing flows through it)"),
-                                   "add a weight_filler (msra/xavier) to the layer, or run bilinear surgery on "
-                                   "Deconvolutions" if s.kind == "param" else
-                                   "check the layer's inputs and weights; lower base_lr if ReLUs died",
-                                   {"iteration": iteration, "blob": s.name}))
+                out.append(
+                    Finding(
+                        "error",
+                        "zero-param" if s.kind == "param" else "dead-top",
+                        s.layer,
+                        f"iteration {iteration}: {what} '{s.name}' is entirely zero"
+                        + (
+                            " (no weight_filler: Caffe fills with 0)"
+                            if s.kind == "param"
+                            else " (a dead layer: nothing flows through it)"
+                        ),
+                        "add a weight_filler (msra/xavier) to the layer, or run bilinear surgery on Deconvolutions"
+                        if s.kind == "param"
+                        else "check the layer's inputs and weights; lower base_lr if ReLUs died",
+                        {"iteration": iteration, "blob": s.name},
+                    )
+                )
     for s in stats:
         if s.kind != "param" or s.sumsq_diff == 0.0:
             continue
         r = s.update_ratio
         if r > t.update_ratio_max or r < t.update_ratio_min:
-            out.append(Finding("warning", "update-ratio", s.layer,
-                               f"iteration {iteration}: update/weight ratio of '{s.name}' is {r:.3g} "
-                               f"(normal is about 1e-3; limits {t.update_ratio_min:g}..{t.update_ratio_max:g})",
-                               "lower solver.base_lr" if r > t.update_ratio_max else "raise solver.base_lr",
-                               {"iteration": iteration, "ratio": r}))
+            out.append(
+                Finding(
+                    "warning",
+                    "update-ratio",
+                    s.layer,
+                    f"iteration {iteration}: update/weight ratio of '{s.name}' is {r:.3g} "
+                    f"(normal is about 1e-3; limits {t.update_ratio_min:g}..{t.update_ratio_max:g})",
+                    "lower solver.base_lr" if r > t.update_ratio_max else "raise solver.base_lr",
+                    {"iteration": iteration, "ratio": r},
+                )
+            )
     return out
 
 
-def diagnose(iteration: int, trigger: Finding, last_stats: Sequence[BlobStat], lr: float,
-             normalization: str | None) -> Finding:
+def diagnose(
+    iteration: int, trigger: Finding, last_stats: Sequence[BlobStat], lr: float, normalization: str | None
+) -> Finding:
     """One plain-words diagnosis of a divergence: when, which layers, their numbers, cause and fix."""
     params = [s for s in last_stats if s.kind == "param" and s.finite and s.sumsq_diff > 0]
     worst = sorted(params, key=lambda s: s.update_ratio, reverse=True)[:3]
@@ -120,5 +165,11 @@ def diagnose(iteration: int, trigger: Finding, last_stats: Sequence[BlobStat], l
     if layers:
         msg += f" Largest updates at the last statistics: {layers}."
     msg += f" Likely cause: {cause}."
-    return Finding("error", "diverged", trigger.layer or (worst[0].layer if worst else None), msg, fix,
-                   {"iteration": iteration, "trigger": trigger.code, "lr": lr})
+    return Finding(
+        "error",
+        "diverged",
+        trigger.layer or (worst[0].layer if worst else None),
+        msg,
+        fix,
+        {"iteration": iteration, "trigger": trigger.code, "lr": lr},
+    )

@@ -4,6 +4,7 @@ Per top blob and per parameter blob: mean |data|, mean |diff| and sums of square
 through the `Blob.asum_*` / `sumsq_*` bindings (computed by Caffe's BLAS, on the GPU in GPU
 mode) instead of copying every blob into numpy.
 """
+
 from __future__ import annotations
 
 import math
@@ -45,10 +46,16 @@ class BlobStat:
 
     def record(self) -> dict[str, Any]:
         """Compact JSON record for metrics.jsonl (None for a non-finite number)."""
+
         def num(x: float) -> float | None:
             return float(x) if math.isfinite(x) else None
-        return {"mean_abs_data": num(self.mean_abs_data), "mean_abs_diff": num(self.mean_abs_diff),
-                "sumsq_data": num(self.sumsq_data), "sumsq_diff": num(self.sumsq_diff)}
+
+        return {
+            "mean_abs_data": num(self.mean_abs_data),
+            "mean_abs_diff": num(self.mean_abs_diff),
+            "sumsq_data": num(self.sumsq_data),
+            "sumsq_diff": num(self.sumsq_diff),
+        }
 
 
 def layer_of_top(net: Any) -> dict[str, str]:

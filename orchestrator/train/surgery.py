@@ -1,16 +1,34 @@
 """Bilinear surgery: the upsampling kernel FCN's Deconvolution layers start from. The functions
 live in `nets.bilinear` (the doctor's probe applies the same surgery as the run); re-exported here.
 `run_surgery` is the run's side: which layers, and the result as findings (never an exception)."""
+
 from __future__ import annotations
 
 from typing import Any
 
 from common.findings import Finding
-from nets.bilinear import (apply, bilinear_kernel, bilinear_weights, is_bilinear,
-                           is_learned_upsampling, kernel_size_for_stride, surgery_targets)
+from nets.bilinear import (
+    apply,
+    bilinear_kernel,
+    bilinear_weights,
+    is_bilinear,
+    is_learned_upsampling,
+    kernel_size_for_stride,
+    surgery_targets,
+)
 
-__all__ = ["apply", "bilinear_kernel", "bilinear_weights", "is_bilinear", "is_learned_upsampling",
-           "kernel_size_for_stride", "surgery_targets", "loaded_layers", "plan", "run_surgery"]
+__all__ = [
+    "apply",
+    "bilinear_kernel",
+    "bilinear_weights",
+    "is_bilinear",
+    "is_learned_upsampling",
+    "kernel_size_for_stride",
+    "surgery_targets",
+    "loaded_layers",
+    "plan",
+    "run_surgery",
+]
 
 
 def loaded_layers(net: Any, weights: str) -> set[str]:
@@ -39,16 +57,40 @@ def plan(param: Any, named: list[str], loaded: set[str]) -> tuple[list[str], lis
     deconvs = {x.name for x in param.layer if x.type == "Deconvolution"}
     if named:
         return [n for n in named if n in deconvs], [
-            Finding("warning", "surgery-skipped", n, f"surgery.layers names '{n}', which is not a Deconvolution "
-                    f"of the train net (its Deconvolutions: {', '.join(sorted(deconvs)) or 'none'})",
-                    "correct the name in surgery.layers") for n in named if n not in deconvs]
+            Finding(
+                "warning",
+                "surgery-skipped",
+                n,
+                f"surgery.layers names '{n}', which is not a Deconvolution "
+                f"of the train net (its Deconvolutions: {', '.join(sorted(deconvs)) or 'none'})",
+                "correct the name in surgery.layers",
+            )
+            for n in named
+            if n not in deconvs
+        ]
     names = surgery_targets(param)
     learned = {x.name: x.convolution_param.weight_filler.type for x in param.layer if is_learned_upsampling(x)}
-    out = [Finding("info", "surgery-skipped", n, f"'{n}' is a learned upsampling (lr_mult > 0, weight_filler "
-                   f"{filler}): left to its filler", "none needed; name it in surgery.layers to start it bilinear")
-           for n, filler in learned.items()]
-    out += [Finding("info", "surgery-skipped", n, f"'{n}' kept the weights the weights file gave it",
-                    "none needed; name it in surgery.layers to reset it to bilinear") for n in names if n in loaded]
+    out = [
+        Finding(
+            "info",
+            "surgery-skipped",
+            n,
+            f"'{n}' is a learned upsampling (lr_mult > 0, weight_filler {filler}): left to its filler",
+            "none needed; name it in surgery.layers to start it bilinear",
+        )
+        for n, filler in learned.items()
+    ]
+    out += [
+        Finding(
+            "info",
+            "surgery-skipped",
+            n,
+            f"'{n}' kept the weights the weights file gave it",
+            "none needed; name it in surgery.layers to reset it to bilinear",
+        )
+        for n in names
+        if n in loaded
+    ]
     return [n for n in names if n not in loaded], out
 
 
@@ -59,10 +101,26 @@ def run_surgery(net: Any, param: Any, named: list[str], weights: str | None) -> 
     needs_weights = weights and not named and surgery_targets(param)
     names, out = plan(param, named, loaded_layers(net, weights) if needs_weights else set())
     result = apply(net, param, names)
-    out += [Finding("info", "surgery", d["layer"], f"bilinear kernel {d['kernel']}x{d['kernel']} set on "
-                    f"{d['channels']} channels (group {d['group']}) and verified", "none needed")
-            for d in result["done"]]
-    out += [Finding("warning", "surgery-skipped", r["layer"], f"bilinear surgery not applied to '{r['layer']}': "
-                    f"{r['reason']}; it keeps its filler's weights ({_filler(param, r['layer'])})", r["fix"])
-            for r in result["refused"]]
+    out += [
+        Finding(
+            "info",
+            "surgery",
+            d["layer"],
+            f"bilinear kernel {d['kernel']}x{d['kernel']} set on "
+            f"{d['channels']} channels (group {d['group']}) and verified",
+            "none needed",
+        )
+        for d in result["done"]
+    ]
+    out += [
+        Finding(
+            "warning",
+            "surgery-skipped",
+            r["layer"],
+            f"bilinear surgery not applied to '{r['layer']}': "
+            f"{r['reason']}; it keeps its filler's weights ({_filler(param, r['layer'])})",
+            r["fix"],
+        )
+        for r in result["refused"]
+    ]
     return out

@@ -5,6 +5,7 @@ The parent (orchestrator.run.runner) prepared the run directory; this process bu
 does surgery, restores a snapshot when resuming, and runs the loop with its hooks. If Caffe
 aborts (glog CHECK), this process dies and the parent writes the verdict.
 """
+
 from __future__ import annotations
 
 import json
@@ -21,9 +22,9 @@ from common.findings import Finding
 from common.tempfiles import through_temp_file
 from data_prep.build import STATS_FILE
 from orchestrator.config import experiment as cfgmod
-from orchestrator.train import loop
-from orchestrator.train import surgery
 from orchestrator.contract import HOOKS, STATE, VERDICT_ENV, WEIGHTS, RunMeta, Status, Verdict, WorkerArgs
+from orchestrator.rundir import RunDir
+from orchestrator.train import loop, surgery
 from orchestrator.train.hooks.data_state import DataStateHook
 from orchestrator.train.hooks.divergence import DivergenceHook
 from orchestrator.train.hooks.early_stop import EarlyStopHook, LrPlateauHook
@@ -35,12 +36,12 @@ from orchestrator.train.hooks.stats import StatsHook
 from orchestrator.train.hooks.tensorboard import TensorBoardHook
 from orchestrator.train.hooks.validation import ValidationHook
 from orchestrator.train.hooks.writers import MetricsWriter, SummaryWriter
-from orchestrator.rundir import RunDir
 
 
 def set_device(exp: cfgmod.Experiment) -> None:
     """CPU or gpu:N; on a machine without a usable GPU Caffe aborts here (the parent reports it)."""
     import caffe
+
     if exp.gpu_id is None:
         caffe.set_mode_cpu()
     else:
@@ -53,25 +54,45 @@ def apply_surgery(net: Any, train_prototxt: str, exp: cfgmod.Experiment) -> list
     """Bilinear kernels into the upsampling Deconvolutions (or the layers named in surgery.layers).
     What it cannot do well is a finding, never an exception: the layer keeps its filler's weights."""
     from nets.prototxt import load_net
+
     if not exp.surgery.bilinear:
         return []
     return surgery.run_surgery(net, load_net(train_prototxt), exp.surgery.layers, exp.weights)
 
 
-def build_hooks(solver: Any, exp: cfgmod.Experiment, meta: RunMeta,
-                preflight: list[dict[str, Any]]) -> list[loop.Hook]:
+def build_hooks(solver: Any, exp: cfgmod.Experiment, meta: RunMeta, preflight: list[dict[str, Any]]) -> list[loop.Hook]:
     """The hooks in their order, which is the order of the step's facts (loop.Context):
     statistics before the rules, validation before lr-on-plateau, early stop and snapshots,
     the writers after everything that adds to the step's record, the summary last."""
-    hooks: list[loop.Hook] = [SignalHook(), DataStateHook(solver), StatsHook(exp.checks.stats_interval),
-                              DivergenceHook(exp.checks, meta.loss_normalization)]
+    hooks: list[loop.Hook] = [
+        SignalHook(),
+        DataStateHook(solver),
+        StatsHook(exp.checks.stats_interval),
+        DivergenceHook(exp.checks, meta.loss_normalization),
+    ]
     if exp.validation.enabled and meta.val_images:
         monitor = exp.early_stop.metric if exp.early_stop.enabled else "mean_iu"
-        hooks.append(ValidationHook(exp.validation.interval, meta.val_images, exp.data.val_batch_size,
-                                    meta.num_classes, meta.ignore_label, monitor))
+        hooks.append(
+            ValidationHook(
+                exp.validation.interval,
+                meta.val_images,
+                exp.data.val_batch_size,
+                meta.num_classes,
+                meta.ignore_label,
+                monitor,
+            )
+        )
         if exp.data.val and meta.num_classes:
-            hooks.append(BestPicturesHook(exp.data.val, exp.validation.pictures, meta.num_classes,
-                                          meta.ignore_label, meta.class_names, _mean_bgr(exp.data.val)))
+            hooks.append(
+                BestPicturesHook(
+                    exp.data.val,
+                    exp.validation.pictures,
+                    meta.num_classes,
+                    meta.ignore_label,
+                    meta.class_names,
+                    _mean_bgr(exp.data.val),
+                )
+            )
     if exp.lr_on_plateau.enabled:
         p = exp.lr_on_plateau
         hooks.append(LrPlateauHook(p.metric, p.patience, p.min_delta, p.factor, p.min_lr))
@@ -81,8 +102,7 @@ def build_hooks(solver: Any, exp: cfgmod.Experiment, meta: RunMeta,
     if exp.progress.tensorboard:
         hooks.append(TensorBoardHook(exp.progress.log_interval, exp.snapshot.interval, meta.class_names))
     s = exp.snapshot
-    hooks.append(SnapshotHook(s.interval, s.keep_last, s.keep_best,
-                              lambda: {h.name: h.state_dict() for h in hooks}))
+    hooks.append(SnapshotHook(s.interval, s.keep_last, s.keep_best, lambda: {h.name: h.state_dict() for h in hooks}))
     hooks.append(SummaryWriter(preflight))
     return hooks
 
@@ -97,8 +117,12 @@ def data_sources(train_prototxt: str) -> dict[str, str]:
     """Data layer name -> the LMDB it reads, in the TRAIN phase of the run's train net."""
     from nets.graph import in_phase
     from nets.prototxt import load_net
-    return {x.name: x.data_param.source for x in in_phase(load_net(train_prototxt), "TRAIN")
-            if x.type == "Data" and x.data_param.source}
+
+    return {
+        x.name: x.data_param.source
+        for x in in_phase(load_net(train_prototxt), "TRAIN")
+        if x.type == "Data" and x.data_param.source
+    }
 
 
 def skip_data_batches(net: Any, batches: int, sources: dict[str, str]) -> int:
@@ -130,14 +154,14 @@ def restore_state(solver: Any, state_file: Path) -> None:
     """Caffe's solver.restore without its learned_net: the weights are already loaded, and the
     path inside the state may belong to another folder (a moved run, a `caffe train` run)."""
     from caffe.proto import caffe_pb2
+
     state = caffe_pb2.SolverState()
     state.ParseFromString(state_file.read_bytes())
     state.ClearField("learned_net")
     through_temp_file(state.SerializeToString(), ".solverstate", solver.restore)
 
 
-def restore(solver: Any, run: RunDir, hooks: list[loop.Hook], iteration: int,
-            exp: cfgmod.Experiment) -> int:
+def restore(solver: Any, run: RunDir, hooks: list[loop.Hook], iteration: int, exp: cfgmod.Experiment) -> int:
     """Load snapshot `iteration` (chosen and verified by the parent) into the solver and hooks,
     put Caffe's Data layers back at the same record, and trim the logs after it."""
     snap = run.snapshot_dir(iteration)
@@ -161,6 +185,7 @@ def start_fresh(ctx: loop.Context, meta: RunMeta) -> None:
     exp, solver = ctx.exp, ctx.solver
     if exp.weights:  # VGG16's fc6/fc7 are reshaped into FCN's convolutional ones
         from nets.weights import transplant
+
         transplant(solver.net, exp.weights)
     ctx.findings += apply_surgery(solver.net, str(ctx.run.train_net), exp)
     ctx.start_iter = 0
@@ -168,9 +193,16 @@ def start_fresh(ctx: loop.Context, meta: RunMeta) -> None:
         restore_state(solver, ctx.run.root / meta.start_state)
         ctx.start_iter = int(solver.iter)
         skip_data_batches(solver.net, ctx.start_iter * exp.solver.iter_size, data_sources(str(ctx.run.train_net)))
-        ctx.findings.append(Finding("info", "from-snapshot", None, f"continued a Caffe snapshot at iteration "
-                                    f"{ctx.start_iter} (weights {exp.weights})", "none needed",
-                                    {"iteration": ctx.start_iter}))
+        ctx.findings.append(
+            Finding(
+                "info",
+                "from-snapshot",
+                None,
+                f"continued a Caffe snapshot at iteration {ctx.start_iter} (weights {exp.weights})",
+                "none needed",
+                {"iteration": ctx.start_iter},
+            )
+        )
         print(f"continuing from iteration {ctx.start_iter}", flush=True)
 
 
@@ -180,10 +212,12 @@ def main(argv: list[str] | None = None) -> int:
     args = WorkerArgs.parse(argv)
     run = RunDir(args.run_dir)
     import yaml
+
     exp = cfgmod.from_dict(yaml.safe_load(run.config.read_text()), source=str(run.config))
     meta = RunMeta.read(run.meta)
     preflight = json.loads(run.findings.read_text()) if run.findings.exists() else []
     import caffe
+
     set_device(exp)
     solver = caffe.get_solver(str(run.solver))
     hooks = build_hooks(solver, exp, meta, preflight)

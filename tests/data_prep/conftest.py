@@ -1,4 +1,5 @@
 """Fixtures for the data stage: a small synthetic dataset, six coded pairs, and the CamVid train LMDBs."""
+
 from __future__ import annotations
 
 import os

@@ -1,4 +1,5 @@
 """Helpers shared by the data_prep tests (imported by name: this folder has no __init__.py)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -41,8 +42,9 @@ def write_pairs(root: Path, images: list[np.ndarray], labels: list[np.ndarray], 
     return lst
 
 
-def coded_pairs(n: int, h: int = 24, w: int = 32, seed: int = 0,
-                block: int = 4) -> tuple[list[np.ndarray], list[np.ndarray]]:
+def coded_pairs(
+    n: int, h: int = 24, w: int = 32, seed: int = 0, block: int = 4
+) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """Pairs whose label can be read back from the image: blue channel = 40 * class id (0..4) in
     random `block`-pixel squares, so any geometric mismatch between image and label shows up."""
     rng = np.random.default_rng(seed)
@@ -65,8 +67,24 @@ def cli_build(data: Path, out: Path, capsys: pytest.CaptureFixture[str], *extra:
     """`orchestrate data build` on data/list.txt (5 classes, ignore 255; `extra` may override): rc, stdout, stderr."""
     from orchestrator.cli import main
 
-    rc = main(["data", "build", "--list", str(data / "list.txt"), "--out", str(out), "--num-classes", "5",
-               "--ignore-label", "255", "--quiet", "--workers", "2", *extra])
+    rc = main(
+        [
+            "data",
+            "build",
+            "--list",
+            str(data / "list.txt"),
+            "--out",
+            str(out),
+            "--num-classes",
+            "5",
+            "--ignore-label",
+            "255",
+            "--quiet",
+            "--workers",
+            "2",
+            *extra,
+        ]
+    )
     cap = capsys.readouterr()
     return rc, cap.out, cap.err
 

@@ -1,5 +1,6 @@
 """Every bad input: a clear error naming file (and list line) and the reason, exit code 2, and
 nothing on disk that looks complete. --skip-bad leaves such pairs out and lists them."""
+
 from __future__ import annotations
 
 import json
@@ -8,7 +9,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from dp_helpers import assert_failed, cli_build as build, no_leftovers, read_lmdb
+from dp_helpers import assert_failed, no_leftovers, read_lmdb
+from dp_helpers import cli_build as build
 
 from orchestrator.cli import main
 
@@ -124,8 +126,12 @@ def test_skip_bad_lists_and_leaves_out(data: Path, tmp_path: Path, capsys: pytes
     assert "2 skipped" in stdout
     keys = [k for k, _ in read_lmdb(out / "images")]
     assert keys == [k for k, _ in read_lmdb(out / "labels")]
-    assert [k.decode() for k in keys] == ["00000000_000.png", "00000001_002.png", "00000002_004.png",
-                                          "00000003_005.png"]
+    assert [k.decode() for k in keys] == [
+        "00000000_000.png",
+        "00000001_002.png",
+        "00000002_004.png",
+        "00000003_005.png",
+    ]
 
 
 def test_all_bad_is_an_error(data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -138,8 +144,20 @@ def test_all_bad_is_an_error(data: Path, tmp_path: Path, capsys: pytest.CaptureF
 
 def test_bad_settings(data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "out"
-    rc = main(["data", "build", "--list", str(data / "list.txt"), "--out", str(out), "--num-classes", "300",
-               "--ignore-label", "255"])
+    rc = main(
+        [
+            "data",
+            "build",
+            "--list",
+            str(data / "list.txt"),
+            "--out",
+            str(out),
+            "--num-classes",
+            "300",
+            "--ignore-label",
+            "255",
+        ]
+    )
     assert_failed(rc, capsys.readouterr().err, out, "--num-classes 300")
     rc = main(["data", "build", "--list", str(data / "list.txt"), "--out", str(out)])
     assert_failed(rc, capsys.readouterr().err, out, "--num-classes and --ignore-label are needed")

@@ -1,5 +1,6 @@
 """The data stage on the real CamVid subset: records, alignment, pixel equality, weights, and
 Caffe's own Data layers reading the result."""
+
 from __future__ import annotations
 
 import json

@@ -1,4 +1,5 @@
 """`orchestrate data build` flags, progress bar, throughput line and recorded options."""
+
 from __future__ import annotations
 
 import io
@@ -19,8 +20,23 @@ def lst(tmp_path: Path) -> Path:
 
 
 def test_progress_bar_and_throughput(lst: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    args = ["data", "build", "--list", str(lst), "--num-classes", "5", "--ignore-label", "255",
-            "--workers", "1", "--resize", "16x12", "--encoded", "--shuffle-seed", "4"]
+    args = [
+        "data",
+        "build",
+        "--list",
+        str(lst),
+        "--num-classes",
+        "5",
+        "--ignore-label",
+        "255",
+        "--workers",
+        "1",
+        "--resize",
+        "16x12",
+        "--encoded",
+        "--shuffle-seed",
+        "4",
+    ]
     assert main([*args, "--out", str(tmp_path / "o")]) == 0
     cap = capsys.readouterr()
     assert "6/6" in cap.err and "rec/s" in cap.err and "ETA" in cap.err

@@ -1,4 +1,5 @@
 """Our hand-written Datum/BlobProto bytes, read back by Caffe's generated protobuf classes."""
+
 from __future__ import annotations
 
 import cv2

@@ -1,6 +1,7 @@
 """Disk full while writing: `no space left writing <path>` with the fix, exit 2, nothing half-written
 (no partial folder, the file system as empty as before), an older output kept. On a real 2 MB
 tmpfs; skipped with the reason where this process may not mount one."""
+
 from __future__ import annotations
 
 import os
@@ -56,8 +57,9 @@ def test_build_disk_full(tmp_path: Path, small_fs: Path, capsys: pytest.CaptureF
     assert _used(small_fs) == before
 
 
-def test_build_disk_full_overwrite_keeps_old_output(data: Path, tmp_path: Path, small_fs: Path,
-                                                    capsys: pytest.CaptureFixture[str]) -> None:
+def test_build_disk_full_overwrite_keeps_old_output(
+    data: Path, tmp_path: Path, small_fs: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     out = small_fs / "out"
     rc, _, err = cli_build(data, out, capsys)
     assert rc == 0, err

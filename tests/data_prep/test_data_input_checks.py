@@ -1,5 +1,6 @@
 """Inputs that used to pass silently or end in a traceback: lossy (JPEG/WebP) label files, an ignore
 label that is also a class id, a malformed dataset.json, --out below a file, non-UTF-8 text files."""
+
 from __future__ import annotations
 
 import json
@@ -58,8 +59,10 @@ def test_allow_lossy_labels(data: Path, tmp_path: Path, capsys: pytest.CaptureFi
     [warning] = [w for w in stats["warnings"] if "lossy" in w]
     assert "6 label files" in warning and "JPEG" in warning and "warning: 6 label files" in err
     assert stats["options"]["allow_lossy_labels"] is True
-    truth = sum(np.bincount(cv2.imdecode(np.fromfile(p, np.uint8), cv2.IMREAD_UNCHANGED).ravel(), minlength=256)
-                for p in sorted((data / "lab").glob("*.jpg")))
+    truth = sum(
+        np.bincount(cv2.imdecode(np.fromfile(p, np.uint8), cv2.IMREAD_UNCHANGED).ravel(), minlength=256)
+        for p in sorted((data / "lab").glob("*.jpg"))
+    )
     stored = sum(np.bincount(caffe_datum_array(v).ravel(), minlength=256) for _, v in read_lmdb(out / "labels"))
     assert (stored == truth).all()  # what was decoded is stored (the JPEG's values, invented classes included)
 
@@ -74,14 +77,18 @@ def test_ignore_label_inside_classes_warns(data: Path, tmp_path: Path, capsys: p
     assert stats["class_pixel_counts"][2] == 0 and stats["class_weights"]["median_frequency"][2] == 0
 
 
-@pytest.mark.parametrize("text,words", [
-    (b'{"num_classes": 5, "ignore_label": 255', ["not valid JSON", "line 1"]),
-    (b'[5, 255]', ["must be a JSON object"]),
-    (b'{"num_classes": "five", "ignore_label": 255}', ["num_classes", "'five'", "integer"]),
-    (b'{"name": "caf\xe9", "num_classes": 5, "ignore_label": 255}', ["not UTF-8", "byte 0xe9"]),
-])
-def test_bad_dataset_json(data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], text: bytes,
-                          words: list[str]) -> None:
+@pytest.mark.parametrize(
+    "text,words",
+    [
+        (b'{"num_classes": 5, "ignore_label": 255', ["not valid JSON", "line 1"]),
+        (b"[5, 255]", ["must be a JSON object"]),
+        (b'{"num_classes": "five", "ignore_label": 255}', ["num_classes", "'five'", "integer"]),
+        (b'{"name": "caf\xe9", "num_classes": 5, "ignore_label": 255}', ["not UTF-8", "byte 0xe9"]),
+    ],
+)
+def test_bad_dataset_json(
+    data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], text: bytes, words: list[str]
+) -> None:
     (data / "dataset.json").write_bytes(text)
     out = tmp_path / "out"
     rc = main(["data", "build", "--list", str(data / "list.txt"), "--out", str(out), "--quiet"])
@@ -127,6 +134,21 @@ def test_non_utf8_file_name_in_folders(data: Path, tmp_path: Path, capsys: pytes
     for sub in ("img", "lab"):
         (data / sub / "000.png").rename(data / sub / "caf\udce9.png")
     out = tmp_path / "out"
-    rc = main(["data", "build", "--images", str(data / "img"), "--labels", str(data / "lab"), "--out", str(out),
-               "--num-classes", "5", "--ignore-label", "255", "--quiet"])
+    rc = main(
+        [
+            "data",
+            "build",
+            "--images",
+            str(data / "img"),
+            "--labels",
+            str(data / "lab"),
+            "--out",
+            str(out),
+            "--num-classes",
+            "5",
+            "--ignore-label",
+            "255",
+            "--quiet",
+        ]
+    )
     assert_failed(rc, capsys.readouterr().err, out, "not valid UTF-8", "rename")

@@ -1,5 +1,6 @@
 """Photometric jitter in the paired layer (`jitter`): the image changes, the label and every
 geometric draw stay as they were, and a saved state resumes the same jittered sequence."""
+
 from __future__ import annotations
 
 import json
@@ -30,8 +31,14 @@ def grey_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def take(db: Path, n: int, train: bool = True, state: dict | None = None, **kw: object) -> tuple[list, dict]:
-    params = {"images": str(db / "images"), "labels": str(db / "labels"), "batch_size": 3,
-              "mean_bgr": MEAN, "seed": 1, **kw}
+    params = {
+        "images": str(db / "images"),
+        "labels": str(db / "labels"),
+        "batch_size": 3,
+        "mean_bgr": MEAN,
+        "seed": 1,
+        **kw,
+    }
     b = PairedBatcher(parse_params(json.dumps(params), train=train))
     try:
         if state is not None:

@@ -1,4 +1,5 @@
 """Build options: label formats, folders, resize, encoded, shuffle, splits, warnings."""
+
 from __future__ import annotations
 
 import json
@@ -46,8 +47,11 @@ def test_rgb_labels_through_palette_file(tmp_path: Path) -> None:
     lst = write_pairs(tmp_path / "d", images, labels)
     colours = {0: (0, 0, 0), 1: (128, 0, 0), 2: (0, 128, 0), 3: (128, 128, 0), 4: (0, 0, 128)}
     pal = tmp_path / "palette.txt"
-    pal.write_text("# name id R G B\n" + "".join(f"c{c}, {c}, {r}, {g}, {b}\n" for c, (r, g, b) in colours.items())
-                   + "void 255 #e0e0c0\n")
+    pal.write_text(
+        "# name id R G B\n"
+        + "".join(f"c{c}, {c}, {r}, {g}, {b}\n" for c, (r, g, b) in colours.items())
+        + "void 255 #e0e0c0\n"
+    )
     lut = np.array([colours[c] for c in range(5)], np.uint8)
     for i, lab in enumerate(labels):
         rgb = lut[lab]
@@ -64,7 +68,9 @@ def test_rgb_labels_through_palette_file(tmp_path: Path) -> None:
     bad = cv2.imread(str(tmp_path / "d" / "lab" / "001.png"))
     bad[3, 9] = (1, 2, 3)
     cv2.imwrite(str(tmp_path / "d" / "lab" / "001.png"), bad)
-    with pytest.raises(UserError, match=r"list.txt line 2: .*lab/001.png: pixel \(x=9, y=3\) has colour RGB\(3, 2, 1\)"):
+    with pytest.raises(
+        UserError, match=r"list.txt line 2: .*lab/001.png: pixel \(x=9, y=3\) has colour RGB\(3, 2, 1\)"
+    ):
         build_dataset(tmp_path / "out2", list_file=lst, palette=pal, **OPTS)
     with pytest.raises(UserError, match="colour-coded RGB; pass --palette"):
         build_dataset(tmp_path / "out3", list_file=lst, **OPTS)

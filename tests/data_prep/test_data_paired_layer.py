@@ -1,5 +1,6 @@
 """PairedDataLayer: the same augmentation on image and label, seeded epochs, exact resume; in a
 real Caffe net and through its pure core (PairedBatcher)."""
+
 from __future__ import annotations
 
 import json
@@ -26,8 +27,14 @@ def coded_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def batcher(db: Path, train: bool = True, **kw: object) -> PairedBatcher:
-    params = {"images": str(db / "images"), "labels": str(db / "labels"), "batch_size": 3,
-              "mean_bgr": MEAN, "seed": 1, **kw}
+    params = {
+        "images": str(db / "images"),
+        "labels": str(db / "labels"),
+        "batch_size": 3,
+        "mean_bgr": MEAN,
+        "seed": 1,
+        **kw,
+    }
     return PairedBatcher(parse_params(json.dumps(params), train=train))
 
 
@@ -79,11 +86,13 @@ def test_scale_keeps_pairs_aligned_and_labels_unblended(coded_db: Path) -> None:
 
 
 def test_test_phase_centre_crop_no_augmentation(coded_db: Path) -> None:
-    a, b = batcher(coded_db, train=False, mirror=True, scale=[0.5, 2], crop=[16, 20], shuffle=False), \
-        batcher(coded_db, train=False, crop=[16, 20], shuffle=False, seed=9)
+    a, b = (
+        batcher(coded_db, train=False, mirror=True, scale=[0.5, 2], crop=[16, 20], shuffle=False),
+        batcher(coded_db, train=False, crop=[16, 20], shuffle=False, seed=9),
+    )
     try:
-        (da, la), = take(a, 1)
-        (db_, lb), = take(b, 1)
+        ((da, la),) = take(a, 1)
+        ((db_, lb),) = take(b, 1)
     finally:
         a.close(), b.close()
     np.testing.assert_array_equal(da, db_)
@@ -103,8 +112,12 @@ def test_epochs_are_seeded_permutations(coded_db: Path) -> None:
                 out.append(signatures.index((d[1] + MEAN[1]).astype(np.uint8).tobytes()))
         return out
 
-    b1, b2, b3, b4 = (batcher(coded_db, batch_size=5), batcher(coded_db, batch_size=5),
-                      batcher(coded_db, batch_size=5, seed=2), batcher(coded_db, batch_size=5, shuffle=False))
+    b1, b2, b3, b4 = (
+        batcher(coded_db, batch_size=5),
+        batcher(coded_db, batch_size=5),
+        batcher(coded_db, batch_size=5, seed=2),
+        batcher(coded_db, batch_size=5, shuffle=False),
+    )
     try:
         o1, o2, o3, o4 = order(b1, 4), order(b2, 4), order(b3, 4), order(b4, 2)
     finally:
@@ -187,8 +200,17 @@ layer {{ name: "silence" type: "Silence" bottom: "data" bottom: "label" }}
 def test_in_a_real_caffe_net_with_resume(coded_db: Path, tmp_path: Path) -> None:
     import caffe
 
-    params = {"images": str(coded_db / "images"), "labels": str(coded_db / "labels"), "batch_size": 4,
-              "mean_bgr": MEAN, "mirror": True, "crop": [16, 20], "scale": [0.9, 1.2], "seed": 5, "shuffle": True}
+    params = {
+        "images": str(coded_db / "images"),
+        "labels": str(coded_db / "labels"),
+        "batch_size": 4,
+        "mean_bgr": MEAN,
+        "mirror": True,
+        "crop": [16, 20],
+        "scale": [0.9, 1.2],
+        "seed": 5,
+        "shuffle": True,
+    }
     proto = tmp_path / "paired.prototxt"
     proto.write_text(NET.format(params=json.dumps(params)))
     net = caffe.Net(str(proto), caffe.TRAIN)

@@ -1,6 +1,7 @@
 """Builds killed with SIGKILL leave their hidden `.<out>.partial-*` folder; the next build of the same
 --out removes it, but never the folder of a build that is still running (that build holds a lock
 in it): a second build of the same --out meanwhile is refused, naming the pid."""
+
 from __future__ import annotations
 
 import os
@@ -28,8 +29,24 @@ def _start_blocked_build(data: Path, out: Path) -> subprocess.Popen[bytes]:
     cv2.imwrite(str(data / "lab" / "fifo.png"), np.zeros((24, 32), np.uint8))
     blocked = data / "blocked.txt"
     blocked.write_text((data / "list.txt").read_text() + "img/fifo.png lab/fifo.png\n")
-    cmd = [sys.executable, "-m", "orchestrator.cli", "data", "build", "--list", str(blocked), "--out", str(out),
-           "--num-classes", "5", "--ignore-label", "255", "--workers", "1", "--quiet"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "orchestrator.cli",
+        "data",
+        "build",
+        "--list",
+        str(blocked),
+        "--out",
+        str(out),
+        "--num-classes",
+        "5",
+        "--ignore-label",
+        "255",
+        "--workers",
+        "1",
+        "--quiet",
+    ]
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 120  # a liveness guard, not a speed check
     while not any((p / "labels" / "data.mdb").exists() for p in _partials(out.parent, out.name)):
@@ -65,8 +82,11 @@ def test_killed_build_cleaned_live_build_kept(data: Path, tmp_path: Path, capsys
 def test_legacy_partials_by_age(data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """Folders without an owner record (older versions, or a kill right at the start): removed only
     when nothing in them changed for an hour; another output's folders are never touched."""
-    stale, fresh, other = (tmp_path / ".out.partial-abc123", tmp_path / ".out.partial-def456",
-                           tmp_path / ".other.partial-xyz")
+    stale, fresh, other = (
+        tmp_path / ".out.partial-abc123",
+        tmp_path / ".out.partial-def456",
+        tmp_path / ".other.partial-xyz",
+    )
     old_swap = tmp_path / ".out.old-q1w2e3"
     for d in (stale, fresh, other, old_swap):
         (d / "images").mkdir(parents=True)

@@ -1,11 +1,19 @@
 """Class statistics and weights on made-up numbers (pure functions, no files)."""
+
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from data_prep.stats import (ClassCounter, absent_classes, class_stats, frequencies, infogain_matrix,
-                             inverse_frequency_weights, median_frequency_weights)
+from data_prep.stats import (
+    ClassCounter,
+    absent_classes,
+    class_stats,
+    frequencies,
+    infogain_matrix,
+    inverse_frequency_weights,
+    median_frequency_weights,
+)
 
 
 def test_median_frequency_by_hand() -> None:

@@ -1,5 +1,6 @@
 """The synthetic dataset: deterministic, imbalanced, small, in the CamVid list format, buildable.
 (How fast it is made is a benchmark's business, not a test's.)"""
+
 from __future__ import annotations
 
 import json
@@ -22,8 +23,12 @@ def test_defaults_small_imbalanced_and_listed(tmp_path: Path) -> None:
     assert len(lines) == 200 and len((tmp_path / "s" / "val.txt").read_text().splitlines()) == 50
     # exactly the listed files, nothing else: one image and one label PNG per listed pair
     written = {str(f.relative_to(tmp_path / "s")) for f in (tmp_path / "s").rglob("*.png")}
-    listed = {rel for name in ("train.txt", "val.txt")
-              for line in (tmp_path / "s" / name).read_text().splitlines() for rel in line.split()}
+    listed = {
+        rel
+        for name in ("train.txt", "val.txt")
+        for line in (tmp_path / "s" / name).read_text().splitlines()
+        for rel in line.split()
+    }
     assert written == listed and len(written) == 500
     img_rel, lab_rel = lines[0].split()
     img = cv2.imread(str(tmp_path / "s" / img_rel))
@@ -70,8 +75,19 @@ def test_cli_synth_then_build(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert main(["data", "synth", "--out", str(tmp_path / "s"), "--train", "12", "--val", "4", "--seed", "2"]) == 0
     assert "12 train + 4 val" in capsys.readouterr().out
     # --num-classes/--ignore-label come from dataset.json
-    rc = main(["data", "build", "--list", str(tmp_path / "s" / "train.txt"), "--val-list",
-               str(tmp_path / "s" / "val.txt"), "--out", str(tmp_path / "db"), "--quiet"])
+    rc = main(
+        [
+            "data",
+            "build",
+            "--list",
+            str(tmp_path / "s" / "train.txt"),
+            "--val-list",
+            str(tmp_path / "s" / "val.txt"),
+            "--out",
+            str(tmp_path / "db"),
+            "--quiet",
+        ]
+    )
     out = capsys.readouterr().out
     assert rc == 0 and "throughput:" in out
     stats = json.loads((tmp_path / "db" / "train" / "stats.json").read_text())

@@ -1,5 +1,6 @@
 """Fixtures for the nets tests: small LMDBs in the data stage's format, written here with
 `lmdb` + caffe_pb2.Datum (images 3xHxW BGR uint8, labels 1xHxW uint8 class ids)."""
+
 from __future__ import annotations
 
 import os
@@ -11,8 +12,7 @@ import pytest
 os.environ.setdefault("GLOG_minloglevel", "2")
 
 # class colours (BGR) of the easy synthetic data: a colour says the class
-PALETTE = np.array([[30, 30, 30], [200, 40, 40], [40, 200, 40], [40, 40, 200], [200, 200, 40]],
-                   dtype=np.float32)
+PALETTE = np.array([[30, 30, 30], [200, 40, 40], [40, 200, 40], [40, 40, 200], [200, 200, 40]], dtype=np.float32)
 
 
 def easy_pairs(n: int, size: int, num_classes: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -24,7 +24,7 @@ def easy_pairs(n: int, size: int, num_classes: int, seed: int = 0) -> tuple[np.n
             k = rng.randint(1, num_classes)
             y, x = rng.randint(0, size - 8, 2)
             h, w = rng.randint(6, size // 2, 2)
-            labels[i, 0, y:y + h, x:x + w] = k
+            labels[i, 0, y : y + h, x : x + w] = k
     images = PALETTE[labels[:, 0]].transpose(0, 3, 1, 2) + rng.normal(0, 10, (n, 3, size, size))
     return np.clip(images, 0, 255).astype(np.uint8), labels
 
@@ -37,15 +37,13 @@ def write_lmdb(path: Path, arrays: np.ndarray) -> str:
     env = lmdb.open(str(path), map_size=1 << 28)
     with env.begin(write=True) as txn:
         for i, a in enumerate(arrays):
-            d = caffe_pb2.Datum(channels=a.shape[0], height=a.shape[1], width=a.shape[2],
-                                data=a.tobytes())
+            d = caffe_pb2.Datum(channels=a.shape[0], height=a.shape[1], width=a.shape[2], data=a.tobytes())
             txn.put(b"%08d" % i, d.SerializeToString())
     env.close()
     return str(path)
 
 
-def make_dataset(root: Path, n: int = 8, size: int = 32, num_classes: int = 4,
-                 seed: int = 0) -> tuple[str, str]:
+def make_dataset(root: Path, n: int = 8, size: int = 32, num_classes: int = 4, seed: int = 0) -> tuple[str, str]:
     images, labels = easy_pairs(n, size, num_classes, seed)
     root.mkdir(parents=True, exist_ok=True)
     return write_lmdb(root / "images", images), write_lmdb(root / "labels", labels)

@@ -2,6 +2,7 @@
 data layer (their own voc_layers / siftflow_layers modules) swapped for an Input layer, and
 random backbone weights saved as a caffemodel that holds only the backbone, like an ImageNet
 model does."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -9,20 +10,41 @@ from pathlib import Path
 import numpy as np
 
 PUBLIC = Path(__file__).parent / "data" / "public"
-VGG16 = ("conv1_1", "conv1_2", "conv2_1", "conv2_2", "conv3_1", "conv3_2", "conv3_3", "conv4_1",
-         "conv4_2", "conv4_3", "conv5_1", "conv5_2", "conv5_3", "fc6", "fc7")
+VGG16 = (
+    "conv1_1",
+    "conv1_2",
+    "conv2_1",
+    "conv2_2",
+    "conv3_1",
+    "conv3_2",
+    "conv3_3",
+    "conv4_1",
+    "conv4_2",
+    "conv4_3",
+    "conv5_1",
+    "conv5_2",
+    "conv5_3",
+    "fc6",
+    "fc7",
+)
 ALEXNET = ("conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7")
 # name -> (net file, solver file, backbone, the zero-filled classifiers FCN learns from scratch)
 NETS = {
     "voc-fcn32s": ("voc-fcn32s.train.prototxt", "voc-fcn32s.solver.prototxt", VGG16, ("score_fr",)),
-    "voc-fcn16s": ("voc-fcn16s.train.prototxt", "voc-fcn16s.solver.prototxt", VGG16,
-                   ("score_fr", "score_pool4")),
-    "voc-fcn8s": ("voc-fcn8s.train.prototxt", "voc-fcn8s.solver.prototxt", VGG16,
-                  ("score_fr", "score_pool4", "score_pool3")),
-    "voc-fcn-alexnet": ("voc-fcn-alexnet.train.prototxt", "voc-fcn-alexnet.solver.prototxt", ALEXNET,
-                        ("score_fr",)),
-    "siftflow-fcn32s": ("siftflow-fcn32s.trainval.prototxt", "siftflow-fcn32s.solver.prototxt", VGG16,
-                        ("score_fr_sem", "score_fr_geo")),
+    "voc-fcn16s": ("voc-fcn16s.train.prototxt", "voc-fcn16s.solver.prototxt", VGG16, ("score_fr", "score_pool4")),
+    "voc-fcn8s": (
+        "voc-fcn8s.train.prototxt",
+        "voc-fcn8s.solver.prototxt",
+        VGG16,
+        ("score_fr", "score_pool4", "score_pool3"),
+    ),
+    "voc-fcn-alexnet": ("voc-fcn-alexnet.train.prototxt", "voc-fcn-alexnet.solver.prototxt", ALEXNET, ("score_fr",)),
+    "siftflow-fcn32s": (
+        "siftflow-fcn32s.trainval.prototxt",
+        "siftflow-fcn32s.solver.prototxt",
+        VGG16,
+        ("score_fr_sem", "score_fr_geo"),
+    ),
 }
 
 
@@ -58,7 +80,7 @@ def backbone_weights(net_path: Path, layers: tuple[str, ...], out: Path, seed: i
 
     net_param = text_format.Parse(net_path.read_text(), caffe_pb2.NetParameter())
     last = max(i for i, x in enumerate(net_param.layer) if x.name in layers)
-    del net_param.layer[last + 1:]
+    del net_param.layer[last + 1 :]
     cut = out.with_suffix(".prototxt")
     cut.write_text(text_format.MessageToString(net_param))
     net = caffe.Net(str(cut), caffe.TEST)

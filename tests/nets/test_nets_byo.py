@@ -1,5 +1,6 @@
 """Bring your own net: the doctor's defects seen on users' nets, each on a small net through
 real Caffe (the probe in its child) or through `orchestrate check`."""
+
 from __future__ import annotations
 
 import json
@@ -12,17 +13,25 @@ from common.errors import UserError
 from nets.doctor import diagnose
 from orchestrator.cli import main
 
-DATA = ('layer { name: "data" type: "Input" top: "data" top: "{label}" input_param { '
-        'shape { dim: 1 dim: 3 dim: 16 dim: 16 } shape { dim: 1 dim: 1 dim: 16 dim: 16 } } }\n')
-CONV = ('layer {{ name: "{name}" type: "Convolution" bottom: "{bottom}" top: "{name}" '
-        'convolution_param {{ num_output: {n} kernel_size: 3 pad: 1 {filler} }} }}\n')
+DATA = (
+    'layer { name: "data" type: "Input" top: "data" top: "{label}" input_param { '
+    "shape { dim: 1 dim: 3 dim: 16 dim: 16 } shape { dim: 1 dim: 1 dim: 16 dim: 16 } } }\n"
+)
+CONV = (
+    'layer {{ name: "{name}" type: "Convolution" bottom: "{bottom}" top: "{name}" '
+    "convolution_param {{ num_output: {n} kernel_size: 3 pad: 1 {filler} }} }}\n"
+)
 MSRA = 'weight_filler { type: "msra" }'
 RELU = 'layer {{ name: "relu_{b}" type: "ReLU" bottom: "{b}" top: "{b}" }}\n'
-UP = ('layer { name: "upscore" type: "Deconvolution" bottom: "score_fr" top: "upscore" param { lr_mult: 0 } '
-      'convolution_param { num_output: 4 kernel_size: 4 stride: 2 bias_term: false } }\n'
-      'layer { name: "score" type: "Crop" bottom: "upscore" bottom: "data" top: "score" crop_param { axis: 2 offset: 1 } }\n')
-LOSS = ('layer {{ name: "loss" type: "SoftmaxWithLoss" bottom: "score" bottom: "{label}" top: "loss" '
-        'loss_param {{ {param} }} }}\n')
+UP = (
+    'layer { name: "upscore" type: "Deconvolution" bottom: "score_fr" top: "upscore" param { lr_mult: 0 } '
+    "convolution_param { num_output: 4 kernel_size: 4 stride: 2 bias_term: false } }\n"
+    'layer { name: "score" type: "Crop" bottom: "upscore" bottom: "data" top: "score" crop_param { axis: 2 offset: 1 } }\n'
+)
+LOSS = (
+    'layer {{ name: "loss" type: "SoftmaxWithLoss" bottom: "score" bottom: "{label}" top: "loss" '
+    "loss_param {{ {param} }} }}\n"
+)
 
 
 def write(path: Path, text: str) -> str:
@@ -32,21 +41,32 @@ def write(path: Path, text: str) -> str:
 
 def fcn_like(classifier_filler: str = "", label: str = "label", loss_param: str = "ignore_label: 255") -> str:
     """data -> conv (msra) -> ReLU -> pool -> score_fr -> upscore (no filler, group 1) -> Crop -> loss."""
-    return (DATA.replace("{label}", label) + CONV.format(name="feat", bottom="data", n=8, filler=MSRA)
-            + RELU.format(b="feat")
-            + 'layer { name: "pool" type: "Pooling" bottom: "feat" top: "pool" pooling_param { pool: MAX kernel_size: 2 stride: 2 } }\n'
-            + CONV.format(name="score_fr", bottom="pool", n=4, filler=classifier_filler).replace("kernel_size: 3 pad: 1", "kernel_size: 1")
-            + UP + LOSS.format(label=label, param=loss_param))
+    return (
+        DATA.replace("{label}", label)
+        + CONV.format(name="feat", bottom="data", n=8, filler=MSRA)
+        + RELU.format(b="feat")
+        + 'layer { name: "pool" type: "Pooling" bottom: "feat" top: "pool" pooling_param { pool: MAX kernel_size: 2 stride: 2 } }\n'
+        + CONV.format(name="score_fr", bottom="pool", n=4, filler=classifier_filler).replace(
+            "kernel_size: 3 pad: 1", "kernel_size: 1"
+        )
+        + UP
+        + LOSS.format(label=label, param=loss_param)
+    )
 
 
 def test_probe_runs_the_net_the_run_runs(tmp_path):
     """The probe applies the run's bilinear surgery (group 1 over 4 channels: a diagonal
     kernel) and a zero classifier over live features is expected to output zeros."""
-    found = [f for f in diagnose(write(tmp_path / "net.prototxt", fcn_like()), log_dir=str(tmp_path))
-             if f.code != "no-validation"]
+    found = [
+        f
+        for f in diagnose(write(tmp_path / "net.prototxt", fcn_like()), log_dir=str(tmp_path))
+        if f.code != "no-validation"
+    ]
     assert [f for f in found if f.severity == "error"] == []
     assert {(f.code, f.layer, f.severity) for f in found} == {
-        ("zero-init", "score_fr", "info"), ("deconv-not-bilinear", "upscore", "info")}
+        ("zero-init", "score_fr", "info"),
+        ("deconv-not-bilinear", "upscore", "info"),
+    }
     # with a filler on the classifier, the surgery's kernel is what makes `score` live
     filled = diagnose(write(tmp_path / "filled.prototxt", fcn_like(MSRA)), log_dir=str(tmp_path))
     assert [f for f in filled if f.code != "no-validation"] == [f for f in found if f.code == "deconv-not-bilinear"]
@@ -68,14 +88,16 @@ def test_probe_fills_label_inputs_by_their_consumers(tmp_path):
     from nets import probe
     from nets.prototxt import parse_net
 
-    text = ('layer { name: "data" type: "Input" top: "data" top: "sem" top: "geo" input_param { '
-            'shape { dim: 1 dim: 3 dim: 16 dim: 16 } shape { dim: 1 dim: 1 dim: 16 dim: 16 } '
-            'shape { dim: 1 dim: 1 dim: 16 dim: 16 } } }\n'
-            + CONV.format(name="score_sem", bottom="data", n=5, filler=MSRA)
-            + CONV.format(name="score_geo", bottom="data", n=3, filler=MSRA)
-            + 'layer { name: "loss" type: "SoftmaxWithLoss" bottom: "score_sem" bottom: "sem" top: "loss" '
-              'loss_param { ignore_label: 255 } }\n'
-            + 'layer { name: "acc" type: "Accuracy" bottom: "score_geo" bottom: "geo" top: "acc" }\n')
+    text = (
+        'layer { name: "data" type: "Input" top: "data" top: "sem" top: "geo" input_param { '
+        "shape { dim: 1 dim: 3 dim: 16 dim: 16 } shape { dim: 1 dim: 1 dim: 16 dim: 16 } "
+        "shape { dim: 1 dim: 1 dim: 16 dim: 16 } } }\n"
+        + CONV.format(name="score_sem", bottom="data", n=5, filler=MSRA)
+        + CONV.format(name="score_geo", bottom="data", n=3, filler=MSRA)
+        + 'layer { name: "loss" type: "SoftmaxWithLoss" bottom: "score_sem" bottom: "sem" top: "loss" '
+        "loss_param { ignore_label: 255 } }\n"
+        + 'layer { name: "acc" type: "Accuracy" bottom: "score_geo" bottom: "geo" top: "acc" }\n'
+    )
     path = write(tmp_path / "two.prototxt", text)
     net = caffe.Net(path, caffe.TRAIN)
     probe.fill_inputs(net, parse_net(text), seed=0)
@@ -88,18 +110,25 @@ def test_probe_fills_label_inputs_by_their_consumers(tmp_path):
 
 
 def test_unknown_layer_type_is_blamed_on_its_own_layer(tmp_path):
-    text = (DATA.replace("{label}", "label") + CONV.format(name="conv1", bottom="data", n=4, filler=MSRA)
-            + 'layer { name: "conv1_bn" type: "NoSuchLayer" bottom: "conv1" top: "conv1" }\n')
-    [invalid] = [f for f in diagnose(write(tmp_path / "net.prototxt", text), log_dir=str(tmp_path))
-                 if f.code == "net-invalid"]
+    text = (
+        DATA.replace("{label}", "label")
+        + CONV.format(name="conv1", bottom="data", n=4, filler=MSRA)
+        + 'layer { name: "conv1_bn" type: "NoSuchLayer" bottom: "conv1" top: "conv1" }\n'
+    )
+    [invalid] = [
+        f for f in diagnose(write(tmp_path / "net.prototxt", text), log_dir=str(tmp_path)) if f.code == "net-invalid"
+    ]
     assert invalid.layer == "conv1_bn" and "NoSuchLayer" in invalid.message
 
 
 def test_fork_layer_types_get_their_bvlc_equivalent(tmp_path):
     """`type: "BN"` parses (types are strings) but BVLC Caffe has no such layer."""
-    text = (DATA.replace("{label}", "label") + CONV.format(name="conv1", bottom="data", n=4, filler=MSRA)
-            + 'layer { name: "conv1_bn" type: "BN" bottom: "conv1" top: "conv1" }\n'
-            + 'layer { name: "up" type: "Upsample" bottom: "conv1" top: "up" }\n')
+    text = (
+        DATA.replace("{label}", "label")
+        + CONV.format(name="conv1", bottom="data", n=4, filler=MSRA)
+        + 'layer { name: "conv1_bn" type: "BN" bottom: "conv1" top: "conv1" }\n'
+        + 'layer { name: "up" type: "Upsample" bottom: "conv1" top: "up" }\n'
+    )
     found = diagnose(write(tmp_path / "net.prototxt", text), log_dir=str(tmp_path))
     fork = {f.layer: f for f in found if f.code == "fork-layer"}
     assert set(fork) == {"conv1_bn", "up"} and all(f.severity == "error" for f in fork.values())
@@ -143,18 +172,23 @@ def test_check_takes_the_data_stage_output(tmp_path, capsys):
     split.mkdir()
     stats_dir(split / "train", num_classes=4, ignore_label=255)
     assert main(["check", "--prototxt", net, "--data", str(split), "--static", "--json"]) == 1
-    assert {f["code"] for f in json.loads(capsys.readouterr().out) if f["severity"] == "error"} == \
-        {"ignore-label-mismatch"}
+    assert {f["code"] for f in json.loads(capsys.readouterr().out) if f["severity"] == "error"} == {
+        "ignore-label-mismatch"
+    }
     assert main(["check", "--prototxt", net, "--data", str(tmp_path / "missing")]) == 2
     assert "stats.json" in capsys.readouterr().err
 
 
 def test_the_probe_still_reports_zeros_nothing_static_explains(tmp_path):
     """A ReLU fed only negative values: dead-top where it starts, zero-gradient below it."""
-    text = (DATA.replace("{label}", "label") + CONV.format(name="conv1", bottom="data", n=4, filler=MSRA)
-            + 'layer { name: "shift" type: "Power" bottom: "conv1" top: "shift" power_param { scale: 0 shift: -1 } }\n'
-            + RELU.format(b="shift") + CONV.format(name="score", bottom="shift", n=4, filler=MSRA)
-            + LOSS.format(label="label", param="ignore_label: 255"))
+    text = (
+        DATA.replace("{label}", "label")
+        + CONV.format(name="conv1", bottom="data", n=4, filler=MSRA)
+        + 'layer { name: "shift" type: "Power" bottom: "conv1" top: "shift" power_param { scale: 0 shift: -1 } }\n'
+        + RELU.format(b="shift")
+        + CONV.format(name="score", bottom="shift", n=4, filler=MSRA)
+        + LOSS.format(label="label", param="ignore_label: 255")
+    )
     found = {(f.code, f.layer) for f in diagnose(write(tmp_path / "net.prototxt", text), log_dir=str(tmp_path))}
     assert {("dead-top", "relu_shift"), ("zero-gradient", "conv1")} <= found
     assert not {f for f in found if f[0] == "zero-init"}
@@ -163,10 +197,14 @@ def test_the_probe_still_reports_zeros_nothing_static_explains(tmp_path):
 def test_surgery_the_probe_cannot_do_is_a_finding(tmp_path):
     """Channels the static rules cannot follow (a Concat): the probe's surgery finds that one
     bilinear kernel would mix 8 channels into 4, and says so instead of dying."""
-    text = (DATA.replace("{label}", "label") + CONV.format(name="a", bottom="data", n=4, filler=MSRA)
-            + CONV.format(name="b", bottom="data", n=4, filler=MSRA)
-            + 'layer { name: "cat" type: "Concat" bottom: "a" bottom: "b" top: "score_fr" }\n' + UP
-            + LOSS.format(label="label", param="ignore_label: 255"))
+    text = (
+        DATA.replace("{label}", "label")
+        + CONV.format(name="a", bottom="data", n=4, filler=MSRA)
+        + CONV.format(name="b", bottom="data", n=4, filler=MSRA)
+        + 'layer { name: "cat" type: "Concat" bottom: "a" bottom: "b" top: "score_fr" }\n'
+        + UP
+        + LOSS.format(label="label", param="ignore_label: 255")
+    )
     path = write(tmp_path / "net.prototxt", text)
     assert "deconv-group" not in {f.code for f in diagnose(path, dynamic=False)}
     found = diagnose(path, log_dir=str(tmp_path))
@@ -183,13 +221,16 @@ def test_labels_caffe_cannot_take_are_found_without_crashing(tmp_path):
     images, labels = easy_pairs(4, 16, 4)
     labels[:, :, :2] = 255
     src = [write_lmdb(tmp_path / "images", images), write_lmdb(tmp_path / "labels", labels)]
-    data = "".join(f'layer {{ name: "{t}" type: "Data" top: "{t}" data_param {{ source: "{s}" backend: LMDB batch_size: 2 }} }}\n'
-                   for t, s in zip(("data", "label"), src))
+    data = "".join(
+        f'layer {{ name: "{t}" type: "Data" top: "{t}" data_param {{ source: "{s}" backend: LMDB batch_size: 2 }} }}\n'
+        for t, s in zip(("data", "label"), src)
+    )
     net = write(tmp_path / "net.prototxt", data + fcn_like(MSRA, loss_param="normalization: VALID").split("\n", 1)[1])
     found = diagnose(net, log_dir=str(tmp_path))
     [bad] = [f for f in found if f.code == "label-out-of-range"]
     assert (bad.severity, bad.layer, bad.data["values"], bad.data["classes"]) == ("error", "loss", [255.0], 4)
     assert "ignore_label" in bad.fix and "net-invalid" not in {f.code for f in found}
-    with_stats = {f.code for f in diagnose(net, data_stats={"num_classes": 4, "ignore_label": 255},
-                                           log_dir=str(tmp_path))}
+    with_stats = {
+        f.code for f in diagnose(net, data_stats={"num_classes": 4, "ignore_label": 255}, log_dir=str(tmp_path))
+    }
     assert "ignore-label-mismatch" in with_stats and "label-out-of-range" not in with_stats

@@ -1,5 +1,6 @@
 """The README's table of the doctor's codes says what the code emits: every code, no other,
 with the severities the code can give it."""
+
 from __future__ import annotations
 
 import re

@@ -1,5 +1,6 @@
 """Generated nets: structure read back from the prototxt, and instantiation / training in
 real Caffe (CPU)."""
+
 from __future__ import annotations
 
 import json
@@ -25,11 +26,24 @@ def layers_by_type(text: str, kind: str) -> list:
 
 
 def test_compact_layers_fillers_and_meta(small_lmdb):
-    g = nets.generate("compact", num_classes=K, train_data=source(small_lmdb), val_data=source(small_lmdb),
-                      width=8, depth=2, batch_norm=True, ignore_label=255)
+    g = nets.generate(
+        "compact",
+        num_classes=K,
+        train_data=source(small_lmdb),
+        val_data=source(small_lmdb),
+        width=8,
+        depth=2,
+        batch_norm=True,
+        ignore_label=255,
+    )
     assert g.meta["upsample_layers"] == ["upscore"] and g.meta["loss_normalization"] == "VALID"
-    assert {k: g.meta[k] for k in ("arch", "num_classes", "ignore_label", "loss", "batch_norm")} == \
-        {"arch": "compact", "num_classes": K, "ignore_label": 255, "loss": "softmax", "batch_norm": True}
+    assert {k: g.meta[k] for k in ("arch", "num_classes", "ignore_label", "loss", "batch_norm")} == {
+        "arch": "compact",
+        "num_classes": K,
+        "ignore_label": 255,
+        "loss": "softmax",
+        "batch_norm": True,
+    }
     for text in (g.train, g.val, g.deploy):
         assert read_meta(text) == g.meta
         net = parse_net(text)
@@ -52,8 +66,16 @@ def test_compact_layers_fillers_and_meta(small_lmdb):
 
 
 def test_options_learnable_upsample_xavier_and_normalization(small_lmdb):
-    g = nets.generate("compact", num_classes=K, train_data=source(small_lmdb), val_data=None, depth=1,
-                      filler="xavier", learn_upsample=True, normalization="BATCH_SIZE")
+    g = nets.generate(
+        "compact",
+        num_classes=K,
+        train_data=source(small_lmdb),
+        val_data=None,
+        depth=1,
+        filler="xavier",
+        learn_upsample=True,
+        normalization="BATCH_SIZE",
+    )
     assert g.val is None and g.meta["loss_normalization"] == "BATCH_SIZE"
     [up] = layers_by_type(g.train, "Deconvolution")
     assert up.param[0].lr_mult == 1 and up.convolution_param.kernel_size[0] == 4
@@ -69,8 +91,17 @@ def test_paired_data_layer_param(small_lmdb):
     assert (py.python_param.module, py.python_param.layer) == ("data_prep.layers", "PairedDataLayer")
     assert list(py.top) == ["data", "label"]
     p = json.loads(py.python_param.param_str)
-    assert p == {"images": small_lmdb[0], "labels": small_lmdb[1], "batch_size": 4, "mean_bgr": [100.0] * 3,
-                 "mirror": True, "crop": [24, 24], "scale": [0.5, 2.0], "seed": 7, "shuffle": True}
+    assert p == {
+        "images": small_lmdb[0],
+        "labels": small_lmdb[1],
+        "batch_size": 4,
+        "mean_bgr": [100.0] * 3,
+        "mirror": True,
+        "crop": [24, 24],
+        "scale": [0.5, 2.0],
+        "seed": 7,
+        "shuffle": True,
+    }
 
 
 def test_bad_arguments_are_user_errors(small_lmdb):
@@ -85,8 +116,15 @@ def test_bad_arguments_are_user_errors(small_lmdb):
 def test_compact_instantiates_with_full_resolution_scores(small_lmdb, tmp_path):
     import caffe
 
-    g = nets.generate("compact", num_classes=K, train_data=source(small_lmdb, 2), val_data=source(small_lmdb, 2),
-                      width=8, depth=3, deploy_shape=(37, 45))
+    g = nets.generate(
+        "compact",
+        num_classes=K,
+        train_data=source(small_lmdb, 2),
+        val_data=source(small_lmdb, 2),
+        width=8,
+        depth=3,
+        deploy_shape=(37, 45),
+    )
     paths = g.write(tmp_path)
     val = caffe.Net(str(paths["val"]), caffe.TEST)
     val.forward()
@@ -109,7 +147,8 @@ def test_compact_trains_fast_and_the_loss_falls(lmdb64, tmp_path):
     paths = g.write(tmp_path)
     (tmp_path / "solver.prototxt").write_text(
         f'train_net: "{paths["train"]}"\nbase_lr: 0.01\nmomentum: 0.9\nlr_policy: "fixed"\n'
-        f'weight_decay: 0.0005\nsnapshot_prefix: "{tmp_path}/s"\n')
+        f'weight_decay: 0.0005\nsnapshot_prefix: "{tmp_path}/s"\n'
+    )
     solver = caffe.SGDSolver(str(tmp_path / "solver.prototxt"))
     solver.step(1)
     first = float(solver.net.blobs["loss"].data)
@@ -163,8 +202,9 @@ def test_fcn_heads(arch, offsets, small_lmdb):
     ups = layers_by_type(g.train, "Deconvolution")
     assert [x.name for x in ups] == g.meta["upsample_layers"]
     assert all(x.convolution_param.group == K and x.convolution_param.weight_filler.type == "bilinear" for x in ups)
-    assert all(x.type not in LEARNABLE or x.convolution_param.HasField("weight_filler")
-               for x in parse_net(g.train).layer)
+    assert all(
+        x.type not in LEARNABLE or x.convolution_param.HasField("weight_filler") for x in parse_net(g.train).layer
+    )
 
 
 def test_fcn8s_forward_backward_at_64(lmdb64, tmp_path):

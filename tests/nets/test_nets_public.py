@@ -1,6 +1,7 @@
 """The doctor on the nets users actually have: the official FCN nets (fcn.berkeleyvision.org)
 through `orchestrate check`, with random backbone weights and without, and SegNet-Tutorial's
 net for the caffe-segnet fork."""
+
 from __future__ import annotations
 
 import json
@@ -18,10 +19,14 @@ from tests.nets import public
 def weights(tmp_path_factory: pytest.TempPathFactory) -> dict[tuple[str, ...], Path]:
     """One random caffemodel per backbone (VGG16 for four nets, AlexNet for one)."""
     tmp = tmp_path_factory.mktemp("backbones")
-    return {public.VGG16: public.backbone_weights(public.with_input_layer("voc-fcn32s", tmp), public.VGG16,
-                                                  tmp / "vgg16.caffemodel"),
-            public.ALEXNET: public.backbone_weights(public.with_input_layer("voc-fcn-alexnet", tmp),
-                                                    public.ALEXNET, tmp / "alexnet.caffemodel")}
+    return {
+        public.VGG16: public.backbone_weights(
+            public.with_input_layer("voc-fcn32s", tmp), public.VGG16, tmp / "vgg16.caffemodel"
+        ),
+        public.ALEXNET: public.backbone_weights(
+            public.with_input_layer("voc-fcn-alexnet", tmp), public.ALEXNET, tmp / "alexnet.caffemodel"
+        ),
+    }
 
 
 def check(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, list[dict]]:
@@ -34,8 +39,9 @@ def check(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, list[dic
 def test_official_net_with_backbone_weights_is_ready(name, weights, tmp_path, capsys):
     _, _, backbone, classifiers = public.NETS[name]
     net = public.with_input_layer(name, tmp_path)
-    rc, found = check(capsys, "--prototxt", str(net), "--solver", str(public.solver(name)),
-                      "--weights", str(weights[backbone]))
+    rc, found = check(
+        capsys, "--prototxt", str(net), "--solver", str(public.solver(name)), "--weights", str(weights[backbone])
+    )
     assert [f for f in found if f["severity"] == "error"] == [] and rc == 0
     # FCN zero-fills its classifiers on purpose: they read live features and learn
     zero = {f["layer"]: f for f in found if f["code"] == "zero-init"}

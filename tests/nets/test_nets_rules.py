@@ -1,5 +1,6 @@
 """Each static doctor rule on a small prototxt that shows the mistake and one that does not.
 The rules are pure functions over a parsed NetParameter; Caffe's caffe_pb2 parses."""
+
 from __future__ import annotations
 
 import pytest
@@ -10,29 +11,42 @@ from nets.graph import Context
 from nets.prototxt import parse_net
 from nets.zeroinit import zero_layers
 
-DATA = '''
+DATA = """
 layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 1 dim: 3 dim: 64 dim: 64 } } }
 layer { name: "label" type: "Input" top: "label" input_param { shape { dim: 1 dim: 1 dim: 64 dim: 64 } } }
-'''
+"""
 MSRA = 'weight_filler { type: "msra" } bias_filler { type: "constant" value: 0 }'
 
 
 def conv(name: str, bottom: str, nout: int = 8, filler: str = MSRA, extra: str = "") -> str:
-    return (f'layer {{ name: "{name}" type: "Convolution" bottom: "{bottom}" top: "{name}" {extra} '
-            f'convolution_param {{ num_output: {nout} kernel_size: 3 pad: 1 {filler} }} }}')
+    return (
+        f'layer {{ name: "{name}" type: "Convolution" bottom: "{bottom}" top: "{name}" {extra} '
+        f"convolution_param {{ num_output: {nout} kernel_size: 3 pad: 1 {filler} }} }}"
+    )
 
 
-def deconv(name: str, bottom: str, nout: int = 4, group: int = 4, filler: str = 'weight_filler { type: "bilinear" }',
-           lr: float = 0) -> str:
-    return (f'layer {{ name: "{name}" type: "Deconvolution" bottom: "{bottom}" top: "{name}" '
-            f'param {{ lr_mult: {lr} }} convolution_param {{ num_output: {nout} group: {group} '
-            f'kernel_size: 4 stride: 2 bias_term: false {filler} }} }}')
+def deconv(
+    name: str,
+    bottom: str,
+    nout: int = 4,
+    group: int = 4,
+    filler: str = 'weight_filler { type: "bilinear" }',
+    lr: float = 0,
+) -> str:
+    return (
+        f'layer {{ name: "{name}" type: "Deconvolution" bottom: "{bottom}" top: "{name}" '
+        f"param {{ lr_mult: {lr} }} convolution_param {{ num_output: {nout} group: {group} "
+        f"kernel_size: 4 stride: 2 bias_term: false {filler} }} }}"
+    )
 
 
-def loss(bottom: str = "score", params: str = "normalization: VALID ignore_label: 255",
-         kind: str = "SoftmaxWithLoss") -> str:
-    return (f'layer {{ name: "loss" type: "{kind}" bottom: "{bottom}" bottom: "label" top: "loss" '
-            f'loss_param {{ {params} }} }}')
+def loss(
+    bottom: str = "score", params: str = "normalization: VALID ignore_label: 255", kind: str = "SoftmaxWithLoss"
+) -> str:
+    return (
+        f'layer {{ name: "loss" type: "{kind}" bottom: "{bottom}" bottom: "label" top: "loss" '
+        f"loss_param {{ {params} }} }}"
+    )
 
 
 def net(*layers: str):
@@ -51,8 +65,11 @@ def test_zero_init_flags_conv_without_filler():
 
 
 def test_zero_init_flags_explicit_constant_zero_and_zero_scale():
-    n = net(DATA, conv("conv1", "data", filler='weight_filler { type: "constant" }'),
-            'layer { name: "sc" type: "Scale" bottom: "conv1" top: "conv1" scale_param { filler { value: 0 } } }')
+    n = net(
+        DATA,
+        conv("conv1", "data", filler='weight_filler { type: "constant" }'),
+        'layer { name: "sc" type: "Scale" bottom: "conv1" top: "conv1" scale_param { filler { value: 0 } } }',
+    )
     assert {f.layer for f in rules_params.check_zero_init(n, Context())} == {"conv1", "sc"}
 
 
@@ -67,9 +84,12 @@ def test_zero_init_counts_constant_fillers_by_their_value(value, zero):
     """A constant filler is zero-init only at value 0: `constant value: 0.1` (or a Scale's
     constant 1) starts the layer with non-zero weights, which it learns from."""
     filler = f'weight_filler {{ type: "constant" value: {value} }}'
-    n = net(DATA, conv("conv1", "data", filler=filler),
-            f'layer {{ name: "sc" type: "Scale" bottom: "conv1" top: "conv1" '
-            f'scale_param {{ filler {{ type: "constant" value: {value} }} }} }}')
+    n = net(
+        DATA,
+        conv("conv1", "data", filler=filler),
+        f'layer {{ name: "sc" type: "Scale" bottom: "conv1" top: "conv1" '
+        f'scale_param {{ filler {{ type: "constant" value: {value} }} }} }}',
+    )
     assert set(zero_layers(n, Context())) == ({"conv1", "sc"} if zero else set())
     assert {f.layer for f in rules_params.check_zero_init(n, Context())} == ({"conv1", "sc"} if zero else set())
 
@@ -82,16 +102,28 @@ def zero_init(*layers: str, ctx: Context = Context()) -> dict[str, tuple[str, st
 
 
 def test_zero_classifier_over_live_features_is_info():
-    found = zero_init(DATA, conv("feat", "data"), RELU_ON.format(b="feat"), conv("score_fr", "feat", 4, filler=""),
-                      CROP.format(b="score_fr"), loss())
+    found = zero_init(
+        DATA,
+        conv("feat", "data"),
+        RELU_ON.format(b="feat"),
+        conv("score_fr", "feat", 4, filler=""),
+        CROP.format(b="score_fr"),
+        loss(),
+    )
     assert list(found) == ["score_fr"] and found["score_fr"][0] == "info"
     assert "live" in found["score_fr"][1] and "gradient" in found["score_fr"][1]
 
 
 def test_zero_layers_in_series_block_each_other():
-    found = zero_init(DATA, conv("conv1", "data", filler=""), RELU_ON.format(b="conv1"),
-                      conv("conv2", "conv1", filler=""), RELU_ON.format(b="conv2"), conv("score", "conv2", 4),
-                      loss())
+    found = zero_init(
+        DATA,
+        conv("conv1", "data", filler=""),
+        RELU_ON.format(b="conv1"),
+        conv("conv2", "conv1", filler=""),
+        RELU_ON.format(b="conv2"),
+        conv("score", "conv2", 4),
+        loss(),
+    )
     assert {k: v[0] for k, v in found.items()} == {"conv1": "error", "conv2": "error"}
     assert "conv2" in found["conv1"][1] and "gradient" in found["conv1"][1]
     assert "conv1" in found["conv2"][1] and "zero" in found["conv2"][1]
@@ -144,12 +176,15 @@ def test_deconv_group_by_what_the_surgery_writes():
     [f] = rules_params.check_deconv(mixing, Context())
     assert (f.code, f.severity, f.layer) == ("deconv-group", "error", "up") and "mix" in f.message
     learnable = net(DATA, conv("f", "data", 64), deconv("up", "f", group=1, lr=1, filler=""))
-    assert [f.severity for f in rules_params.check_deconv(learnable, Context()) if f.code == "deconv-group"] == \
-        ["warning"]
+    assert [f.severity for f in rules_params.check_deconv(learnable, Context()) if f.code == "deconv-group"] == [
+        "warning"
+    ]
 
 
-LEARNED_UP = ('layer { name: "up" type: "Deconvolution" bottom: "f" top: "up" param { lr_mult: 1 } '
-              'convolution_param { num_output: 4 kernel_size: 2 stride: 2 weight_filler { type: "msra" } } }')
+LEARNED_UP = (
+    'layer { name: "up" type: "Deconvolution" bottom: "f" top: "up" param { lr_mult: 1 } '
+    'convolution_param { num_output: 4 kernel_size: 2 stride: 2 weight_filler { type: "msra" } } }'
+)
 CROP = 'layer {{ name: "score" type: "Crop" bottom: "{b}" bottom: "data" top: "score" }}'
 
 
@@ -179,10 +214,13 @@ def test_bn_lr_mult():
 
 
 def test_bn_phase_duplicate():
-    dup = net(DATA, conv("conv1", "data"),
-              BN.format(n="bn_train", extra="include { phase: TRAIN } batch_norm_param { use_global_stats: false }"),
-              BN.format(n="bn_test", extra="include { phase: TEST } batch_norm_param { use_global_stats: true }"),
-              SCALE)
+    dup = net(
+        DATA,
+        conv("conv1", "data"),
+        BN.format(n="bn_train", extra="include { phase: TRAIN } batch_norm_param { use_global_stats: false }"),
+        BN.format(n="bn_test", extra="include { phase: TEST } batch_norm_param { use_global_stats: true }"),
+        SCALE,
+    )
     found = rules_params.check_batchnorm(dup, Context())
     assert [(f.code, f.severity, f.layer) for f in found] == [("bn-phase-duplicate", "error", "bn_test")]
     one = net(DATA, conv("conv1", "data"), BN.format(n="bn1", extra=""), SCALE)
@@ -191,17 +229,26 @@ def test_bn_phase_duplicate():
 
 def test_bn_phase_duplicate_sharing_blobs_is_info():
     shared = 'param { name: "m" lr_mult: 0 } param { name: "v" lr_mult: 0 } param { name: "f" lr_mult: 0 }'
-    n = net(DATA, conv("conv1", "data"),
-            BN.format(n="bn_train", extra=f"include {{ phase: TRAIN }} {shared}"),
-            BN.format(n="bn_test", extra=f"include {{ phase: TEST }} {shared}"), SCALE)
-    assert [(f.code, f.severity) for f in rules_params.check_batchnorm(n, Context())] == [("bn-phase-duplicate", "info")]
+    n = net(
+        DATA,
+        conv("conv1", "data"),
+        BN.format(n="bn_train", extra=f"include {{ phase: TRAIN }} {shared}"),
+        BN.format(n="bn_test", extra=f"include {{ phase: TEST }} {shared}"),
+        SCALE,
+    )
+    assert [(f.code, f.severity) for f in rules_params.check_batchnorm(n, Context())] == [
+        ("bn-phase-duplicate", "info")
+    ]
 
 
 def test_bn_phase_duplicate_under_one_name_is_info():
-    same = net(DATA, conv("conv1", "data"),
-               BN.format(n="bn1", extra="include { phase: TRAIN } batch_norm_param { use_global_stats: false }"),
-               BN.format(n="bn1", extra="include { phase: TEST } batch_norm_param { use_global_stats: true }"),
-               SCALE)
+    same = net(
+        DATA,
+        conv("conv1", "data"),
+        BN.format(n="bn1", extra="include { phase: TRAIN } batch_norm_param { use_global_stats: false }"),
+        BN.format(n="bn1", extra="include { phase: TEST } batch_norm_param { use_global_stats: true }"),
+        SCALE,
+    )
     [f] = rules_params.check_batchnorm(same, Context())
     assert (f.code, f.severity, f.layer) == ("bn-phase-duplicate", "info", "bn1")
     assert "by name" in f.message and "redundant" in f.message
@@ -213,14 +260,20 @@ def test_bn_global_stats_in_train():
 
 
 def test_bn_without_scale():
-    assert codes(rules_params.check_batchnorm(net(DATA, conv("conv1", "data"), BN.format(n="bn1", extra=""), RELU),
-                                              Context())) == ["bn-without-scale"]
+    assert codes(
+        rules_params.check_batchnorm(net(DATA, conv("conv1", "data"), BN.format(n="bn1", extra=""), RELU), Context())
+    ) == ["bn-without-scale"]
     no_bias = SCALE.replace("bias_term: true", "bias_term: false")
-    assert codes(rules_params.check_batchnorm(net(DATA, conv("conv1", "data"), BN.format(n="bn1", extra=""), no_bias),
-                                              Context())) == ["bn-without-scale"]
+    assert codes(
+        rules_params.check_batchnorm(net(DATA, conv("conv1", "data"), BN.format(n="bn1", extra=""), no_bias), Context())
+    ) == ["bn-without-scale"]
     bias = 'layer { name: "b1" type: "Bias" bottom: "conv1" top: "conv1" }'
-    assert rules_params.check_batchnorm(net(DATA, conv("conv1", "data"), BN.format(n="bn1", extra=""), no_bias, bias),
-                                        Context()) == []
+    assert (
+        rules_params.check_batchnorm(
+            net(DATA, conv("conv1", "data"), BN.format(n="bn1", extra=""), no_bias, bias), Context()
+        )
+        == []
+    )
 
 
 # ---------------------------------------------------------------- loss normalization and lr
@@ -243,8 +296,9 @@ def test_unnormalized_loss_explains_per_pixel_lr():
 
 def test_normalization_none_counts_the_batch_and_huge_steps_are_errors():
     n = net(DATA, conv("score", "data", 4), loss(params="normalization: NONE"))
-    [f] = lossnorm.check_loss_normalization(n, Context(solver=solver("base_lr: 0.01 momentum: 0.9"),
-                                                       pixels=100, batch=10))
+    [f] = lossnorm.check_loss_normalization(
+        n, Context(solver=solver("base_lr: 0.01 momentum: 0.9"), pixels=100, batch=10)
+    )
     assert f.data["equivalent_lr"] == pytest.approx(10.0) and f.severity == "error"
 
 
@@ -256,8 +310,10 @@ def test_normalized_loss_with_lr_for_a_sum():
 
 
 def test_input_size_from_data_layers():
-    n = parse_net('layer { name: "d" type: "Data" top: "data" transform_param { crop_size: 321 } '
-                  'data_param { source: "x" batch_size: 2 } }')
+    n = parse_net(
+        'layer { name: "d" type: "Data" top: "data" transform_param { crop_size: 321 } '
+        'data_param { source: "x" batch_size: 2 } }'
+    )
     assert lossnorm.input_size(n) == (321 * 321, 2)
     assert lossnorm.input_size(net(DATA)) == (64 * 64, 1)
     assert lossnorm.input_size(parse_net(""), {"height": 360, "width": 480}) == (172800, None)
@@ -265,10 +321,18 @@ def test_input_size_from_data_layers():
 
 # ---------------------------------------------------------------- classes and labels
 def test_num_output_mismatch_follows_the_score_path():
-    n = net(DATA, conv("score_fr", "data", 21), deconv("upscore", "score_fr", 21, 21),
-            'layer { name: "score" type: "Crop" bottom: "upscore" bottom: "data" top: "score" }', loss())
+    n = net(
+        DATA,
+        conv("score_fr", "data", 21),
+        deconv("upscore", "score_fr", 21, 21),
+        'layer { name: "score" type: "Crop" bottom: "upscore" bottom: "data" top: "score" }',
+        loss(),
+    )
     found = rules_data.check_num_output(n, Context(num_classes=4))
-    assert {(f.code, f.layer) for f in found} == {("num-output-mismatch", "score_fr"), ("num-output-mismatch", "upscore")}
+    assert {(f.code, f.layer) for f in found} == {
+        ("num-output-mismatch", "score_fr"),
+        ("num-output-mismatch", "upscore"),
+    }
     assert found[0].data == {"num_output": 21, "num_classes": 4}
     assert rules_data.check_num_output(n, Context(num_classes=21)) == []
 
@@ -278,7 +342,9 @@ def test_ignore_label_mismatch():
     [f] = rules_data.check_ignore_label(n, Context(num_classes=4, ignore_label=255, stats_given=True))
     assert (f.code, f.severity) == ("ignore-label-mismatch", "error") and "ignore_label: 255" in f.fix
     other = net(DATA, conv("score", "data", 4), loss(params="ignore_label: 11"))
-    assert codes(rules_data.check_ignore_label(other, Context(ignore_label=255, stats_given=True))) == ["ignore-label-mismatch"]
+    assert codes(rules_data.check_ignore_label(other, Context(ignore_label=255, stats_given=True))) == [
+        "ignore-label-mismatch"
+    ]
     good = net(DATA, conv("score", "data", 4), loss())
     assert rules_data.check_ignore_label(good, Context(num_classes=4, ignore_label=255, stats_given=True)) == []
     # without the data stage's stats there is nothing to compare
@@ -288,10 +354,12 @@ def test_ignore_label_mismatch():
 # ---------------------------------------------------------------- augmentation
 def two_data(image_tp: str, label_tp: str, phase: str = "TRAIN") -> str:
     inc = f"include {{ phase: {phase} }}"
-    return (f'layer {{ name: "data" type: "Data" top: "data" {inc} transform_param {{ {image_tp} }} '
-            f'data_param {{ source: "i" batch_size: 1 }} }}\n'
-            f'layer {{ name: "label" type: "Data" top: "label" {inc} transform_param {{ {label_tp} }} '
-            f'data_param {{ source: "l" batch_size: 1 }} }}')
+    return (
+        f'layer {{ name: "data" type: "Data" top: "data" {inc} transform_param {{ {image_tp} }} '
+        f'data_param {{ source: "i" batch_size: 1 }} }}\n'
+        f'layer {{ name: "label" type: "Data" top: "label" {inc} transform_param {{ {label_tp} }} '
+        f'data_param {{ source: "l" batch_size: 1 }} }}'
+    )
 
 
 def test_unsynced_augmentation():
@@ -308,11 +376,17 @@ def test_identical_random_augmentation_is_still_unsynced():
 
 
 def test_synced_data_layers_are_fine():
-    assert rules_data.check_augmentation(net(two_data("mean_value: 104", ""), conv("score", "data", 4), loss()),
-                                         Context()) == []
+    assert (
+        rules_data.check_augmentation(net(two_data("mean_value: 104", ""), conv("score", "data", 4), loss()), Context())
+        == []
+    )
     # a TEST-phase centre crop is deterministic
-    assert rules_data.check_augmentation(net(two_data("crop_size: 32", "crop_size: 32", "TEST"),
-                                             conv("score", "data", 4), loss()), Context()) == []
+    assert (
+        rules_data.check_augmentation(
+            net(two_data("crop_size: 32", "crop_size: 32", "TEST"), conv("score", "data", 4), loss()), Context()
+        )
+        == []
+    )
 
 
 def test_label_transform():

@@ -1,5 +1,6 @@
 """The compact net's FCN-16s/8s-style skips (`skips: 1|2`): structure, shapes at any input size,
 the doctor's verdict (no false errors on the zero-filled skip scores), and training in real Caffe."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -13,8 +14,17 @@ from tests.nets.test_nets_generate import K, layers_by_type, source
 
 
 def skip_net(lmdb: tuple[str, str], skips: int, batch: int = 2, **kw) -> nets.GeneratedNet:
-    return nets.generate("compact", num_classes=K, train_data=source(lmdb, batch), val_data=source(lmdb, 1),
-                         width=8, depth=3, batch_norm=True, skips=skips, **kw)
+    return nets.generate(
+        "compact",
+        num_classes=K,
+        train_data=source(lmdb, batch),
+        val_data=source(lmdb, 1),
+        width=8,
+        depth=3,
+        batch_norm=True,
+        skips=skips,
+        **kw,
+    )
 
 
 def test_skip_layers_fillers_and_meta(small_lmdb):
@@ -30,11 +40,15 @@ def test_skip_layers_fillers_and_meta(small_lmdb):
     assert convs["score_fr"].convolution_param.weight_filler.type == "msra"
     fuses = layers_by_type(g.train, "Eltwise")
     assert [(f.name, list(f.bottom)) for f in fuses] == [
-        ("fuse_pool2", ["upscore_pool2c", "score_pool2"]), ("fuse_pool1", ["upscore_pool1c", "score_pool1"])]
+        ("fuse_pool2", ["upscore_pool2c", "score_pool2"]),
+        ("fuse_pool1", ["upscore_pool1c", "score_pool1"]),
+    ]
     ups = {x.name: x.convolution_param for x in layers_by_type(g.train, "Deconvolution")}
     assert {n: (c.stride[0], c.kernel_size[0], c.group, c.weight_filler.type) for n, c in ups.items()} == {
-        "upscore_pool2": (2, 4, K, "bilinear"), "upscore_pool1": (2, 4, K, "bilinear"),
-        "upscore": (2, 4, K, "bilinear")}
+        "upscore_pool2": (2, 4, K, "bilinear"),
+        "upscore_pool1": (2, 4, K, "bilinear"),
+        "upscore": (2, 4, K, "bilinear"),
+    }
     # skips 0 is the v1 net, unchanged
     plain = skip_net(small_lmdb, 0)
     assert plain.meta["upsample_layers"] == ["upscore"] and not layers_by_type(plain.train, "Eltwise")
@@ -70,17 +84,27 @@ def test_skip_net_trains_and_the_skip_scores_learn(lmdb64, tmp_path):
 
     caffe.set_mode_cpu()
     caffe.set_random_seed(0)
-    g = nets.generate("compact", num_classes=K, train_data=source(lmdb64, 8), val_data=None, width=16, depth=3,
-                      batch_norm=True, skips=2)
+    g = nets.generate(
+        "compact",
+        num_classes=K,
+        train_data=source(lmdb64, 8),
+        val_data=None,
+        width=16,
+        depth=3,
+        batch_norm=True,
+        skips=2,
+    )
     paths = g.write(tmp_path)
     (tmp_path / "solver.prototxt").write_text(
         f'train_net: "{paths["train"]}"\ntype: "Adam"\nbase_lr: 0.002\nmomentum: 0.9\nmomentum2: 0.999\n'
-        f'lr_policy: "fixed"\nweight_decay: 0.0005\nsnapshot_prefix: "{tmp_path}/s"\n')
+        f'lr_policy: "fixed"\nweight_decay: 0.0005\nsnapshot_prefix: "{tmp_path}/s"\n'
+    )
     solver = caffe.get_solver(str(tmp_path / "solver.prototxt"))
 
     def step() -> float:
         solver.step(1)
         return float(solver.net.blobs["loss"].data)
+
     losses = [step() for _ in range(41)]
     assert np.mean(losses[-5:]) < 0.5 * losses[0]
     for name in ("score_pool2", "score_pool1"):

@@ -1,4 +1,5 @@
 """Fixtures for the controller: a small synthetic dataset with LMDBs, and a runner of the CLI."""
+
 from __future__ import annotations
 
 import os
@@ -22,14 +23,17 @@ def synth_lmdb(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("ctl")
     make_synthetic(root / "raw", seed=1, train=40, val=12, size=(32, 32))
     for split in ("train", "val"):
-        build_dataset(root / split, num_classes=5, ignore_label=255, list_file=root / "raw" / f"{split}.txt", quiet=True)
+        build_dataset(
+            root / split, num_classes=5, ignore_label=255, list_file=root / "raw" / f"{split}.txt", quiet=True
+        )
     return root
 
 
 def experiment(data: Path, **over: Any) -> dict[str, Any]:
     """A fast experiment on the synthetic LMDBs; keyword sections replace or extend the defaults."""
     exp: dict[str, Any] = {
-        "name": "t", "seed": 0,
+        "name": "t",
+        "seed": 0,
         "data": {"train": str(data / "train"), "val": str(data / "val"), "batch_size": 4},
         "net": {"arch": "compact", "width": 8, "depth": 2},
         "solver": {"type": "Adam", "base_lr": 0.002, "max_iter": 40},
@@ -52,8 +56,15 @@ def write_exp(tmp_path: Path, exp: dict[str, Any]) -> Path:
 def orchestrate(*args: str, timeout: float = 300, **kw: Any) -> subprocess.CompletedProcess[str]:
     """Run the real CLI in a subprocess (so Caffe aborts and exit codes are real)."""
     env = {**os.environ, "GLOG_minloglevel": "0"}
-    return subprocess.run([sys.executable, "-m", "orchestrator.cli", *args], cwd=REPO, capture_output=True,
-                          text=True, timeout=timeout, env=env, **kw)
+    return subprocess.run(
+        [sys.executable, "-m", "orchestrator.cli", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+        **kw,
+    )
 
 
 def data_layers(d: Path | str, phase: str, split: str, batch: int) -> str:
@@ -70,7 +81,9 @@ def user_net(d: Path | str, batch: int, *, with_val: bool = False, score: str = 
     """A hand-written net as users have them (5 classes, ignore 255): Data layers, two convs with
     msra fillers, SoftmaxWithLoss; with `with_val`, TEST-phase data layers too (a train_val file)."""
     layers = data_layers(d, "TRAIN", "train", batch) + (data_layers(d, "TEST", "val", 1) if with_val else "")
-    return layers + f"""layer {{ name: "conv1" type: "Convolution" bottom: "data" top: "conv1"
+    return (
+        layers
+        + f"""layer {{ name: "conv1" type: "Convolution" bottom: "data" top: "conv1"
   convolution_param {{ num_output: 8 kernel_size: 3 pad: 1 weight_filler {{ type: "msra" }} }} }}
 layer {{ name: "relu1" type: "ReLU" bottom: "conv1" top: "conv1" }}
 layer {{ name: "{score}" type: "Convolution" bottom: "conv1" top: "{score}"
@@ -78,3 +91,4 @@ layer {{ name: "{score}" type: "Convolution" bottom: "conv1" top: "{score}"
 layer {{ name: "loss" type: "SoftmaxWithLoss" bottom: "{score}" bottom: "label" top: "loss"
   loss_param {{ ignore_label: 255 normalization: VALID }} }}
 """
+    )

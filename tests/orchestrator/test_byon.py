@@ -1,6 +1,7 @@
 """Bring your own net (`net: prototxt:`): validation over the whole val set with the net's own
 blob names, a clear finding when it cannot validate, and surgery that never stops a run.
 Real Caffe throughout, on the small synthetic LMDBs (the CamVid nets: test_byon_camvid.py)."""
+
 from __future__ import annotations
 
 import json
@@ -10,10 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from orchestrator.config import experiment as cfgmod
 from orchestrator import metrics
-from orchestrator.train.hooks.validation import validate
+from orchestrator.config import experiment as cfgmod
 from orchestrator.rundir import read_jsonl
+from orchestrator.train.hooks.validation import validate
 from orchestrator.train.worker import apply_surgery
 from tests.orchestrator.conftest import experiment, orchestrate, write_exp
 
@@ -48,8 +49,7 @@ layer { name: "relu3" type: "ReLU" bottom: "up" top: "up" }
 
 def user_net(tmp_path: Path, data: Path, split: str, batch: int, middle: str = "", top: str = "conv1") -> Path:
     p = tmp_path / f"{split}.prototxt"
-    p.write_text(DATA_LAYERS % {"d": data / split, "b": batch, "phase": ""}
-                 + USER_NET % {"middle": middle, "top": top})
+    p.write_text(DATA_LAYERS % {"d": data / split, "b": batch, "phase": ""} + USER_NET % {"middle": middle, "top": top})
     return p
 
 
@@ -66,19 +66,24 @@ def run_user_net(tmp_path: Path, lmdb: Path, net: dict, val_data: bool = True, *
 
 def test_user_net_validates_the_whole_val_set_with_its_own_blob_names(synth_lmdb, tmp_path):
     # val batch 5 over 12 images: 3 batches, of which the last counts only 2 images
-    net = {"prototxt": str(user_net(tmp_path, synth_lmdb, "train", 4)),
-           "val_prototxt": str(user_net(tmp_path, synth_lmdb, "val", 5))}
+    net = {
+        "prototxt": str(user_net(tmp_path, synth_lmdb, "train", 4)),
+        "val_prototxt": str(user_net(tmp_path, synth_lmdb, "val", 5)),
+    }
     run, r = run_user_net(tmp_path, synth_lmdb, net)
     assert r.returncode == 0, r.stderr[-2000:]
     val = read_jsonl(run / "val.jsonl")
     assert [v["iter"] for v in val] == [20, 40] and val[-1]["images"] == 12
     # the same numbers from the weights at iteration 40, every val image exactly once
     import caffe
+
     test = caffe.Net(str(run / "val.prototxt"), str(run / "snapshots" / "iter_40" / "weights.caffemodel"), caffe.TEST)
     conf = np.zeros((5, 5), np.int64)
     for take in (5, 5, 2):
         test.forward()
-        conf += metrics.confusion(test.blobs["cls_score"].data[:take].argmax(1), test.blobs["gt"].data[:take, 0], 5, 255)
+        conf += metrics.confusion(
+            test.blobs["cls_score"].data[:take].argmax(1), test.blobs["gt"].data[:take, 0], 5, 255
+        )
     assert val[-1]["mean_iu"] == pytest.approx(metrics.scores(conf)["mean_iu"], abs=1e-12)
     assert val[-1]["pixel_accuracy"] == pytest.approx(metrics.scores(conf)["pixel_accuracy"], abs=1e-12)
     summary = json.loads((run / "summary.json").read_text())
@@ -88,17 +93,21 @@ def test_user_net_validates_the_whole_val_set_with_its_own_blob_names(synth_lmdb
 
 def test_train_val_file_is_its_own_val_net(synth_lmdb, tmp_path):
     p = tmp_path / "train_val.prototxt"
-    p.write_text(DATA_LAYERS % {"d": synth_lmdb / "train", "b": 4, "phase": "include { phase: TRAIN }"}
-                 + DATA_LAYERS % {"d": synth_lmdb / "val", "b": 6, "phase": "include { phase: TEST }"}
-                 + USER_NET % {"middle": "", "top": "conv1"})
+    p.write_text(
+        DATA_LAYERS % {"d": synth_lmdb / "train", "b": 4, "phase": "include { phase: TRAIN }"}
+        + DATA_LAYERS % {"d": synth_lmdb / "val", "b": 6, "phase": "include { phase: TEST }"}
+        + USER_NET % {"middle": "", "top": "conv1"}
+    )
     run, r = run_user_net(tmp_path, synth_lmdb, {"prototxt": str(p)}, val_data=False, validation={"interval": 40})
     assert r.returncode == 0, r.stderr[-2000:]
     assert [(v["iter"], v["images"]) for v in read_jsonl(run / "val.jsonl")] == [(40, 12)]
 
 
 def test_validation_capped_by_max_images(synth_lmdb, tmp_path):
-    net = {"prototxt": str(user_net(tmp_path, synth_lmdb, "train", 4)),
-           "val_prototxt": str(user_net(tmp_path, synth_lmdb, "val", 4))}
+    net = {
+        "prototxt": str(user_net(tmp_path, synth_lmdb, "train", 4)),
+        "val_prototxt": str(user_net(tmp_path, synth_lmdb, "val", 4)),
+    }
     run, r = run_user_net(tmp_path, synth_lmdb, net, validation={"interval": 40, "max_images": 7})
     assert r.returncode == 0, r.stderr[-2000:]
     assert [v["images"] for v in read_jsonl(run / "val.jsonl")] == [7]
@@ -113,7 +122,7 @@ layer { name: "data" type: "DummyData" top: "data" top: "gt"
 
 def _dummy_val(tmp_path: Path, train: Path) -> Path:
     text = train.read_text()
-    body = text[text.index('layer { name: "conv1"'):]
+    body = text[text.index('layer { name: "conv1"') :]
     p = tmp_path / "dummy_val.prototxt"
     p.write_text(DUMMY_VAL + body)
     return p
@@ -145,14 +154,22 @@ def test_uncountable_val_net_uses_max_images(synth_lmdb, tmp_path):
 
 def test_find_score_label_reads_the_loss_bottoms():
     from orchestrator.train.hooks.validation import find_score_label
-    assert find_score_label([("Data", []), ("Convolution", ["data"]), ("SoftmaxWithLoss", ["fc_sem", "sem"]),
-                             ("SoftmaxWithLoss", ["fc_geo", "geo"])]) == ("fc_sem", "sem")
+
+    assert find_score_label(
+        [
+            ("Data", []),
+            ("Convolution", ["data"]),
+            ("SoftmaxWithLoss", ["fc_sem", "sem"]),
+            ("SoftmaxWithLoss", ["fc_geo", "geo"]),
+        ]
+    ) == ("fc_sem", "sem")
     assert find_score_label([("Accuracy", ["conv_classifier", "label"])]) == ("conv_classifier", "label")
     assert find_score_label([("Softmax", ["x"])]) == ("score", "label")
 
 
 def test_scores_must_be_full_resolution():
     from orchestrator.train.hooks.validation import shape_problem
+
     assert shape_problem((2, 5, 8, 8), (2, 1, 8, 8)) is None
     assert shape_problem((2, 5, 8, 8), (2, 8, 8)) is None
     assert "full-resolution" in shape_problem((2, 5, 4, 4), (2, 1, 8, 8))
@@ -168,9 +185,13 @@ layer { name: "loss" type: "SoftmaxWithLoss" bottom: "fc_sem" bottom: "sem" top:
 
 def test_validate_counts_exactly_the_images_asked(tmp_path):
     import caffe
+
     (tmp_path / "v.prototxt").write_text(VAL_NET)
     net, rng = caffe.Net(str(tmp_path / "v.prototxt"), caffe.TEST), np.random.default_rng(0)
-    net.blobs["fc_sem"].data[...], net.blobs["sem"].data[...] = rng.normal(size=(4, 3, 2, 2)), rng.integers(0, 3, (4, 1, 2, 2))
+    net.blobs["fc_sem"].data[...], net.blobs["sem"].data[...] = (
+        rng.normal(size=(4, 3, 2, 2)),
+        rng.integers(0, 3, (4, 1, 2, 2)),
+    )
     # Input blobs keep their values across forward(): two batches of 4, of which 6 images count
     out = validate(net, math.ceil(6 / 4), 3, None, score="fc_sem", label="sem", images=6)
     assert int(np.sum(out["confusion"])) == 6 * 4
@@ -193,7 +214,9 @@ layer { name: "up_loaded" type: "Deconvolution" bottom: "data" top: "d" param { 
 def surgery_net(tmp_path):
     """A pycaffe net with four upsampling Deconvolutions; a weights file provides `up_loaded` only."""
     import caffe
+
     from nets.weights import transplant
+
     p = tmp_path / "s.prototxt"
     p.write_text(SURGERY_NET)
     lines = SURGERY_NET.strip().splitlines()
@@ -214,6 +237,7 @@ def _exp(**over) -> cfgmod.Experiment:
 
 def test_default_surgery_skips_learned_and_loaded_and_never_raises(surgery_net):
     from orchestrator.train.surgery import is_bilinear
+
     net, p, w, loaded = surgery_net
     net.params["up_learned"][0].data[...] = 0.5
     found = apply_surgery(net, str(p), _exp(weights=str(w)))
@@ -229,6 +253,7 @@ def test_default_surgery_skips_learned_and_loaded_and_never_raises(surgery_net):
 
 def test_named_surgery_that_cannot_be_done_is_a_warning(surgery_net):
     from orchestrator.train.surgery import is_bilinear
+
     net, p, w, loaded = surgery_net
     found = apply_surgery(net, str(p), _exp(weights=str(w), surgery={"layers": ["up_loaded", "up_mixing", "nope"]}))
     by = {(f.code, f.layer): f for f in found}
@@ -239,8 +264,10 @@ def test_named_surgery_that_cannot_be_done_is_a_warning(surgery_net):
 
 
 def test_learned_upsampling_net_trains(synth_lmdb, tmp_path):
-    net = {"prototxt": str(user_net(tmp_path, synth_lmdb, "train", 4, LEARNED_UP, "up")),
-           "val_prototxt": str(user_net(tmp_path, synth_lmdb, "val", 4, LEARNED_UP, "up"))}
+    net = {
+        "prototxt": str(user_net(tmp_path, synth_lmdb, "train", 4, LEARNED_UP, "up")),
+        "val_prototxt": str(user_net(tmp_path, synth_lmdb, "val", 4, LEARNED_UP, "up")),
+    }
     run, r = run_user_net(tmp_path, synth_lmdb, net)
     assert r.returncode == 0, r.stderr[-2000:]
     summary = json.loads((run / "summary.json").read_text())

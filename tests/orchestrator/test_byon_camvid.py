@@ -2,6 +2,7 @@
 public net definitions (tests/orchestrator/data, headers name their source), train 50
 iterations on CamVid at 120x90 through `net: prototxt:` + `val_prototxt:`, without --force,
 and validate over the whole val set (101 images). Skipped when CamVid is absent."""
+
 from __future__ import annotations
 
 import json
@@ -21,10 +22,18 @@ PREFIX = "camvid-120x90/"  # the nets' sources, relative to where a user runs th
 def camvid120(camvid: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The data stage's output for CamVid at 120x90: train (92) and val (101) LMDBs."""
     from data_prep.build import build_dataset
+
     out = tmp_path_factory.mktemp("byon") / "camvid-120x90"
     for split in ("train", "val"):
-        build_dataset(out / split, num_classes=11, ignore_label=11, list_file=camvid / f"{split}.txt",
-                      root=camvid, resize=(120, 90), quiet=True)
+        build_dataset(
+            out / split,
+            num_classes=11,
+            ignore_label=11,
+            list_file=camvid / f"{split}.txt",
+            root=camvid,
+            resize=(120, 90),
+            quiet=True,
+        )
     return out
 
 
@@ -42,11 +51,14 @@ def backbone_weights(net: Path, out: Path) -> Path:
     """Random (MSRA-scaled) weights for AlexNet's conv1..fc7, the layers FCN takes from the
     pretrained model; score_fr and upscore are not in the file, as with the real one."""
     import caffe
+
     text = net.read_text()
-    body = text[text.index('layer {\n  name: "conv1"'):text.index('layer {\n  name: "score_fr"')]
+    body = text[text.index('layer {\n  name: "conv1"') : text.index('layer {\n  name: "score_fr"')]
     p = out / "backbone.prototxt"
-    p.write_text('layer { name: "data" type: "Input" top: "data" '
-                 'input_param { shape { dim: 1 dim: 3 dim: 90 dim: 120 } } }\n' + body)
+    p.write_text(
+        'layer { name: "data" type: "Input" top: "data" '
+        "input_param { shape { dim: 1 dim: 3 dim: 90 dim: 120 } } }\n" + body
+    )
     backbone, rng = caffe.Net(str(p), caffe.TEST), np.random.default_rng(0)
     for blobs in backbone.params.values():
         w = blobs[0].data
@@ -59,12 +71,20 @@ def backbone_weights(net: Path, out: Path) -> Path:
 
 def train(tmp_path: Path, data: Path, name: str, solver: dict, **over) -> tuple[Path, dict]:
     """`orchestrate run` of the public net for 50 iterations, one validation at the end."""
-    exp = {"name": name.split(".")[0], "seed": 0,
-           "data": {"train": str(data / "train"), "val": str(data / "val")},
-           "net": {"prototxt": str(render(name, data, tmp_path, "train")),
-                   "val_prototxt": str(render(name, data, tmp_path, "val"))},
-           "solver": {**solver, "max_iter": 50}, "validation": {"interval": 50},
-           "snapshot": {"interval": 50}, "progress": {"quiet": True}, **over}
+    exp = {
+        "name": name.split(".")[0],
+        "seed": 0,
+        "data": {"train": str(data / "train"), "val": str(data / "val")},
+        "net": {
+            "prototxt": str(render(name, data, tmp_path, "train")),
+            "val_prototxt": str(render(name, data, tmp_path, "val")),
+        },
+        "solver": {**solver, "max_iter": 50},
+        "validation": {"interval": 50},
+        "snapshot": {"interval": 50},
+        "progress": {"quiet": True},
+        **over,
+    }
     run = tmp_path / "run"
     r = orchestrate("run", str(write_exp(tmp_path, exp)), "--run-dir", str(run), timeout=900)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
@@ -81,8 +101,12 @@ def train(tmp_path: Path, data: Path, name: str, solver: dict, **over) -> tuple[
 
 def test_segnet_basic_bvlc_port_trains_and_validates(camvid120, tmp_path):
     # SegNet-Tutorial's segnet_basic_solver: SGD, base_lr 0.1, momentum 0.9, weight decay 5e-4
-    run, summary = train(tmp_path, camvid120, "segnet_basic_bvlc.prototxt",
-                         {"type": "SGD", "base_lr": 0.1, "momentum": 0.9, "weight_decay": 0.0005})
+    run, summary = train(
+        tmp_path,
+        camvid120,
+        "segnet_basic_bvlc.prototxt",
+        {"type": "SGD", "base_lr": 0.1, "momentum": 0.9, "weight_decay": 0.0005},
+    )
     done = {f["layer"] for f in summary["findings"] if f["code"] == "surgery"}
     assert done == {"upsample1", "upsample2", "upsample3", "upsample4"}
     losses = [m["loss"] for m in read_jsonl(run / "metrics.jsonl")]
@@ -92,8 +116,12 @@ def test_segnet_basic_bvlc_port_trains_and_validates(camvid120, tmp_path):
 def test_fcn_alexnet_on_camvid_trains_and_validates(camvid120, tmp_path):
     weights = backbone_weights(DATA / "fcn_alexnet_camvid.prototxt", tmp_path)
     # voc-fcn-alexnet's solver: SGD, base_lr 1e-4 (normalized softmax), momentum 0.9
-    run, summary = train(tmp_path, camvid120, "fcn_alexnet_camvid.prototxt",
-                         {"type": "SGD", "base_lr": 1e-4, "momentum": 0.9, "weight_decay": 0.0005},
-                         weights=str(weights))
+    run, summary = train(
+        tmp_path,
+        camvid120,
+        "fcn_alexnet_camvid.prototxt",
+        {"type": "SGD", "base_lr": 1e-4, "momentum": 0.9, "weight_decay": 0.0005},
+        weights=str(weights),
+    )
     surgery = [f for f in summary["findings"] if f["code"] == "surgery"]
     assert [f["layer"] for f in surgery] == ["upscore"] and "63x63 set on 11 channels" in surgery[0]["message"]

@@ -1,5 +1,6 @@
 """The CamVid recipe v2 (experiments/camvid-full.yaml) and the options it brought: net.skips,
 net.class_weighting and data.augment.jitter, from the schema to a real run on synthetic data."""
+
 from __future__ import annotations
 
 import json
@@ -28,16 +29,26 @@ def test_the_recipe_validates_and_reads_only_train_and_val():
     assert "test" not in RECIPE.read_text().lower().replace("# ", "")
 
 
-@pytest.mark.parametrize("over,field", [
-    ({"net": {"skips": 2, "depth": 2}}, "net.skips"),
-    ({"net": {"arch": "fcn8s", "skips": 1}}, "net.skips"),
-    ({"net": {"class_weighting": "sqrt_median_frequency"}}, "net.class_weighting"),
-    ({"net": {"class_weighting": "inverse"}}, "net.class_weighting"),
-    ({"data": {"train": "t", "augment": {"jitter": 1.0}, "layer": "paired"}}, "data.augment.jitter"),
-    ({"data": {"train": "t", "augment": {"jitter": 0.1}}}, "data.augment"),
-    ({"data": {"train": "t", "build": {"root": "r", "train_list": "l", "num_classes": 3,
-                                       "class_names": ["a", "b"]}}}, "data.build.class_names"),
-])
+@pytest.mark.parametrize(
+    "over,field",
+    [
+        ({"net": {"skips": 2, "depth": 2}}, "net.skips"),
+        ({"net": {"arch": "fcn8s", "skips": 1}}, "net.skips"),
+        ({"net": {"class_weighting": "sqrt_median_frequency"}}, "net.class_weighting"),
+        ({"net": {"class_weighting": "inverse"}}, "net.class_weighting"),
+        ({"data": {"train": "t", "augment": {"jitter": 1.0}, "layer": "paired"}}, "data.augment.jitter"),
+        ({"data": {"train": "t", "augment": {"jitter": 0.1}}}, "data.augment"),
+        (
+            {
+                "data": {
+                    "train": "t",
+                    "build": {"root": "r", "train_list": "l", "num_classes": 3, "class_names": ["a", "b"]},
+                }
+            },
+            "data.build.class_names",
+        ),
+    ],
+)
 def test_bad_new_options_name_their_field(over, field):
     raw = {"name": "t", "data": {"train": "t"}, "net": {"arch": "compact", "depth": 3}}
     for k, v in over.items():
@@ -60,13 +71,29 @@ def test_class_names_from_the_experiment_reach_predict():
 
 
 def test_skips_jitter_and_sqrt_weighting_in_a_real_run(synth_lmdb, tmp_path):
-    exp = experiment(synth_lmdb, net={"arch": "compact", "width": 8, "depth": 3, "batch_norm": True, "skips": 2,
-                                      "loss": "infogain", "class_weighting": "sqrt_median_frequency"})
+    exp = experiment(
+        synth_lmdb,
+        net={
+            "arch": "compact",
+            "width": 8,
+            "depth": 3,
+            "batch_norm": True,
+            "skips": 2,
+            "loss": "infogain",
+            "class_weighting": "sqrt_median_frequency",
+        },
+    )
     exp["data"].update(layer="paired", augment={"mirror": True, "jitter": 0.15})
     # the LMDBs are newer than the lists: nothing is rebuilt, and the names reach the run's meta
     names = ["c0", "c1", "c2", "c3", "c4"]
-    exp["data"]["build"] = {"root": str(synth_lmdb / "raw"), "train_list": "train.txt", "val_list": "val.txt",
-                            "num_classes": 5, "ignore_label": 255, "class_names": names}
+    exp["data"]["build"] = {
+        "root": str(synth_lmdb / "raw"),
+        "train_list": "train.txt",
+        "val_list": "val.txt",
+        "num_classes": 5,
+        "ignore_label": 255,
+        "class_names": names,
+    }
     run = tmp_path / "run"
     r = orchestrate("run", str(write_exp(tmp_path, exp)), "--run-dir", str(run))
     assert r.returncode == 0, r.stderr[-3000:]
@@ -84,8 +111,11 @@ def test_skips_jitter_and_sqrt_weighting_in_a_real_run(synth_lmdb, tmp_path):
     mf = json.loads((synth_lmdb / "train" / "stats.json").read_text())["class_weights"]["median_frequency"]
     np.testing.assert_allclose(np.diag(h), np.sqrt(mf), rtol=1e-6)
     assert str(h_file) in (run / "train.prototxt").read_text()
-    params = [json.loads(yaml.safe_load(line.split("param_str:", 1)[1]))
-              for line in (run / "train.prototxt").read_text().splitlines() if "param_str" in line]
+    params = [
+        json.loads(yaml.safe_load(line.split("param_str:", 1)[1]))
+        for line in (run / "train.prototxt").read_text().splitlines()
+        if "param_str" in line
+    ]
     assert params and params[0]["jitter"] == 0.15
     losses = [json.loads(x)["loss"] for x in (run / "metrics.jsonl").read_text().splitlines()]
     assert np.mean(losses[-5:]) < np.mean(losses[:5])

@@ -1,4 +1,5 @@
 """The experiment schema: strict keys with paths, all errors at once, typed --set overrides."""
+
 from __future__ import annotations
 
 import subprocess
@@ -14,13 +15,23 @@ BASE = {"name": "x", "data": {"train": "d/train", "val": "d/val"}}
 
 
 def test_all_errors_reported_with_paths():
-    raw = {"name": "x", "data": {"train": "a", "batchsize": 3}, "solver": {"lr_polcy": "step", "base_lr": "fast"},
-           "device": "gpu0", "extra": 1}
+    raw = {
+        "name": "x",
+        "data": {"train": "a", "batchsize": 3},
+        "solver": {"lr_polcy": "step", "base_lr": "fast"},
+        "device": "gpu0",
+        "extra": 1,
+    }
     with pytest.raises(UserError) as e:
         config.from_dict(raw)
     text = str(e.value)
-    for needle in ("data.batchsize: unknown key (did you mean 'batch_size'?)", "solver.lr_polcy: unknown key",
-                   "solver.base_lr: expected a number", "device: must be 'cpu' or 'gpu:N'", "extra: unknown key"):
+    for needle in (
+        "data.batchsize: unknown key (did you mean 'batch_size'?)",
+        "solver.lr_polcy: unknown key",
+        "solver.base_lr: expected a number",
+        "device: must be 'cpu' or 'gpu:N'",
+        "extra: unknown key",
+    ):
         assert needle in text
     assert "5 problem(s)" in text
 
@@ -37,7 +48,9 @@ def test_set_overrides_are_type_checked():
 def test_augmentation_needs_the_paired_layer():
     with pytest.raises(UserError, match="needs layer: paired"):
         config.from_dict({"name": "x", "data": {"train": "a", "augment": {"mirror": True}}})
-    exp = config.from_dict({"name": "x", "data": {"train": "a", "layer": "paired", "augment": {"mirror": True, "crop": [32, 32]}}})
+    exp = config.from_dict(
+        {"name": "x", "data": {"train": "a", "layer": "paired", "augment": {"mirror": True, "crop": [32, 32]}}}
+    )
     assert exp.data.augment.crop == [32, 32]
 
 

@@ -1,5 +1,6 @@
 """The parent/worker contract: statuses and exit codes, the verdict line, the worker's command
 line, net_meta.json across versions, and the run directory's names."""
+
 from __future__ import annotations
 
 import json
@@ -11,15 +12,30 @@ import pytest
 
 from common.errors import UserError
 from common.findings import Finding
-from orchestrator.contract import (META_VERSION, RunMeta, Status, Verdict, WorkerArgs, caffe_snapshot_files,
-                                   snapshot_iteration, snapshot_name, snapshot_relpath)
+from orchestrator.contract import (
+    META_VERSION,
+    RunMeta,
+    Status,
+    Verdict,
+    WorkerArgs,
+    caffe_snapshot_files,
+    snapshot_iteration,
+    snapshot_name,
+    snapshot_relpath,
+)
 from orchestrator.rundir import RunDir
 from tests.conftest import REPO
 
 
 def test_status_exit_codes_and_kinds() -> None:
-    assert {s.value: s.exit_code for s in Status} == {"running": 2, "completed": 0, "early_stopped": 0,
-                                                      "diverged": 3, "interrupted": 130, "failed": 2}
+    assert {s.value: s.exit_code for s in Status} == {
+        "running": 2,
+        "completed": 0,
+        "early_stopped": 0,
+        "diverged": 3,
+        "interrupted": 130,
+        "failed": 2,
+    }
     assert {s for s in Status if s.finished} == {Status.COMPLETED, Status.EARLY_STOPPED}
     assert {s for s in Status if s.weights_sound} == {Status.COMPLETED, Status.EARLY_STOPPED, Status.INTERRUPTED}
     assert f"{Status.EARLY_STOPPED}" == "early_stopped" and Status("diverged") is Status.DIVERGED
@@ -28,11 +44,16 @@ def test_status_exit_codes_and_kinds() -> None:
 def test_verdict_line() -> None:
     v = Verdict(Status.FAILED, "OSError: no space left", "/run/summary.json")
     assert Verdict.decode(v.encode().decode()) == v
-    assert json.loads(v.encode()) == {"status": "failed", "stop_reason": "OSError: no space left",
-                                      "file": "/run/summary.json"}
+    assert json.loads(v.encode()) == {
+        "status": "failed",
+        "stop_reason": "OSError: no space left",
+        "file": "/run/summary.json",
+    }
     # the first line counts; a torn, unknown or non-final verdict is no verdict
-    assert Verdict.decode(Verdict(Status.COMPLETED).encode().decode() + '{"status": "failed"}\n').status \
+    assert (
+        Verdict.decode(Verdict(Status.COMPLETED).encode().decode() + '{"status": "failed"}\n').status
         is Status.COMPLETED
+    )
     for bad in ("", "\n", '{"status": "runn', '{"status": "done"}', '{"status": "running"}', "[1]", '{"x": 1}'):
         assert Verdict.decode(bad) is None, bad
 
@@ -48,12 +69,28 @@ def test_worker_args_round_trip() -> None:
 
 START = "start.solverstate"
 # net_meta.json as `orchestrate run` wrote it before RunMeta (a generated compact net, from --from-snapshot)
-OLD_META = {"arch": "compact", "num_classes": 5, "ignore_label": 255, "loss": "softmax",
-            "loss_normalization": "VALID", "batch_norm": False, "filler": "msra", "learn_upsample": False,
-            "data_kind": "lmdb", "infogain_file": None, "backbone": "compact", "width": 16, "depth": 3,
-            "total_stride": 8, "input_scale": 0.00390625, "upsample_layers": ["upscore"],
-            "class_names": ["a", "b", "c", "d", "e"], "val_images": 12, "start_state": "start.solverstate",
-            "start_iter": 40}
+OLD_META = {
+    "arch": "compact",
+    "num_classes": 5,
+    "ignore_label": 255,
+    "loss": "softmax",
+    "loss_normalization": "VALID",
+    "batch_norm": False,
+    "filler": "msra",
+    "learn_upsample": False,
+    "data_kind": "lmdb",
+    "infogain_file": None,
+    "backbone": "compact",
+    "width": 16,
+    "depth": 3,
+    "total_stride": 8,
+    "input_scale": 0.00390625,
+    "upsample_layers": ["upscore"],
+    "class_names": ["a", "b", "c", "d", "e"],
+    "val_images": 12,
+    "start_state": "start.solverstate",
+    "start_iter": 40,
+}
 
 
 def test_run_meta_reads_old_files_and_keeps_every_key(tmp_path: Path) -> None:
@@ -77,8 +114,14 @@ def test_run_meta_tolerates_missing_and_future_keys(tmp_path: Path) -> None:
     assert meta.to_dict()["new_field"] == {"x": 1}  # kept on the way through
 
 
-@pytest.mark.parametrize("text,words", [("{not json", "is not readable JSON"), ("[1, 2]", "must hold a JSON object"),
-                                        ('{"meta_version": 99}', "written by a newer segorch")])
+@pytest.mark.parametrize(
+    "text,words",
+    [
+        ("{not json", "is not readable JSON"),
+        ("[1, 2]", "must hold a JSON object"),
+        ('{"meta_version": 99}', "written by a newer segorch"),
+    ],
+)
 def test_run_meta_bad_files_name_the_file(tmp_path: Path, text: str, words: str) -> None:
     p = tmp_path / "net_meta.json"
     p.write_text(text)
@@ -100,8 +143,10 @@ def test_snapshot_names(tmp_path: Path) -> None:
 
 
 def test_parent_never_imports_the_worker_or_its_hooks() -> None:
-    code = ("import sys, orchestrator.run.runner, orchestrator.run.resume; "
-            "print(sorted(m for m in sys.modules if m.startswith(('orchestrator.train.worker', 'orchestrator.train.hooks', "
-            "'orchestrator.train.loop', 'caffe'))))")
+    code = (
+        "import sys, orchestrator.run.runner, orchestrator.run.resume; "
+        "print(sorted(m for m in sys.modules if m.startswith(('orchestrator.train.worker', 'orchestrator.train.hooks', "
+        "'orchestrator.train.loop', 'caffe'))))"
+    )
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

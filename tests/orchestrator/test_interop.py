@@ -1,6 +1,7 @@
 """Interop with Caffe's own command line: a run's snapshot resumes under `caffe train`, a
 `caffe train` snapshot continues under `orchestrate run --from-snapshot`, and the user's own
 solver.prototxt is kept field for field."""
+
 from __future__ import annotations
 
 import json
@@ -36,19 +37,28 @@ def one_batch_lmdb(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("onebatch")
     make_synthetic(root / "raw", seed=2, train=8, val=4, size=(32, 32))
     for split in ("train", "val"):
-        build_dataset(root / split, num_classes=5, ignore_label=255, list_file=root / "raw" / f"{split}.txt", quiet=True)
+        build_dataset(
+            root / split, num_classes=5, ignore_label=255, list_file=root / "raw" / f"{split}.txt", quiet=True
+        )
     return root
 
 
 def caffe_train(solver: Path, snapshot: Path, cwd: Path) -> dict[int, float]:
     """Run Caffe's own `caffe train --snapshot`; {iteration after the step: loss} from its display."""
-    r = subprocess.run([str(caffe_tool()), "train", "--solver", str(solver), "--snapshot", str(snapshot)],
-                       cwd=cwd, capture_output=True, text=True, timeout=300,
-                       env={"GLOG_logtostderr": "1", "PATH": "/usr/bin:/bin"})
+    r = subprocess.run(
+        [str(caffe_tool()), "train", "--solver", str(solver), "--snapshot", str(snapshot)],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={"GLOG_logtostderr": "1", "PATH": "/usr/bin:/bin"},
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     # "Iteration 40 (...), loss = 0.123" is logged after the forward/backward of step 41
-    return {int(m.group(1)) + 1: float(m.group(2))
-            for m in re.finditer(r"Iteration (\d+)(?: \([^)]*\))?, loss = ([-\d.e+naif]+)", r.stderr)}
+    return {
+        int(m.group(1)) + 1: float(m.group(2))
+        for m in re.finditer(r"Iteration (\d+)(?: \([^)]*\))?, loss = ([-\d.e+naif]+)", r.stderr)
+    }
 
 
 def display_solver(run: Path, out: Path, max_iter: int) -> Path:
@@ -67,7 +77,9 @@ def display_solver(run: Path, out: Path, max_iter: int) -> Path:
 
 
 def test_caffe_train_resumes_our_snapshot_like_orchestrate_resume(one_batch_lmdb, tmp_path):
-    exp = experiment(one_batch_lmdb, solver={"type": "SGD", "base_lr": 0.01, "max_iter": 40}, validation={"interval": 40})
+    exp = experiment(
+        one_batch_lmdb, solver={"type": "SGD", "base_lr": 0.01, "max_iter": 40}, validation={"interval": 40}
+    )
     exp["data"]["batch_size"] = 8
     run = tmp_path / "run"
     assert orchestrate("run", str(write_exp(tmp_path, exp)), "--run-dir", str(run)).returncode == 0
@@ -85,7 +97,10 @@ def test_caffe_train_resumes_our_snapshot_like_orchestrate_resume(one_batch_lmdb
     assert sorted(ours) == [41, 42, 43, 44, 45] and set(ours) <= set(theirs)
     np.testing.assert_allclose([theirs[i] for i in range(41, 46)], [ours[i] for i in range(41, 46)], rtol=1e-5)
     # the restored weights are the run's, not fresh ones: the loss continues from iteration 40's
-    assert abs(theirs[41] - read_jsonl(run / "metrics.jsonl")[-1]["loss"]) < 0.5 * read_jsonl(run / "metrics.jsonl")[0]["loss"]
+    assert (
+        abs(theirs[41] - read_jsonl(run / "metrics.jsonl")[-1]["loss"])
+        < 0.5 * read_jsonl(run / "metrics.jsonl")[0]["loss"]
+    )
 
 
 USER_SOLVER = """# the user's solver, with fields our YAML schema does not have
@@ -113,16 +128,26 @@ def test_caffe_train_run_continues_under_orchestrate_with_the_users_solver(one_b
     (work / "train.prototxt").write_text(user_net(one_batch_lmdb, 8))
     (work / "solver.prototxt").write_text(USER_SOLVER)
     (work / "snap").mkdir()
-    r = subprocess.run([str(caffe_tool()), "train", "--solver", "solver.prototxt"], cwd=work,
-                       capture_output=True, text=True, timeout=300, env={"GLOG_logtostderr": "1"})
+    r = subprocess.run(
+        [str(caffe_tool()), "train", "--solver", "solver.prototxt"],
+        cwd=work,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={"GLOG_logtostderr": "1"},
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     caffe_losses = [float(x) for x in re.findall(r"Iteration \d+(?: \([^)]*\))?, loss = ([-\d.e+]+)", r.stderr)]
     state = work / "snap" / "user_iter_20.solverstate"
     assert state.is_file()
-    exp = {"name": "cont", "data": {"train": str(one_batch_lmdb / "train")},
-           "net": {"prototxt": str(work / "train.prototxt"), "num_classes": 5, "ignore_label": 255},
-           "solver": {"prototxt": str(work / "solver.prototxt"), "max_iter": 30},
-           "snapshot": {"interval": 10}, "progress": {"quiet": True}}
+    exp = {
+        "name": "cont",
+        "data": {"train": str(one_batch_lmdb / "train")},
+        "net": {"prototxt": str(work / "train.prototxt"), "num_classes": 5, "ignore_label": 255},
+        "solver": {"prototxt": str(work / "solver.prototxt"), "max_iter": 30},
+        "snapshot": {"interval": 10},
+        "progress": {"quiet": True},
+    }
     run = tmp_path / "run"
     # learned_net is relative to where caffe train ran: found beside the state
     r = orchestrate("run", str(write_exp(tmp_path, exp)), "--run-dir", str(run), "--from-snapshot", str(state))
@@ -134,6 +159,7 @@ def test_caffe_train_run_continues_under_orchestrate_with_the_users_solver(one_b
     assert [m["lr"] for m in metrics] == pytest.approx([0.0025] * 4 + [0.00125] * 6, rel=1e-6)
     from caffe.proto import caffe_pb2
     from google.protobuf import text_format
+
     solver = text_format.Parse((run / "solver.prototxt").read_text(), caffe_pb2.SolverParameter())
     assert solver.regularization_type == "L1" and solver.average_loss == 5 and solver.stepsize == 12
     assert solver.weight_decay == pytest.approx(0.0002) and solver.max_iter == 30
@@ -147,8 +173,12 @@ def test_caffe_train_run_continues_under_orchestrate_with_the_users_solver(one_b
 
 def test_validate_names_an_unknown_solver_field_with_its_line(tmp_path):
     (tmp_path / "solver.prototxt").write_text('base_lr: 0.01\nmax_iter: 10\nlr_polcy: "fixed"\n')
-    exp = {"name": "x", "data": {"train": str(tmp_path)}, "solver": {"prototxt": str(tmp_path / "solver.prototxt")},
-           "seed": -1}
+    exp = {
+        "name": "x",
+        "data": {"train": str(tmp_path)},
+        "solver": {"prototxt": str(tmp_path / "solver.prototxt")},
+        "seed": -1,
+    }
     r = orchestrate("validate", str(write_exp(tmp_path, exp)))
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert "solver.prototxt" in r.stderr and "line 3" in r.stderr and "lr_polcy" in r.stderr

@@ -1,27 +1,29 @@
 """loop.train and the hooks that need no Caffe, driven by a fake solver (numbers only): hook
 order, the per-step facts, stop requests, after_train on exceptions, and resume's state round
 trip. The real paths (Caffe's solver, snapshots, validation) are pinned by test_run/test_resume."""
+
 from __future__ import annotations
 
 import io
 import json
 import math
+from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import pytest
 
 from orchestrator.config import experiment as config
-from orchestrator.train import loop
 from orchestrator.contract import Status
+from orchestrator.rundir import RunDir
+from orchestrator.train import loop
 from orchestrator.train.hooks.data_state import DataStateHook
 from orchestrator.train.hooks.divergence import DivergenceHook
 from orchestrator.train.hooks.early_stop import EarlyStopHook, LrPlateauHook
 from orchestrator.train.hooks.progress import ProgressHook
 from orchestrator.train.hooks.snapshot import SnapshotHook
-from orchestrator.rundir import RunDir
 
 
 class FakeNet:
@@ -38,8 +40,14 @@ class FakeNet:
 class FakeSolver:
     """solver.step(1) advances the iteration and sets the loss to `loss_at(iteration)`."""
 
-    def __init__(self, loss_at: Callable[[int], float] = lambda it: 1.0, start: int = 0, base_lr: float = 0.1,
-                 fail_at: int | None = None, layers: list[Any] = ()) -> None:
+    def __init__(
+        self,
+        loss_at: Callable[[int], float] = lambda it: 1.0,
+        start: int = 0,
+        base_lr: float = 0.1,
+        fail_at: int | None = None,
+        layers: list[Any] = (),
+    ) -> None:
         self.iter, self.loss_at, self.fail_at = start, loss_at, fail_at
         self.param = SimpleNamespace(base_lr=base_lr)
         self.net = FakeNet(layers)
@@ -54,7 +62,9 @@ class FakeSolver:
 class Recorder(loop.Hook):
     """Logs every call, with what it saw of the step's facts; `act(ctx)` runs in after_step."""
 
-    def __init__(self, name: str, log: list[tuple[Any, ...]], act: Callable[[loop.Context], None] | None = None) -> None:
+    def __init__(
+        self, name: str, log: list[tuple[Any, ...]], act: Callable[[loop.Context], None] | None = None
+    ) -> None:
         self.name, self.log, self.act = name, log, act
 
     def before_train(self, ctx: loop.Context) -> None:
@@ -70,18 +80,29 @@ class Recorder(loop.Hook):
 
 
 def context(tmp_path: Path, solver: FakeSolver, max_iter: int = 5, **sections: Any) -> loop.Context:
-    exp = config.from_dict({"name": "t", "data": {"train": str(tmp_path)}, "solver": {"max_iter": max_iter},
-                            **sections})
+    exp = config.from_dict(
+        {"name": "t", "data": {"train": str(tmp_path)}, "solver": {"max_iter": max_iter}, **sections}
+    )
     return loop.Context(solver=solver, exp=exp, run=RunDir(tmp_path / "run"), start_iter=solver.iter)
 
 
 def test_hooks_run_in_list_order_and_the_run_completes(tmp_path: Path) -> None:
     log: list[tuple[Any, ...]] = []
-    ctx = loop.train(context(tmp_path, FakeSolver(lambda it: 1.0 / it), max_iter=3),
-                     [Recorder("a", log), Recorder("b", log)])
-    assert [e[:3] for e in log] == [("a", "before", 0), ("b", "before", 0),
-                                    ("a", "step", 1), ("b", "step", 1), ("a", "step", 2), ("b", "step", 2),
-                                    ("a", "step", 3), ("b", "step", 3), ("a", "after", 3), ("b", "after", 3)]
+    ctx = loop.train(
+        context(tmp_path, FakeSolver(lambda it: 1.0 / it), max_iter=3), [Recorder("a", log), Recorder("b", log)]
+    )
+    assert [e[:3] for e in log] == [
+        ("a", "before", 0),
+        ("b", "before", 0),
+        ("a", "step", 1),
+        ("b", "step", 1),
+        ("a", "step", 2),
+        ("b", "step", 2),
+        ("a", "step", 3),
+        ("b", "step", 3),
+        ("a", "after", 3),
+        ("b", "after", 3),
+    ]
     assert ctx.status is Status.COMPLETED and ctx.stop_reason == "reached max_iter 3"
     assert ctx.loss == pytest.approx(1 / 3) and ctx.lr == 0.1 and ctx.status.exit_code == 0
 
@@ -89,13 +110,17 @@ def test_hooks_run_in_list_order_and_the_run_completes(tmp_path: Path) -> None:
 def test_step_facts_reach_later_hooks_of_the_same_step_only(tmp_path: Path) -> None:
     """A validation at iterations 2 and 4 is seen by the hooks after it in that step, by
     nobody in the next step or in after_train; the run's best stays."""
+
     def validate(ctx: loop.Context) -> None:
         if ctx.iteration in (2, 4):
             ctx.val, ctx.new_best, ctx.best = {"mean_iu": 0.5}, True, {"iteration": 2, "metrics": {"mean_iu": 0.5}}
             ctx.record["x"] = 1
+
     log: list[tuple[Any, ...]] = []
-    ctx = loop.train(context(tmp_path, FakeSolver(), max_iter=4),
-                     [Recorder("before", log), Recorder("val", log, validate), Recorder("after", log)])
+    ctx = loop.train(
+        context(tmp_path, FakeSolver(), max_iter=4),
+        [Recorder("before", log), Recorder("val", log, validate), Recorder("after", log)],
+    )
     seen = {(e[0], e[2]): e[3:5] for e in log if e[1] == "step"}
     assert seen[("before", 2)] == (None, False)  # earlier in the list: not yet
     assert seen[("after", 2)] == ({"mean_iu": 0.5}, True)
@@ -109,8 +134,11 @@ def test_a_stop_request_ends_the_run_after_that_step_and_the_first_wins(tmp_path
 
     def stop(status: Status) -> Callable[[loop.Context], None]:
         return lambda ctx: ctx.request_stop(status, f"{status} at {ctx.iteration}") if ctx.iteration == 2 else None
-    ctx = loop.train(context(tmp_path, FakeSolver(), max_iter=10),
-                     [Recorder("a", log, stop(Status.EARLY_STOPPED)), Recorder("b", log, stop(Status.DIVERGED))])
+
+    ctx = loop.train(
+        context(tmp_path, FakeSolver(), max_iter=10),
+        [Recorder("a", log, stop(Status.EARLY_STOPPED)), Recorder("b", log, stop(Status.DIVERGED))],
+    )
     assert ctx.status is Status.EARLY_STOPPED and ctx.stop_reason == "early_stopped at 2"
     assert ctx.iteration == 2 and ("b", "step", 2, None, False) in log  # the step finishes
     assert log[-1] == ("b", "after", 2, None, False, Status.EARLY_STOPPED)
@@ -121,6 +149,7 @@ def test_after_train_runs_when_training_raises(tmp_path: Path, where: str) -> No
     def explode(ctx: loop.Context) -> None:
         if ctx.iteration == 3:
             raise ValueError("hook broke")
+
     log: list[tuple[Any, ...]] = []
     solver = FakeSolver(fail_at=3 if where == "solver" else None)
     ctx = context(tmp_path, solver, max_iter=10)
@@ -135,6 +164,7 @@ def test_after_train_runs_when_training_raises(tmp_path: Path, where: str) -> No
 def test_keyboard_interrupt_is_interrupted(tmp_path: Path) -> None:
     def interrupt(ctx: loop.Context) -> None:
         raise KeyboardInterrupt
+
     log: list[tuple[Any, ...]] = []
     ctx = context(tmp_path, FakeSolver(), max_iter=10)
     with pytest.raises(KeyboardInterrupt):
@@ -194,9 +224,13 @@ def score(it: int) -> float:
 
 
 def decision_hooks(solver: FakeSolver) -> list[loop.Hook]:
-    return [Validator(score), LrPlateauHook("mean_iu", patience=2, min_delta=0.0, factor=0.5, min_lr=0.01),
-            EarlyStopHook("mean_iu", patience=4, min_delta=0.0), DivergenceHook(config.ChecksCfg(), None),
-            DataStateHook(solver)]
+    return [
+        Validator(score),
+        LrPlateauHook("mean_iu", patience=2, min_delta=0.0, factor=0.5, min_lr=0.01),
+        EarlyStopHook("mean_iu", patience=4, min_delta=0.0),
+        DivergenceHook(config.ChecksCfg(), None),
+        DataStateHook(solver),
+    ]
 
 
 class Advance(loop.Hook):
@@ -206,8 +240,9 @@ class Advance(loop.Hook):
         ctx.solver.net.layers[0].pos += 1
 
 
-def train_once(tmp_path: Path, max_iter: int, start: int = 0,
-               state: dict[str, Any] | None = None) -> tuple[loop.Context, list[loop.Hook]]:
+def train_once(
+    tmp_path: Path, max_iter: int, start: int = 0, state: dict[str, Any] | None = None
+) -> tuple[loop.Context, list[loop.Hook]]:
     solver = FakeSolver(lambda it: 1.0 + 0.01 * math.sin(it), start=start, layers=[Layer()])
     hooks = decision_hooks(solver)
     for h in hooks:
@@ -228,8 +263,11 @@ def test_state_round_trip_continues_like_an_uninterrupted_run(tmp_path: Path) ->
     the hooks' JSON state gives the same decisions, lr, data position and states."""
     whole, whole_hooks = train_once(tmp_path, 40)
     assert whole.status is Status.EARLY_STOPPED and whole.iteration == 22
-    assert [(f.data["iteration"], f.data["to"]) for f in whole.findings if f.code == "lr-reduced"] == \
-        [(10, 0.05), (18, 0.025), (22, 0.0125)]
+    assert [(f.data["iteration"], f.data["to"]) for f in whole.findings if f.code == "lr-reduced"] == [
+        (10, 0.05),
+        (18, 0.025),
+        (22, 0.0125),
+    ]
     first, first_hooks = train_once(tmp_path, 9)
     assert first.status is Status.COMPLETED
     saved = states(first_hooks)
@@ -263,8 +301,9 @@ class FakeRun:
     def caffe_snapshot(self, iteration: int) -> tuple[Path, Path]:
         return Path(f"snap_iter_{iteration}.caffemodel"), Path(f"snap_iter_{iteration}.solverstate")
 
-    def commit_snapshot(self, iteration: int, caffemodel: Path, solverstate: Path, hooks: dict[str, Any],
-                        config: dict[str, Any]) -> None:
+    def commit_snapshot(
+        self, iteration: int, caffemodel: Path, solverstate: Path, hooks: dict[str, Any], config: dict[str, Any]
+    ) -> None:
         assert caffemodel.name == f"snap_iter_{iteration}.caffemodel" and hooks == {"validation": {"best": None}}
         self.committed.append(iteration)
 
@@ -272,11 +311,13 @@ class FakeRun:
         self.kept = keep
 
 
-@pytest.mark.parametrize("ending,at,snaps", [(None, None, [2, 4, 5, 6, 10, 12]),
-                                             (Status.INTERRUPTED, 7, [2, 4, 5, 6, 7]),
-                                             (Status.DIVERGED, 10, [2, 4, 5, 6])])
-def test_snapshots_on_interval_new_best_and_a_sound_end(tmp_path: Path, ending: Status | None, at: int | None,
-                                                        snaps: list[int]) -> None:
+@pytest.mark.parametrize(
+    "ending,at,snaps",
+    [(None, None, [2, 4, 5, 6, 10, 12]), (Status.INTERRUPTED, 7, [2, 4, 5, 6, 7]), (Status.DIVERGED, 10, [2, 4, 5, 6])],
+)
+def test_snapshots_on_interval_new_best_and_a_sound_end(
+    tmp_path: Path, ending: Status | None, at: int | None, snaps: list[int]
+) -> None:
     """Snapshots every 5 iterations, at each new best (the validations at 2, 4 and 6 improve),
     and at the end; a diverged step is never saved, not even on the interval."""
     solver = FakeSolver()

@@ -1,5 +1,6 @@
 """`orchestrate predict` and `orchestrate runs` on real Caffe runs: the same numbers as
 validation, outputs at the input's size, user nets through a derived deploy net, clear errors."""
+
 from __future__ import annotations
 
 import json
@@ -37,7 +38,9 @@ def test_predict_eval_equals_the_best_validation(trained, synth_lmdb, tmp_path):
     assert abs(result["pixel_accuracy"] - best["pixel_accuracy"]) < 1e-6
     assert f"mIoU {result['mean_iu']:.4f}" in r.stdout  # the per-class table
     assert (out / "confusion.png").stat().st_size > 0
-    images = [Path(line.split()[0]) for line in (synth_lmdb / "raw" / "val.txt").read_text().split("\n") if line.strip()]
+    images = [
+        Path(line.split()[0]) for line in (synth_lmdb / "raw" / "val.txt").read_text().split("\n") if line.strip()
+    ]
     for img in images:
         pred = Image.open(out / f"{img.stem}.png")
         assert pred.mode == "P" and pred.size == Image.open(synth_lmdb / "raw" / img).size
@@ -50,14 +53,24 @@ def test_predict_eval_equals_the_best_validation(trained, synth_lmdb, tmp_path):
 def test_predict_restores_the_original_size_after_the_data_stage_resize(synth_lmdb, tmp_path):
     raw = synth_lmdb / "raw"
     exp = experiment(synth_lmdb, solver={"max_iter": 10}, validation={"interval": 10}, snapshot={"interval": 10})
-    exp["data"] = {"train": str(tmp_path / "d" / "train"), "val": str(tmp_path / "d" / "val"), "batch_size": 4,
-                   "build": {"root": str(raw), "train_list": "train.txt", "val_list": "val.txt",
-                             "num_classes": 5, "resize": "24x20"}}
+    exp["data"] = {
+        "train": str(tmp_path / "d" / "train"),
+        "val": str(tmp_path / "d" / "val"),
+        "batch_size": 4,
+        "build": {
+            "root": str(raw),
+            "train_list": "train.txt",
+            "val_list": "val.txt",
+            "num_classes": 5,
+            "resize": "24x20",
+        },
+    }
     run = tmp_path / "run"
     assert orchestrate("run", str(write_exp(tmp_path, exp)), "--run-dir", str(run)).returncode == 0
     out = tmp_path / "pred"
-    r = orchestrate("predict", str(run), "--images", str(raw / "images"), "--out", str(out), "--snapshot", "last",
-                    "--batch", "4")
+    r = orchestrate(
+        "predict", str(run), "--images", str(raw / "images"), "--out", str(out), "--snapshot", "last", "--batch", "4"
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     some = sorted((raw / "images").iterdir())[0]
     assert Image.open(out / f"{some.stem}.png").size == Image.open(some).size == (32, 32)
@@ -67,8 +80,13 @@ def test_predict_restores_the_original_size_after_the_data_stage_resize(synth_lm
 def test_predict_a_user_net_through_a_derived_deploy_net(synth_lmdb, tmp_path):
     net = tmp_path / "train_val.prototxt"
     net.write_text(user_net(synth_lmdb, 4, with_val=True, score="seg", kernel=3))  # no deploy.prototxt
-    exp = experiment(synth_lmdb, net={"prototxt": str(net), "num_classes": 5, "ignore_label": 255},
-                     solver={"max_iter": 20, "base_lr": 0.01}, validation={"interval": 20}, snapshot={"interval": 20})
+    exp = experiment(
+        synth_lmdb,
+        net={"prototxt": str(net), "num_classes": 5, "ignore_label": 255},
+        solver={"max_iter": 20, "base_lr": 0.01},
+        validation={"interval": 20},
+        snapshot={"interval": 20},
+    )
     run = tmp_path / "run"
     r = orchestrate("run", str(write_exp(tmp_path, exp)), "--run-dir", str(run))
     assert r.returncode == 0, r.stderr[-2000:]
@@ -87,7 +105,7 @@ def test_predict_errors_are_clear_and_leave_nothing(trained, synth_lmdb, tmp_pat
     assert r.returncode == 2 and "iter_999" in r.stderr and "choose one of" in r.stderr and not out.exists()
     bad_dir = tmp_path / "raw"
     shutil.copytree(synth_lmdb / "raw", bad_dir)
-    first = (bad_dir / lst.read_text().split()[0])
+    first = bad_dir / lst.read_text().split()[0]
     first.write_bytes(first.read_bytes()[:100])  # a truncated PNG
     r = orchestrate("predict", str(trained), "--list", str(bad_dir / "val.txt"), "--out", str(out))
     assert r.returncode == 2 and first.name in r.stderr and "truncated" in r.stderr, r.stderr[-1500:]
@@ -101,7 +119,9 @@ def test_a_caffe_abort_in_predict_is_reported(trained, synth_lmdb, tmp_path):
     broken = tmp_path / "run"
     shutil.copytree(trained, broken)
     # the deploy net no longer fits the weights' shapes: Caffe aborts while building it
-    (broken / "deploy.prototxt").write_text((broken / "deploy.prototxt").read_text().replace("num_output: 5", "num_output: 7", 1))
+    (broken / "deploy.prototxt").write_text(
+        (broken / "deploy.prototxt").read_text().replace("num_output: 5", "num_output: 7", 1)
+    )
     out = tmp_path / "pred"
     r = orchestrate("predict", str(broken), "--list", str(synth_lmdb / "raw" / "val.txt"), "--out", str(out))
     assert r.returncode == 2 and "predict failed" in r.stderr and "Caffe aborted" in r.stderr and not out.exists()

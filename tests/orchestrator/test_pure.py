@@ -1,4 +1,5 @@
 """The pure decisions, fed with made-up numbers: surgery kernel, metrics, rules, plateaus."""
+
 from __future__ import annotations
 
 import math
@@ -7,10 +8,8 @@ import numpy as np
 import pytest
 
 from common.errors import UserError
-from orchestrator.train import decisions
 from orchestrator import metrics
-from orchestrator.train import rules
-from orchestrator.train import surgery
+from orchestrator.train import decisions, rules, surgery
 from orchestrator.train.stats import BlobStat
 
 
@@ -104,6 +103,7 @@ def test_loss_explosion_fires_just_over_the_factor(t):
 def test_default_loss_factor_is_ten():
     """The documented default (`checks.loss_factor`, 10x the running median) in both places."""
     from orchestrator.config.experiment import ChecksCfg
+
     assert rules.Thresholds().loss_factor == ChecksCfg().loss_factor == 10.0
 
 
@@ -144,6 +144,7 @@ def test_jsonl_log_lines_are_readable_while_open(tmp_path):
     """metrics.jsonl stays open during a run: each record must be on disk (flushed) at once,
     with non-finite numbers as null, so a killed run keeps every finished iteration."""
     from orchestrator.rundir import JsonlLog, read_jsonl
+
     log = JsonlLog(tmp_path / "m.jsonl")
     log.write({"iter": 1, "loss": 0.5})
     log.write({"iter": 2, "loss": math.nan, "stats": {"top": {"x": {"sumsq_data": math.inf}}}})

@@ -1,4 +1,5 @@
 """Snapshots, SIGINT, SIGKILL + resume on real Caffe: no duplicated or missing iterations."""
+
 from __future__ import annotations
 
 import json
@@ -10,15 +11,20 @@ from pathlib import Path
 
 import numpy as np
 
-from orchestrator.train import surgery
 from orchestrator.rundir import read_jsonl
+from orchestrator.train import surgery
 from tests.conftest import REPO
 from tests.orchestrator.conftest import experiment, orchestrate, write_exp
 
 
 def start(exp_path: Path, run: Path) -> subprocess.Popen[str]:
-    return subprocess.Popen([sys.executable, "-m", "orchestrator.cli", "run", str(exp_path), "--run-dir", str(run)],
-                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "orchestrator.cli", "run", str(exp_path), "--run-dir", str(run)],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def wait_for_iter(run: Path, it: int, proc: subprocess.Popen[str], timeout: float = 120) -> None:
@@ -33,8 +39,9 @@ def wait_for_iter(run: Path, it: int, proc: subprocess.Popen[str], timeout: floa
 
 
 def long_exp(synth_lmdb: Path) -> dict:
-    return experiment(synth_lmdb, solver={"max_iter": 300}, snapshot={"interval": 10, "keep_last": 2},
-                      validation={"interval": 50})
+    return experiment(
+        synth_lmdb, solver={"max_iter": 300}, snapshot={"interval": 10, "keep_last": 2}, validation={"interval": 50}
+    )
 
 
 def test_sigkill_then_resume_completes_with_consistent_logs(synth_lmdb, tmp_path):
@@ -74,6 +81,7 @@ def test_sigint_snapshots_and_reports_interrupted(synth_lmdb, tmp_path):
 
 def test_snapshot_holds_the_bilinear_upsampling(synth_lmdb, tmp_path):
     import caffe
+
     run = tmp_path / "run"
     assert orchestrate("run", str(write_exp(tmp_path, experiment(synth_lmdb))), "--run-dir", str(run)).returncode == 0
     net = caffe.Net(str(run / "deploy.prototxt"), str(run / "snapshots" / "iter_40" / "weights.caffemodel"), caffe.TEST)
@@ -94,5 +102,7 @@ def test_resume_refuses_a_caffemodel(tmp_path):
 def test_run_refuses_solverstate_as_weights(synth_lmdb, tmp_path):
     s = tmp_path / "a.solverstate"
     s.write_bytes(b"")
-    r = orchestrate("run", str(write_exp(tmp_path, experiment(synth_lmdb, weights=str(s)))), "--run-dir", str(tmp_path / "r"))
+    r = orchestrate(
+        "run", str(write_exp(tmp_path, experiment(synth_lmdb, weights=str(s)))), "--run-dir", str(tmp_path / "r")
+    )
     assert r.returncode == 2 and "is a solver state" in r.stderr

@@ -1,4 +1,5 @@
 """`orchestrate run` end to end on real Caffe: completes, diverges, stops in pre-flight, fails cleanly."""
+
 from __future__ import annotations
 
 import json
@@ -41,8 +42,7 @@ def test_huge_lr_diverges_with_a_diagnosis(synth_lmdb, tmp_path):
     summary = json.loads((run / "summary.json").read_text())
     assert summary["status"] == "diverged"
     metrics = read_jsonl(run / "metrics.jsonl")
-    first_bad = next(m["iter"] for m in metrics if m["loss"] is None or not np.isfinite(m["loss"])
-                     or m["loss"] > 80)
+    first_bad = next(m["iter"] for m in metrics if m["loss"] is None or not np.isfinite(m["loss"]) or m["loss"] > 80)
     assert summary["iterations"] - first_bad <= 5  # within one statistics interval
     diag = [f for f in summary["findings"] if f["code"] == "diverged"]
     assert diag and f"iteration {summary['iterations']}" in diag[0]["message"] and "base_lr" in diag[0]["fix"]
@@ -100,9 +100,16 @@ def test_gpu_on_a_machine_without_gpu_fails_cleanly(synth_lmdb, tmp_path):
     import sys
 
     from orchestrator.cli.envinfo import build_info
-    usable = bool(build_info().get("gpu")) and subprocess.run(
-        [sys.executable, "-c", "import caffe; caffe.set_device(0); caffe.set_mode_gpu()"],
-        capture_output=True, timeout=120).returncode == 0
+
+    usable = (
+        bool(build_info().get("gpu"))
+        and subprocess.run(
+            [sys.executable, "-c", "import caffe; caffe.set_device(0); caffe.set_mode_gpu()"],
+            capture_output=True,
+            timeout=120,
+        ).returncode
+        == 0
+    )
     run = tmp_path / "run"
     r = orchestrate("run", str(write_exp(tmp_path, experiment(synth_lmdb, device="gpu:0"))), "--run-dir", str(run))
     summary = json.loads((run / "summary.json").read_text())

@@ -1,6 +1,7 @@
 """Run directories on real Caffe: `--fresh` deletes only our folders, one owner at a time, resume
 honours or refuses edits, finished runs stay finished, damaged snapshots are skipped, a run dir
 can move, and a failed start leaves nothing behind."""
+
 from __future__ import annotations
 
 import json
@@ -50,8 +51,13 @@ def test_fresh_replaces_our_own_run_and_rerun_after_preflight_needs_no_fresh(syn
     run = trained(synth_lmdb, tmp_path)
     r = orchestrate("run", str(write_exp(tmp_path, experiment(synth_lmdb))), "--run-dir", str(run))
     assert r.returncode == 2 and "already holds a run" in r.stderr
-    r = orchestrate("run", str(write_exp(tmp_path, experiment(synth_lmdb, solver={"max_iter": 20}))),
-                    "--run-dir", str(run), "--fresh")
+    r = orchestrate(
+        "run",
+        str(write_exp(tmp_path, experiment(synth_lmdb, solver={"max_iter": 20}))),
+        "--run-dir",
+        str(run),
+        "--fresh",
+    )
     assert r.returncode == 0 and summary(run)["iterations"] == 20
     assert [m["iter"] for m in read_jsonl(run / "metrics.jsonl")] == list(range(1, 21))
 
@@ -64,8 +70,9 @@ def test_a_failed_start_leaves_nothing_behind(synth_lmdb, tmp_path):
     assert r.returncode == 2 and "data.train" in r.stderr and str(tmp_path / "missing") in r.stderr
     assert not run.exists()
     # a build list that is missing: nothing created either
-    exp["data"].update(train=str(tmp_path / "d" / "train"),
-                       build={"root": str(tmp_path), "train_list": "nope.txt", "num_classes": 5})
+    exp["data"].update(
+        train=str(tmp_path / "d" / "train"), build={"root": str(tmp_path), "train_list": "nope.txt", "num_classes": 5}
+    )
     r = orchestrate("run", str(write_exp(tmp_path, exp)), "--run-dir", str(run))
     assert r.returncode == 2 and "nope.txt" in r.stderr and not run.exists()
     no_traceback(r)
@@ -74,8 +81,13 @@ def test_a_failed_start_leaves_nothing_behind(synth_lmdb, tmp_path):
 def test_one_owner_at_a_time(synth_lmdb, tmp_path):
     run = tmp_path / "run"
     exp = write_exp(tmp_path, experiment(synth_lmdb, solver={"max_iter": 2000}, snapshot={"interval": 10}))
-    proc = subprocess.Popen([sys.executable, "-m", "orchestrator.cli", "run", str(exp), "--run-dir", str(run)],
-                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "orchestrator.cli", "run", str(exp), "--run-dir", str(run)],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         wait_for_iter(run, 12, proc)
         for args in (("resume", str(run)), ("run", str(exp), "--run-dir", str(run), "--fresh")):
@@ -141,14 +153,21 @@ def test_a_finished_run_stays_finished(synth_lmdb, tmp_path):
 
 
 def test_an_early_stopped_run_stays_stopped(synth_lmdb, tmp_path):
-    run = trained(synth_lmdb, tmp_path, solver={"max_iter": 400}, validation={"interval": 10},
-                  early_stop={"enabled": True, "patience": 1, "min_delta": 0.5})
+    run = trained(
+        synth_lmdb,
+        tmp_path,
+        solver={"max_iter": 400},
+        validation={"interval": 10},
+        early_stop={"enabled": True, "patience": 1, "min_delta": 0.5},
+    )
     s0, val0 = summary(run), read_jsonl(run / "val.jsonl")
     assert s0["status"] == "early_stopped"
     r = orchestrate("resume", str(run))
     assert r.returncode == 0 and "stopped early" in r.stdout and summary(run) == s0
     assert read_jsonl(run / "val.jsonl") == val0  # no extra validation interval trained
-    r = orchestrate("resume", str(run), "--set", "early_stop.enabled=false", "--set", f"solver.max_iter={s0['iterations'] + 10}")
+    r = orchestrate(
+        "resume", str(run), "--set", "early_stop.enabled=false", "--set", f"solver.max_iter={s0['iterations'] + 10}"
+    )
     assert r.returncode == 0 and summary(run)["iterations"] == s0["iterations"] + 10
 
 
@@ -166,10 +185,15 @@ def test_caffe_data_layer_resumes_the_same_order(synth_lmdb, tmp_path):
 
 @pytest.mark.parametrize("damage", ["truncate-weights", "truncate-state", "hooks-json"])
 def test_a_damaged_newest_snapshot_is_skipped(synth_lmdb, tmp_path, damage):
-    run = trained(synth_lmdb, tmp_path, solver={"max_iter": 40}, snapshot={"interval": 10, "keep_last": 2, "keep_best": False})
+    run = trained(
+        synth_lmdb, tmp_path, solver={"max_iter": 40}, snapshot={"interval": 10, "keep_last": 2, "keep_best": False}
+    )
     newest = run / "snapshots" / "iter_40"
-    target = {"truncate-weights": "weights.caffemodel", "truncate-state": "state.solverstate",
-              "hooks-json": "hooks.json"}[damage]
+    target = {
+        "truncate-weights": "weights.caffemodel",
+        "truncate-state": "state.solverstate",
+        "hooks-json": "hooks.json",
+    }[damage]
     data = (newest / target).read_bytes()
     (newest / target).write_bytes(data[: len(data) // 2])
     r = orchestrate("resume", str(run), "--set", "solver.max_iter=45")
@@ -220,8 +244,13 @@ def small_fs(tmp_path):
 
 def test_disk_full_during_a_run(synth_lmdb, tmp_path, small_fs):
     run = small_fs / "run"
-    exp = experiment(synth_lmdb, solver={"max_iter": 3000}, checks={"stats_interval": 1},
-                     snapshot={"interval": 5, "keep_last": 1000}, validation={"interval": 1000})
+    exp = experiment(
+        synth_lmdb,
+        solver={"max_iter": 3000},
+        checks={"stats_interval": 1},
+        snapshot={"interval": 5, "keep_last": 1000},
+        validation={"interval": 1000},
+    )
     r = orchestrate("run", str(write_exp(tmp_path, exp)), "--run-dir", str(run), timeout=600)
     assert r.returncode == 2, r.stdout[-1500:] + r.stderr[-1500:]
     no_traceback(r)
@@ -235,6 +264,12 @@ def test_disk_full_during_a_run(synth_lmdb, tmp_path, small_fs):
     for p in sorted(snaps)[:-1]:
         shutil.rmtree(p)
     (run / "metrics.jsonl").write_text("")  # make room (the run's own logs are the bulk)
-    r = orchestrate("resume", str(run), "--set", f"solver.max_iter={max(int(p.name[5:]) for p in snaps) + 5}",
-                    "--set", "checks.stats_interval=100")
+    r = orchestrate(
+        "resume",
+        str(run),
+        "--set",
+        f"solver.max_iter={max(int(p.name[5:]) for p in snaps) + 5}",
+        "--set",
+        "checks.stats_interval=100",
+    )
     assert r.returncode == 0, r.stderr[-1500:]

@@ -1,6 +1,7 @@
 """`orchestrate sweep` on a real local Ray: trials are normal runs, a diverging trial is recorded
 and does not stop the sweep, ASHA stops poor trials early, the doctor runs once before any
 trial, and a killed sweep resumes without touching finished trials."""
+
 from __future__ import annotations
 
 import csv
@@ -34,17 +35,33 @@ def ray_head(tmp_path, monkeypatch):
     monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
     port = free_port()
     ray = [sys.executable, "-m", "ray.scripts.scripts"]
-    r = subprocess.run([*ray, "start", "--head", f"--port={port}", "--num-cpus=2", "--num-gpus=0",
-                        "--include-dashboard=false", "--disable-usage-stats"], capture_output=True, text=True,
-                       timeout=120)
+    r = subprocess.run(
+        [
+            *ray,
+            "start",
+            "--head",
+            f"--port={port}",
+            "--num-cpus=2",
+            "--num-gpus=0",
+            "--include-dashboard=false",
+            "--disable-usage-stats",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     yield f"127.0.0.1:{port}"
     subprocess.run([*ray, "stop", "--force"], capture_output=True, timeout=120)
 
 
 def write_sweep(tmp_path: Path, synth_lmdb: Path, space: dict, **extra: object) -> Path:
-    base = experiment(synth_lmdb, solver={"type": "Adam", "base_lr": 0.002, "max_iter": 100},
-                      validation={"interval": 25}, snapshot={"interval": 25})
+    base = experiment(
+        synth_lmdb,
+        solver={"type": "Adam", "base_lr": 0.002, "max_iter": 100},
+        validation={"interval": 25},
+        snapshot={"interval": 25},
+    )
     (tmp_path / "base.yaml").write_text(yaml.safe_dump(base))
     sweep = {"name": "t", "base": str(tmp_path / "base.yaml"), "space": space, **extra}
     (tmp_path / "sweep.yaml").write_text(yaml.safe_dump(sweep))
@@ -57,8 +74,12 @@ def summaries(out: Path) -> dict[str, dict]:
 
 def test_sweep_on_ray_records_every_trial_and_stops_poor_ones(synth_lmdb, tmp_path, ray_head):
     # trial_002 diverges; trial_003 barely learns and should be stopped at a rung
-    sweep = write_sweep(tmp_path, synth_lmdb, {"solver.base_lr": {"grid": [0.002, 0.004, 1.0e4, 1.0e-7]}},
-                        scheduler={"type": "asha", "grace_period": 1, "reduction_factor": 2})
+    sweep = write_sweep(
+        tmp_path,
+        synth_lmdb,
+        {"solver.base_lr": {"grid": [0.002, 0.004, 1.0e4, 1.0e-7]}},
+        scheduler={"type": "asha", "grace_period": 1, "reduction_factor": 2},
+    )
     out = tmp_path / "out"
     r = orchestrate("sweep", str(sweep), "--address", ray_head, "--max-concurrent", "2", "--out", str(out), timeout=900)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
@@ -98,8 +119,13 @@ def test_a_killed_sweep_resumes_without_rerunning_finished_trials(synth_lmdb, tm
     base["solver"]["max_iter"] = 300
     (tmp_path / "base.yaml").write_text(yaml.safe_dump(base))
     out = tmp_path / "out"
-    proc = subprocess.Popen([sys.executable, "-m", "orchestrator.cli", "sweep", str(sweep), "--out", str(out)],
-                            cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "orchestrator.cli", "sweep", str(sweep), "--out", str(out)],
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     deadline = time.monotonic() + 600
     while time.monotonic() < deadline:
         s = summaries(out) if (out / "trials").exists() else {}

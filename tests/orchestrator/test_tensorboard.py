@@ -1,5 +1,6 @@
 """TensorBoard event files and the best validation's pictures, read back with TensorBoard's own
 reader: every logged loss, every validation, and no duplicated step after kill -9 and resume."""
+
 from __future__ import annotations
 
 import json
@@ -8,8 +9,8 @@ import time
 
 import pytest
 
-from orchestrator.train.hooks.tensorboard import read_scalars
 from orchestrator.rundir import read_jsonl
+from orchestrator.train.hooks.tensorboard import read_scalars
 from tests.orchestrator.conftest import experiment, orchestrate, write_exp
 from tests.orchestrator.test_resume import start, wait_for_iter
 
@@ -18,8 +19,13 @@ pytest.importorskip("tensorboard")
 
 def test_event_files_survive_a_kill_and_resume_without_duplicates(synth_lmdb, tmp_path):
     run = tmp_path / "run"
-    exp = experiment(synth_lmdb, solver={"max_iter": 200}, snapshot={"interval": 10, "keep_last": 2},
-                     validation={"interval": 50}, checks={"stats_interval": 25})
+    exp = experiment(
+        synth_lmdb,
+        solver={"max_iter": 200},
+        snapshot={"interval": 10, "keep_last": 2},
+        validation={"interval": 50},
+        checks={"stats_interval": 25},
+    )
     proc = start(write_exp(tmp_path, exp), run)
     wait_for_iter(run, 85, proc)
     proc.send_signal(signal.SIGKILL)
@@ -52,6 +58,7 @@ def test_best_validation_pictures_in_the_run_dir_and_report(synth_lmdb, tmp_path
         assert f"best/{name}_overlay.png" in report
     assert (run / "best" / "confusion.png").exists() and "best/confusion.png" in report
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
     acc = EventAccumulator(str(run / "tb"), size_guidance={"images": 0})
     acc.Reload()
     assert f"best/{info['images'][0]}_overlay" in acc.Tags()["images"]

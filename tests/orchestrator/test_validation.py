@@ -1,4 +1,5 @@
 """Validation on a real Caffe net, early stop and lr-on-plateau in a real run."""
+
 from __future__ import annotations
 
 import json
@@ -6,8 +7,8 @@ import json
 import numpy as np
 
 from orchestrator import metrics
-from orchestrator.train.hooks.validation import validate
 from orchestrator.rundir import read_jsonl
+from orchestrator.train.hooks.validation import validate
 from tests.orchestrator.conftest import experiment, orchestrate, write_exp
 
 NET = """
@@ -19,6 +20,7 @@ layer { name: "prob" type: "Softmax" bottom: "score" top: "prob" }
 
 def test_validate_on_a_real_net_matches_hand_confusion(tmp_path):
     import caffe
+
     p = tmp_path / "v.prototxt"
     p.write_text(NET)
     net = caffe.Net(str(p), caffe.TEST)
@@ -38,9 +40,13 @@ def test_validate_on_a_real_net_matches_hand_confusion(tmp_path):
 
 
 def test_early_stop_and_lr_on_plateau(synth_lmdb, tmp_path):
-    exp = experiment(synth_lmdb, solver={"max_iter": 200}, validation={"interval": 10},
-                     early_stop={"enabled": True, "patience": 3, "min_delta": 1.0},
-                     lr_on_plateau={"enabled": True, "patience": 1, "min_delta": 1.0, "factor": 0.5})
+    exp = experiment(
+        synth_lmdb,
+        solver={"max_iter": 200},
+        validation={"interval": 10},
+        early_stop={"enabled": True, "patience": 3, "min_delta": 1.0},
+        lr_on_plateau={"enabled": True, "patience": 1, "min_delta": 1.0, "factor": 0.5},
+    )
     run = tmp_path / "run"
     r = orchestrate("run", str(write_exp(tmp_path, exp)), "--run-dir", str(run))
     assert r.returncode == 0, r.stderr[-1500:]

@@ -1,4 +1,5 @@
 """Save and restore the paired data layer's position and RNG, so a resumed run sees the same batches."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -8,8 +9,7 @@ from orchestrator.train.loop import Context, Hook
 
 def stateful_layers(net: Any) -> dict[str, Any]:
     """Python layers of `net` that expose get_state/set_state, by layer name."""
-    return {n: l for n, l in zip(net._layer_names, net.layers)
-            if hasattr(l, "get_state") and hasattr(l, "set_state")}
+    return {n: l for n, l in zip(net._layer_names, net.layers) if hasattr(l, "get_state") and hasattr(l, "set_state")}
 
 
 class DataStateHook(Hook):

@@ -1,11 +1,12 @@
 """Apply the divergence rules to the loss (every iteration) and to the statistics; stop on error."""
+
 from __future__ import annotations
 
 from typing import Any
 
 from nets.graph import DATA_TYPES
-from orchestrator.train import rules
 from orchestrator.contract import Status
+from orchestrator.train import rules
 from orchestrator.train.loop import Context, Hook
 
 NEVER_ZERO_CHECKED = {"BatchNorm", "Accuracy", "SoftmaxWithLoss", "InfogainLoss", "Silence"}
@@ -36,7 +37,7 @@ class DivergenceHook(Hook):
 
     def after_step(self, ctx: Context) -> None:
         found = rules.check_loss(ctx.iteration, ctx.loss, self.history, self.t)
-        self.history = (self.history + [ctx.loss])[-self.t.loss_window:]
+        self.history = (self.history + [ctx.loss])[-self.t.loss_window :]
         if ctx.stats is not None:
             found += rules.check_stats(ctx.iteration, ctx.stats, self.t, self.exempt)
         for f in found:

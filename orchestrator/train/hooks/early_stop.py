@@ -1,4 +1,5 @@
 """Early stop and lr-on-plateau: thin adapters around orchestrator.train.decisions.Plateau."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -35,8 +36,11 @@ class EarlyStopHook(_PlateauHook):
 
     def on_plateau(self, ctx: Context) -> None:
         p = self.plateau
-        ctx.request_stop(Status.EARLY_STOPPED, f"{self.metric} did not improve by more than {p.min_delta:g} in "
-                         f"{p.patience} validations (best {p.best:.4f} at iteration {p.best_iter})")
+        ctx.request_stop(
+            Status.EARLY_STOPPED,
+            f"{self.metric} did not improve by more than {p.min_delta:g} in "
+            f"{p.patience} validations (best {p.best:.4f} at iteration {p.best_iter})",
+        )
 
 
 class LrPlateauHook(_PlateauHook):
@@ -61,9 +65,16 @@ class LrPlateauHook(_PlateauHook):
         self.plateau.restart_patience()
         if new < old:
             ctx.solver.param.base_lr = self.base_lr = new
-            ctx.findings.append(Finding("info", "lr-reduced", None,
-                                        f"iteration {ctx.iteration}: {self.metric} plateaued; base_lr {old:g} -> {new:g}",
-                                        "none needed", {"iteration": ctx.iteration, "from": old, "to": new}))
+            ctx.findings.append(
+                Finding(
+                    "info",
+                    "lr-reduced",
+                    None,
+                    f"iteration {ctx.iteration}: {self.metric} plateaued; base_lr {old:g} -> {new:g}",
+                    "none needed",
+                    {"iteration": ctx.iteration, "from": old, "to": new},
+                )
+            )
 
     def state_dict(self) -> dict[str, Any]:
         return {**super().state_dict(), "base_lr": self.base_lr}

@@ -1,5 +1,6 @@
 """At each new best validation: overlays and error maps of the first val images, and the
 confusion matrix, in RUN_DIR/best/ (report.md shows them; TensorBoard gets the overlays)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -13,13 +14,21 @@ class BestPicturesHook(Hook):
 
     name = "best_pictures"
 
-    def __init__(self, val_dir: str, count: int, num_classes: int, ignore_label: int | None,
-                 class_names: list[str] | None, mean_bgr: list[float] | None) -> None:
+    def __init__(
+        self,
+        val_dir: str,
+        count: int,
+        num_classes: int,
+        ignore_label: int | None,
+        class_names: list[str] | None,
+        mean_bgr: list[float] | None,
+    ) -> None:
         self.args = (Path(val_dir), count, num_classes, ignore_label, class_names, mean_bgr)
         self.pictures: Any = None
 
     def before_train(self, ctx: Context) -> None:
         from orchestrator.predict.pictures import BestPictures
+
         val_dir, count, *rest = self.args
         self.pictures = BestPictures(ctx.run.root, val_dir, count, *rest)
 

@@ -1,5 +1,6 @@
 """The training's progress bar on stdout (data_prep.progress, the data build's bar): iteration,
 it/s, ETA, loss, lr and the newest val mIoU; a validation and the last step always show."""
+
 from __future__ import annotations
 
 import sys
@@ -18,8 +19,9 @@ class ProgressHook(Hook):
         self.bar: Progress | None = None
 
     def before_train(self, ctx: Context) -> None:
-        self.bar = Progress(ctx.exp.solver.max_iter, "train", unit="it", quiet=self.quiet, stream=self.stream,
-                            done=ctx.solver.iter)
+        self.bar = Progress(
+            ctx.exp.solver.max_iter, "train", unit="it", quiet=self.quiet, stream=self.stream, done=ctx.solver.iter
+        )
 
     def after_step(self, ctx: Context) -> None:
         assert self.bar is not None, "before_train makes the bar"

@@ -1,5 +1,6 @@
 """SIGINT/SIGTERM: finish the current step, then stop as `interrupted` (the snapshot hook saves).
 SIGUSR1 is a sweep's scheduler stopping the trial: the same, but the run ends `early_stopped`."""
+
 from __future__ import annotations
 
 import signal

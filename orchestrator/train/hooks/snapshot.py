@@ -1,12 +1,13 @@
 """Snapshots every N iterations, on a new best validation and at the end; keep the last K and the best."""
+
 from __future__ import annotations
 
 from collections.abc import Callable
 from typing import Any
 
+from orchestrator.config.schema import to_dict
 from orchestrator.contract import Status, snapshot_relpath
 from orchestrator.train.loop import Context, Hook
-from orchestrator.config.schema import to_dict
 
 
 class SnapshotHook(Hook):
@@ -14,8 +15,9 @@ class SnapshotHook(Hook):
 
     name = "snapshot"
 
-    def __init__(self, interval: int, keep_last: int, keep_best: bool,
-                 hook_states: Callable[[], dict[str, Any]]) -> None:
+    def __init__(
+        self, interval: int, keep_last: int, keep_best: bool, hook_states: Callable[[], dict[str, Any]]
+    ) -> None:
         self.interval, self.keep_last, self.keep_best = interval, keep_last, keep_best
         self.hook_states = hook_states
         self.best_iter: int | None = None

@@ -1,4 +1,5 @@
 """Collect blob statistics every `checks.stats_interval` iterations (through the C++ bindings)."""
+
 from __future__ import annotations
 
 from orchestrator.train import stats

@@ -6,6 +6,7 @@ A resumed run opens a new event file that starts with a SessionLog START at the 
 iteration it trains (TensorBoard's purge): TensorBoard then drops what the interrupted run had
 logged from that step on, so the stream continues without duplicated steps
 (`tensorboard --logdir runs/`)."""
+
 from __future__ import annotations
 
 import math
@@ -40,18 +41,25 @@ class EventWriter:
         self._w = EventsWriter(str(folder / "events"), f".from{start_iter:010d}")
         self._pb = event_pb2
         if start_iter > 0:  # TensorBoard drops what an earlier file logged from this step on
-            self._w.write_event(event_pb2.Event(wall_time=time.time(), step=start_iter + 1,
-                                                session_log=event_pb2.SessionLog(status=event_pb2.SessionLog.START)))
+            self._w.write_event(
+                event_pb2.Event(
+                    wall_time=time.time(),
+                    step=start_iter + 1,
+                    session_log=event_pb2.SessionLog(status=event_pb2.SessionLog.START),
+                )
+            )
 
     def _add(self, summary: Any, step: int) -> None:
         self._w.write_event(self._pb.Event(wall_time=time.time(), step=step, summary=summary))
 
     def scalar(self, tag: str, value: float, step: int) -> None:
         from tensorboardX import summary
+
         self._add(summary.scalar(tag, float(value)), step)
 
     def image(self, tag: str, rgb: np.ndarray, step: int) -> None:
         from tensorboardX import summary
+
         self._add(summary.image(tag, rgb, dataformats="HWC"), step)
 
     def flush(self) -> None:
@@ -119,6 +127,7 @@ class TensorBoardHook(Hook):
 def read_scalars(run_dir: Path, tag: str) -> list[tuple[int, float]]:
     """(step, value) of one tag as TensorBoard shows it (its own reader, purges applied)."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
     acc = EventAccumulator(str(Path(run_dir) / TB_DIR), size_guidance={"scalars": 0}, purge_orphaned_data=True)
     acc.Reload()
     return [(e.step, e.value) for e in acc.Scalars(tag)] if tag in acc.Tags()["scalars"] else []

@@ -5,6 +5,7 @@ and second bottom of its loss or Accuracy layer (a user's net may call them `con
 and `sem`), else the generated nets' `score` and `label`. The scores must be full resolution,
 N x C x H x W over the label's H x W; a net that cannot be scored says so in a finding and the
 run trains on without validation."""
+
 from __future__ import annotations
 
 import math
@@ -36,13 +37,23 @@ def shape_problem(score: tuple[int, ...], label: tuple[int, ...]) -> str | None:
         return f"the scores are {len(score)}-D {score}, not N x C x H x W"
     n, _, h, w = score
     if not label or label[0] != n or tuple(label[-2:]) != (h, w) or int(np.prod(label)) != n * h * w:
-        return (f"the scores are {n} x {score[1]} x {h} x {w} but the labels {' x '.join(map(str, label))}: "
-                "validation needs full-resolution scores, one per label pixel")
+        return (
+            f"the scores are {n} x {score[1]} x {h} x {w} but the labels {' x '.join(map(str, label))}: "
+            "validation needs full-resolution scores, one per label pixel"
+        )
     return None
 
 
-def validate(test_net: Any, batches: int, num_classes: int, ignore_label: int | None, *,
-             score: str = "score", label: str = "label", images: int | None = None) -> dict[str, Any]:
+def validate(
+    test_net: Any,
+    batches: int,
+    num_classes: int,
+    ignore_label: int | None,
+    *,
+    score: str = "score",
+    label: str = "label",
+    images: int | None = None,
+) -> dict[str, Any]:
     """Confusion matrix over `batches` forward passes of the val net. With `images`, exactly
     that many images count: the data layers read on cyclically, so the window of `images`
     consecutive records covers each val image once, wherever the previous pass stopped."""
@@ -63,8 +74,15 @@ def validate(test_net: Any, batches: int, num_classes: int, ignore_label: int | 
 class ValidationHook(Hook):
     name = "validation"
 
-    def __init__(self, interval: int, num_images: int, batch_size: int, num_classes: int | None,
-                 ignore_label: int | None, monitor: str) -> None:
+    def __init__(
+        self,
+        interval: int,
+        num_images: int,
+        batch_size: int,
+        num_classes: int | None,
+        ignore_label: int | None,
+        monitor: str,
+    ) -> None:
         self.interval, self.num_images = interval, num_images
         self.batches = max(1, math.ceil(num_images / batch_size))
         self.num_classes, self.ignore_label, self.monitor = num_classes, ignore_label, monitor
@@ -84,37 +102,63 @@ class ValidationHook(Hook):
         self.score, self.label = find_score_label(layers)
         missing = [b for b in (self.score, self.label) if b not in net.blobs]
         if missing:
-            return self._disable(ctx, None, f"the val net has no blob {' or '.join(map(repr, missing))} and no loss or "
-                                 "Accuracy layer naming its scores and labels")
+            return self._disable(
+                ctx,
+                None,
+                f"the val net has no blob {' or '.join(map(repr, missing))} and no loss or "
+                "Accuracy layer naming its scores and labels",
+            )
         s, lab = tuple(net.blobs[self.score].data.shape), tuple(net.blobs[self.label].data.shape)
         problem = shape_problem(s, lab)
         if problem:
             return self._disable(ctx, self.score, f"blob '{self.score}' vs '{self.label}': {problem}")
         self.batches = max(1, math.ceil(self.num_images / s[0]))
         if self.num_classes not in (None, s[1]):
-            ctx.findings.append(Finding(
-                "warning", "val-classes", self.score,
-                f"the val net scores {s[1]} classes ('{self.score}'), the run was configured with "
-                f"{self.num_classes}: validation scores the net's {s[1]} classes",
-                "make the score layers' num_output equal to the data's num_classes"))
+            ctx.findings.append(
+                Finding(
+                    "warning",
+                    "val-classes",
+                    self.score,
+                    f"the val net scores {s[1]} classes ('{self.score}'), the run was configured with "
+                    f"{self.num_classes}: validation scores the net's {s[1]} classes",
+                    "make the score layers' num_output equal to the data's num_classes",
+                )
+            )
         self.num_classes = s[1]
 
     def _disable(self, ctx: Context, layer: str | None, why: str) -> None:
         self.enabled = False
-        ctx.findings.append(Finding(
-            "warning", "no-validation", layer, f"the run trains without validation: {why}.",
-            "feed full-resolution class scores (N x C x H x W, cropped to the label) and the label "
-            "to the val net's loss or Accuracy layer, as first and second bottom"))
+        ctx.findings.append(
+            Finding(
+                "warning",
+                "no-validation",
+                layer,
+                f"the run trains without validation: {why}.",
+                "feed full-resolution class scores (N x C x H x W, cropped to the label) and the label "
+                "to the val net's loss or Accuracy layer, as first and second bottom",
+            )
+        )
 
     def run(self, ctx: Context) -> None:
         t0 = time.perf_counter()
         test = ctx.solver.test_nets[0]
         test.share_with(ctx.solver.net)
         assert self.num_classes is not None, "before_train read the classes from the val net"
-        m = validate(test, self.batches, self.num_classes, self.ignore_label,
-                     score=self.score, label=self.label, images=self.num_images)
-        rec = {"iter": ctx.iteration, **{k: v for k, v in m.items() if k != "confusion"},
-               "images": self.num_images, "seconds": round(time.perf_counter() - t0, 3)}
+        m = validate(
+            test,
+            self.batches,
+            self.num_classes,
+            self.ignore_label,
+            score=self.score,
+            label=self.label,
+            images=self.num_images,
+        )
+        rec = {
+            "iter": ctx.iteration,
+            **{k: v for k, v in m.items() if k != "confusion"},
+            "images": self.num_images,
+            "seconds": round(time.perf_counter() - t0, 3),
+        }
         ctx.run.append(ctx.run.val, rec)
         ctx.val, ctx.confusion, self.last_iter = rec, m["confusion"], ctx.iteration
         if self.best is None or rec[self.monitor] > self.best["metrics"][self.monitor]:

@@ -1,12 +1,13 @@
 """metrics.jsonl (one record per logged iteration) and, at the end, summary.json + report."""
+
 from __future__ import annotations
 
 import time
 from typing import Any
 
 from common.findings import Finding
-from orchestrator.train.loop import Context, Hook
 from orchestrator.rundir import JsonlLog
+from orchestrator.train.loop import Context, Hook
 
 
 class MetricsWriter(Hook):
@@ -23,8 +24,13 @@ class MetricsWriter(Hook):
 
     def after_step(self, ctx: Context) -> None:
         if ctx.iteration % self.log_interval == 0 or "stats" in ctx.record or ctx.stopping:
-            rec = {"iter": ctx.iteration, "loss": ctx.loss, "lr": ctx.lr,
-                   "seconds": round(ctx.step_seconds, 5), **ctx.record}
+            rec = {
+                "iter": ctx.iteration,
+                "loss": ctx.loss,
+                "lr": ctx.lr,
+                "seconds": round(ctx.step_seconds, 5),
+                **ctx.record,
+            }
             assert self.log is not None, "before_train opens the log"
             self.log.write(rec)
 
@@ -51,19 +57,26 @@ class SummaryWriter(Hook):
 
     def after_train(self, ctx: Context) -> None:
         from orchestrator import report
+
         best = ctx.best
         if best is not None and ctx.best_snapshot is not None:
             best = {**best, "snapshot": ctx.best_snapshot}  # relative: the run dir stays relocatable
         ctx.run.write_summary(
-            status=ctx.status, stop_reason=ctx.stop_reason, iterations=ctx.iteration,
-            max_iter=ctx.exp.solver.max_iter, best=best,
+            status=ctx.status,
+            stop_reason=ctx.stop_reason,
+            iterations=ctx.iteration,
+            max_iter=ctx.exp.solver.max_iter,
+            best=best,
             train_seconds=round(self.seconds_before + time.perf_counter() - self.t0, 1),
-            findings=self.preflight + [f.to_dict() for f in ctx.findings])
+            findings=self.preflight + [f.to_dict() for f in ctx.findings],
+        )
         report.write_all(ctx.run)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"train_seconds": self.seconds_before + time.perf_counter() - self.t0,
-                "findings": [f.to_dict() for f in self.findings]}
+        return {
+            "train_seconds": self.seconds_before + time.perf_counter() - self.t0,
+            "findings": [f.to_dict() for f in self.findings],
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.seconds_before = float(state.get("train_seconds", 0.0))
