@@ -35,15 +35,6 @@ PASS_THROUGH = {
     "Eltwise",
     "Softmax",
 }
-LOSS_TYPES = {
-    "SoftmaxWithLoss",
-    "InfogainLoss",
-    "MultinomialLogisticLoss",
-    "SigmoidCrossEntropyLoss",
-    "EuclideanLoss",
-    "HingeLoss",
-    "ContrastiveLoss",
-}
 CLASS_LOSSES = {"SoftmaxWithLoss", "InfogainLoss", "MultinomialLogisticLoss"}
 DATA_TYPES = {
     "Data",

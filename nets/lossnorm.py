@@ -10,7 +10,6 @@ from typing import Any
 from common.findings import Finding
 from nets.graph import CLASS_LOSSES, Context, in_phase
 
-NORMALIZED = ("VALID", "FULL")
 SUMMED = ("BATCH_SIZE", "NONE")
 # lr / (1 - momentum) on a pixel-averaged loss: below LOW nothing moves, above HIGH it diverges
 LOW_EFFECTIVE = 1e-5

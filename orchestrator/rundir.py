@@ -265,10 +265,6 @@ class RunDir:
             os.replace(p, bad)
         return None, skipped
 
-    def latest_snapshot(self) -> tuple[int, Path] | None:
-        snaps = self.snapshot_dirs()
-        return snaps[-1] if snaps else None
-
     def commit_snapshot(
         self,
         iteration: int,

@@ -1,5 +1,5 @@
 """Bilinear surgery: the upsampling kernel FCN's Deconvolution layers start from. The functions
-live in `nets.bilinear` (the doctor's probe applies the same surgery as the run); re-exported here.
+live in `nets.bilinear` (the doctor's probe applies the same surgery as the run).
 `run_surgery` is the run's side: which layers, and the result as findings (never an exception)."""
 
 from __future__ import annotations
@@ -7,28 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from common.findings import Finding
-from nets.bilinear import (
-    apply,
-    bilinear_kernel,
-    bilinear_weights,
-    is_bilinear,
-    is_learned_upsampling,
-    kernel_size_for_stride,
-    surgery_targets,
-)
-
-__all__ = [
-    "apply",
-    "bilinear_kernel",
-    "bilinear_weights",
-    "is_bilinear",
-    "is_learned_upsampling",
-    "kernel_size_for_stride",
-    "surgery_targets",
-    "loaded_layers",
-    "plan",
-    "run_surgery",
-]
+from nets.bilinear import apply, is_learned_upsampling, surgery_targets
 
 
 def loaded_layers(net: Any, weights: str) -> set[str]:

@@ -236,7 +236,7 @@ def _exp(**over) -> cfgmod.Experiment:
 
 
 def test_default_surgery_skips_learned_and_loaded_and_never_raises(surgery_net):
-    from orchestrator.train.surgery import is_bilinear
+    from nets.bilinear import is_bilinear
 
     net, p, w, loaded = surgery_net
     net.params["up_learned"][0].data[...] = 0.5
@@ -252,7 +252,7 @@ def test_default_surgery_skips_learned_and_loaded_and_never_raises(surgery_net):
 
 
 def test_named_surgery_that_cannot_be_done_is_a_warning(surgery_net):
-    from orchestrator.train.surgery import is_bilinear
+    from nets.bilinear import is_bilinear
 
     net, p, w, loaded = surgery_net
     found = apply_surgery(net, str(p), _exp(weights=str(w), surgery={"layers": ["up_loaded", "up_mixing", "nope"]}))

@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 
 from common.errors import UserError
+from nets import bilinear
 from orchestrator import metrics
-from orchestrator.train import decisions, rules, surgery
+from orchestrator.train import decisions, rules
 from orchestrator.train.stats import BlobStat
 
 
@@ -27,24 +28,24 @@ def independent_bilinear(size: int) -> np.ndarray:
 
 @pytest.mark.parametrize("stride", [2, 3, 4, 8, 16, 32])
 def test_bilinear_kernel_matches_independent_formula(stride):
-    k = surgery.kernel_size_for_stride(stride)
+    k = bilinear.kernel_size_for_stride(stride)
     assert k == 2 * stride - stride % 2
-    np.testing.assert_allclose(surgery.bilinear_kernel(k), independent_bilinear(k), atol=1e-12)
+    np.testing.assert_allclose(bilinear.bilinear_kernel(k), independent_bilinear(k), atol=1e-12)
 
 
 def test_bilinear_weights_fcn_layout():
-    w = surgery.bilinear_weights((5, 1, 16, 16), group=5, layer="up")
-    assert all(np.allclose(w[c, 0], surgery.bilinear_kernel(16)) for c in range(5))
-    d = surgery.bilinear_weights((3, 3, 4, 4), group=1, layer="up")
-    assert np.allclose(d[0, 0], surgery.bilinear_kernel(4)) and np.all(d[0, 1] == 0)
-    assert surgery.is_bilinear(w, 5) and not surgery.is_bilinear(w * 2, 5)
+    w = bilinear.bilinear_weights((5, 1, 16, 16), group=5, layer="up")
+    assert all(np.allclose(w[c, 0], bilinear.bilinear_kernel(16)) for c in range(5))
+    d = bilinear.bilinear_weights((3, 3, 4, 4), group=1, layer="up")
+    assert np.allclose(d[0, 0], bilinear.bilinear_kernel(4)) and np.all(d[0, 1] == 0)
+    assert bilinear.is_bilinear(w, 5) and not bilinear.is_bilinear(w * 2, 5)
 
 
 def test_bilinear_weights_rejects_mixing_shapes():
     with pytest.raises(UserError, match="up2.*mix classes"):
-        surgery.bilinear_weights((4, 3, 4, 4), group=1, layer="up2")
+        bilinear.bilinear_weights((4, 3, 4, 4), group=1, layer="up2")
     with pytest.raises(UserError, match="not square"):
-        surgery.bilinear_weights((2, 1, 4, 3), group=2, layer="up")
+        bilinear.bilinear_weights((2, 1, 4, 3), group=2, layer="up")
 
 
 def test_metrics_match_hand_computed_confusion():

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
+from nets import bilinear
 from orchestrator.rundir import read_jsonl
-from orchestrator.train import surgery
 from tests.conftest import REPO
 from tests.orchestrator.conftest import experiment, orchestrate, write_exp
 
@@ -86,8 +86,8 @@ def test_snapshot_holds_the_bilinear_upsampling(synth_lmdb, tmp_path):
     assert orchestrate("run", str(write_exp(tmp_path, experiment(synth_lmdb))), "--run-dir", str(run)).returncode == 0
     net = caffe.Net(str(run / "deploy.prototxt"), str(run / "snapshots" / "iter_40" / "weights.caffemodel"), caffe.TEST)
     w = net.params["upscore"][0].data
-    assert w.shape == (5, 1, 8, 8) and surgery.is_bilinear(w, group=5)
-    assert np.allclose(w[2, 0], surgery.bilinear_kernel(8))
+    assert w.shape == (5, 1, 8, 8) and bilinear.is_bilinear(w, group=5)
+    assert np.allclose(w[2, 0], bilinear.bilinear_kernel(8))
 
 
 def test_resume_refuses_a_caffemodel(tmp_path):
