@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from common.datastats import STATS_FILE
 from common.errors import UserError
 from data_prep import decode
 from data_prep.datum import blobproto_bytes
@@ -36,7 +37,7 @@ LOCK_FILE_BYTES = 8192
 # Commit (and fsync) every 16 MB: the disk writes overlap with the workers' decoding instead of
 # piling up at the end, and a transaction stays far below LMDB's dirty-page limit.
 COMMIT_BYTES = 16 << 20
-STATS_FILE, INFOGAIN_FILE, INDEX_FILE = "stats.json", "infogain_H.binaryproto", "index.txt"
+INFOGAIN_FILE, INDEX_FILE = "infogain_H.binaryproto", "index.txt"
 
 
 @dataclass
@@ -209,7 +210,7 @@ def write_lmdbs(
         if label_db is not None:
             lbl_db = LmdbWriter(label_db)
             dbs.append(lbl_db)
-        for pair, rec in zip(pairs, decode_all(pairs, dopts, workers)):
+        for pair, rec in zip(pairs, decode_all(pairs, dopts, workers), strict=True):
             bar.update()
             if isinstance(rec, decode.Bad):
                 if not opts.skip_bad:

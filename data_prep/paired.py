@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from common.datastats import read_stats
 from data_prep.datum import datum_to_array, parse_datum
 
 _ENVS: dict[str, Any] = {}
@@ -73,8 +74,7 @@ def parse_params(param_str: str, train: bool = True) -> PairedParams:
     for k in ("images", "labels"):
         if not raw.get(k):
             raise ValueError(f"PairedDataLayer param_str needs '{k}' (an LMDB folder)")
-    stats_file = Path(raw["images"]).parent / "stats.json"
-    stats = json.loads(stats_file.read_text()) if stats_file.is_file() else {}
+    stats = read_stats(Path(raw["images"]).parent, key="PairedDataLayer images", required=False)
     mean = raw.get("mean_bgr") or stats.get("mean_bgr") or (0, 0, 0)
     p = PairedParams(
         images=str(raw["images"]),
@@ -168,7 +168,10 @@ class PairedBatcher:
         if not self.keys:
             raise ValueError(f"{params.images} is an empty LMDB")
         if lkeys != self.keys:
-            bad = next((i for i, (a, b) in enumerate(zip(self.keys, lkeys)) if a != b), min(len(self.keys), len(lkeys)))
+            bad = next(
+                (i for i, (a, b) in enumerate(zip(self.keys, lkeys, strict=False)) if a != b),
+                min(len(self.keys), len(lkeys)),
+            )
             raise ValueError(
                 f"{params.images} and {params.labels} do not hold the same keys in the same order "
                 f"({len(self.keys)} vs {len(lkeys)} records; first difference at record {bad}): "

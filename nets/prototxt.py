@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from common.datastats import STATS_FILE, read_stats
 from common.errors import UserError
 
 META_PREFIX = "# segorch-meta:"
@@ -137,17 +138,14 @@ def load_data_stats(path: str | Path) -> dict[str, Any]:
     """The data stage's stats.json (num_classes, ignore_label, ...) from its output directory
     (DIR/stats.json, or DIR/train/stats.json for a split build) or the file itself."""
     p = Path(path)
-    candidates = [p] if p.is_file() else [p / "stats.json", p / "train" / "stats.json"]
+    candidates = [p] if p.is_file() else [p / STATS_FILE, p / "train" / STATS_FILE]
     found = next((c for c in candidates if c.is_file()), None)
     if found is None:
         raise UserError(
-            f"no stats.json in {p} (looked for {', '.join(str(c) for c in candidates)})",
+            f"no {STATS_FILE} in {p} (looked for {', '.join(str(c) for c in candidates)})",
             "pass the data stage's output directory (`orchestrate data build --out DIR`)",
         )
-    try:
-        stats = json.loads(found.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise UserError(f"{found} is not valid JSON ({e})", "rebuild the data with `orchestrate data build`") from None
-    if not isinstance(stats, dict) or not isinstance(stats.get("num_classes"), int):
+    stats = read_stats(found, key="--data")
+    if not isinstance(stats.get("num_classes"), int):
         raise UserError(f"{found} has no integer num_classes", "rebuild the data with `orchestrate data build`")
     return stats

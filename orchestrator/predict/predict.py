@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from common.child import run_child
+from common.datastats import read_stats
 from common.errors import UserError
 from data_prep.sources import IMAGE_EXTS, Pair, pair_folders, read_list
 from orchestrator.contract import WEIGHTS, RunMeta, snapshot_relpath
@@ -89,9 +90,9 @@ def collect_inputs(
 def _data_stats(exp: dict[str, Any]) -> dict[str, Any]:
     """The data stage's stats.json of the val (else train) data, when there is one."""
     for key in ("val", "train"):
-        d = (exp.get("data") or {}).get(key)
-        if d and (Path(d) / "stats.json").is_file():
-            return json.loads((Path(d) / "stats.json").read_text())
+        stats = read_stats((exp.get("data") or {}).get(key), key=f"data.{key}", required=False)
+        if stats:
+            return stats
     return {}
 
 

@@ -8,32 +8,15 @@ import json
 import shutil
 import sys
 from pathlib import Path
-from typing import Any
 
+from common.datastats import STATS_FILE, read_stats
 from common.errors import UserError
 from common.findings import Finding, has_errors
-from data_prep.build import INFOGAIN_FILE, STATS_FILE
+from data_prep.build import INFOGAIN_FILE
 from orchestrator.config import experiment as cfgmod
 from orchestrator.contract import EXIT_BAD_INPUT, LOCK, MARKER, START_STATE, RunMeta, Status
 from orchestrator.run.supervisor import supervise
 from orchestrator.rundir import RunDir, read_jsonl
-
-
-def read_stats(data_dir: str, key: str = "data") -> dict[str, Any]:
-    """The data stage's stats.json of an output dir (UserError naming the key and dir when
-    absent or unreadable)."""
-    p = Path(data_dir) / STATS_FILE
-    if not p.exists():
-        raise UserError(
-            f"{key}: {data_dir} has no {STATS_FILE} (not built by `orchestrate data build`)",
-            "build it with orchestrate data build, or add data.build to the experiment",
-        )
-    try:
-        return json.loads(p.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise UserError(
-            f"{key}: {p} is not readable JSON ({e})", "rebuild the data with orchestrate data build"
-        ) from None
 
 
 def ensure_data(exp: cfgmod.Experiment) -> None:
@@ -169,8 +152,7 @@ def preflight(exp: cfgmod.Experiment, run: RunDir, meta: RunMeta) -> list[Findin
     from nets.doctor import diagnose
 
     # a user net's data may come from elsewhere: the data stage's stats only where they exist
-    has_stats = (Path(exp.data.train) / STATS_FILE).is_file()
-    stats = read_stats(exp.data.train, "data.train") if not exp.net.prototxt or has_stats else None
+    stats = read_stats(exp.data.train, key="data.train", required=not exp.net.prototxt) or None
     return diagnose(
         str(run.train_net),
         val_prototxt=str(run.val_net) if run.val_net.exists() else None,
@@ -212,7 +194,7 @@ def check_inputs(exp: cfgmod.Experiment) -> None:
         return
     for key, d in (("data.train", exp.data.train), ("data.val", exp.data.val)):
         if d:
-            read_stats(d, key)
+            read_stats(d, key=key)
 
 
 def open_run_dir(path: str, fresh: bool) -> tuple[RunDir, bool]:

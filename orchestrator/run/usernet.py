@@ -15,8 +15,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from common.datastats import STATS_FILE, read_stats
 from common.findings import Finding
-from data_prep.build import STATS_FILE
 from orchestrator.config.experiment import Experiment
 from orchestrator.contract import RunMeta
 from orchestrator.rundir import RunDir
@@ -79,11 +79,6 @@ def val_net_count(val_param: Any) -> tuple[int | None, str]:
     return None, "; ".join(what for n, what in sources if n is None)
 
 
-def _stats(data_dir: str | None) -> dict[str, Any]:
-    p = Path(data_dir) / STATS_FILE if data_dir else None
-    return json.loads(p.read_text()) if p is not None and p.is_file() else {}
-
-
 def _loss_ignore_label(param: Any) -> int | None:
     """The ignore label the net's own loss or accuracy layer declares, if any."""
     for layer in param.layer:
@@ -115,7 +110,7 @@ def validation_plan(exp: Experiment, val_param: Any | None) -> tuple[int, list[F
             ]
         return 0, []  # the doctor's no-validation finding already says so
     n, what = val_net_count(val_param)
-    source, recorded = what, _stats(exp.data.val).get("num_records")
+    source, recorded = what, read_stats(exp.data.val, key="data.val", required=False).get("num_records")
     if n is None and recorded:
         n, source = int(recorded), f"{exp.data.val}/{STATS_FILE}"
     if n is None and cap:
@@ -167,7 +162,9 @@ def user_net_meta(exp: Experiment, run: RunDir) -> tuple[RunMeta, list[Finding]]
     if val_src:
         shutil.copyfile(val_src, run.val_net)
         val = load_net(run.val_net)
-    stats = _stats(exp.data.val) or _stats(exp.data.train)
+    stats = read_stats(exp.data.val, key="data.val", required=False) or read_stats(
+        exp.data.train, key="data.train", required=False
+    )
     header = read_meta(run.train_net.read_text()) or {}  # a generated net's `# segorch-meta:`
     meta = RunMeta.from_dict(header)
     meta.num_classes = exp.net.num_classes or meta.num_classes or stats.get("num_classes")

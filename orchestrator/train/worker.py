@@ -17,10 +17,10 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+from common.datastats import read_stats
 from common.errors import UserError
 from common.findings import Finding
 from common.tempfiles import through_temp_file
-from data_prep.build import STATS_FILE
 from orchestrator.config import experiment as cfgmod
 from orchestrator.contract import HOOKS, STATE, VERDICT_ENV, WEIGHTS, RunMeta, Status, Verdict, WorkerArgs
 from orchestrator.rundir import RunDir
@@ -109,8 +109,7 @@ def build_hooks(solver: Any, exp: cfgmod.Experiment, meta: RunMeta, preflight: l
 
 def _mean_bgr(data_dir: str) -> list[float] | None:
     """The data stage's mean of a data dir (for a user net whose val layer names none)."""
-    stats = Path(data_dir) / STATS_FILE
-    return json.loads(stats.read_text()).get("mean_bgr") if stats.is_file() else None
+    return read_stats(data_dir, key="data.val", required=False).get("mean_bgr")
 
 
 def data_sources(train_prototxt: str) -> dict[str, str]:
@@ -133,7 +132,7 @@ def skip_data_batches(net: Any, batches: int, sources: dict[str, str]) -> int:
     import lmdb
 
     done = 0
-    for i, (name, layer) in enumerate(zip(net._layer_names, net.layers)):
+    for i, (name, layer) in enumerate(zip(net._layer_names, net.layers, strict=True)):
         if layer.type != "Data" or list(net.bottom_names[name]):
             continue
         batch, period = net.blobs[net.top_names[name][0]].num, 0

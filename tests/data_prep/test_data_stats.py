@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -69,3 +71,22 @@ def test_infogain_matrix_shape() -> None:
     H = infogain_matrix(np.array([0.5, 2.0, 0.0]))
     assert H.shape == (1, 1, 3, 3) and H.dtype == np.float32
     np.testing.assert_array_equal(H[0, 0], np.diag([0.5, 2.0, 0.0]))
+
+
+def test_read_stats_is_one_clear_reader(tmp_path: Path) -> None:
+    """common.datastats.read_stats: the dir or the file; missing is an error only when required;
+    a damaged file is always a UserError naming the key and the file."""
+    from common.datastats import read_stats
+    from common.errors import UserError
+
+    (tmp_path / "stats.json").write_text('{"num_classes": 5}')
+    assert read_stats(tmp_path) == read_stats(tmp_path / "stats.json") == {"num_classes": 5}
+    assert read_stats(tmp_path / "none", required=False) == {} and read_stats(None) == {}
+    with pytest.raises(UserError, match="data.val: .* has no stats.json"):
+        read_stats(tmp_path / "none", key="data.val")
+    for text in ('{"num_classes": 5', "[5]"):
+        (tmp_path / "stats.json").write_text(text)
+        with pytest.raises(
+            UserError, match=f"data.train: {tmp_path / 'stats.json'} (is not readable JSON|must hold a JSON object)"
+        ):
+            read_stats(tmp_path, key="data.train", required=False)

@@ -1,0 +1,40 @@
+"""The one reader of the stats.json that the data stage (data_prep.build) writes into each of
+its output dirs (sizes, mean, classes, palette, class counts): the run, predict, the worker,
+the paired data layer and the doctor all read it here, so a damaged file is the same clear
+error everywhere. In common/ because nets/ and data_prep/ may import only common/."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from common.errors import UserError
+
+STATS_FILE = "stats.json"
+
+
+def read_stats(data_dir: str | Path | None, *, key: str = "data", required: bool = True) -> dict[str, Any]:
+    """The stats.json of a data-stage output dir `data_dir` (or the file itself). A missing file
+    is a UserError naming `key` (the config field or option) when `required`, else {}; a file
+    that is not a JSON object is always a UserError naming it."""
+    if data_dir is None:
+        return {}
+    p = Path(data_dir)
+    p = p if p.is_file() else p / STATS_FILE
+    if not p.is_file():
+        if not required:
+            return {}
+        raise UserError(
+            f"{key}: {data_dir} has no {STATS_FILE} (not built by `orchestrate data build`)",
+            "build it with orchestrate data build, or add data.build to the experiment",
+        )
+    try:
+        stats = json.loads(p.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise UserError(
+            f"{key}: {p} is not readable JSON ({e})", "rebuild the data with orchestrate data build"
+        ) from None
+    if not isinstance(stats, dict):
+        raise UserError(f"{key}: {p} must hold a JSON object", "rebuild the data with orchestrate data build")
+    return stats
