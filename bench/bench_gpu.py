@@ -107,10 +107,10 @@ def step_flops(prototxt: Path) -> dict[str, float]:
     from google.protobuf import text_format
 
     caffe.set_mode_cpu()
-    spec = {l.name: l for l in text_format.Parse(prototxt.read_text(), caffe_pb2.NetParameter()).layer}
+    spec = {layer.name: layer for layer in text_format.Parse(prototxt.read_text(), caffe_pb2.NetParameter()).layer}
     net = caffe.Net(str(prototxt), caffe.TRAIN)
     fwd = bwd = 0.0
-    for name, layer in zip(net._layer_names, net.layers):
+    for name, layer in zip(net._layer_names, net.layers, strict=True):
         if layer.type not in ("Convolution", "Deconvolution", "InnerProduct"):
             continue
         w = net.params[name][0].data.shape

@@ -131,7 +131,7 @@ def same_records(ours: Path, theirs: Path) -> int:
         with a.begin() as ta, b.begin() as tb:
             ra, rb = list(ta.cursor()), list(tb.cursor())
     assert [k for k, _ in ra] == [k.replace(b"images/", b"") for k, _ in rb], "keys differ"
-    for (_, va), (_, vb) in zip(ra, rb):
+    for (_, va), (_, vb) in zip(ra, rb, strict=True):
         da, db = parse_datum(va), parse_datum(vb)
         assert (da.channels, da.height, da.width, da.data) == (db.channels, db.height, db.width, db.data), (
             "pixels differ"
@@ -144,7 +144,8 @@ BATCH, BATCHES = 4, 60
 NATIVE = """
 layer {{ name: "data" type: "Data" top: "data" transform_param {{ {means} }}
   data_param {{ source: "{db}/images" backend: LMDB batch_size: {bs} }} }}
-layer {{ name: "label" type: "Data" top: "label" data_param {{ source: "{db}/labels" backend: LMDB batch_size: {bs} }} }}
+layer {{ name: "label" type: "Data" top: "label"
+  data_param {{ source: "{db}/labels" backend: LMDB batch_size: {bs} }} }}
 layer {{ name: "silence" type: "Silence" bottom: "data" bottom: "label" }}
 """
 PAIRED = """

@@ -91,7 +91,7 @@ def main() -> None:
         b.data[...] = rng.standard_normal(b.data.shape, dtype=np.float32)
         b.diff[...] = rng.standard_normal(b.diff.shape, dtype=np.float32)
     a, n = collect(net), collect_numpy(net)
-    worst = max(abs(x.asum_data - y.asum_data) / max(1.0, y.asum_data) for x, y in zip(a, n))
+    worst = max(abs(x.asum_data - y.asum_data) / max(1.0, y.asum_data) for x, y in zip(a, n, strict=True))
     print(f"largest relative difference bindings vs numpy: {worst:.2e}")
     if gpu:
         t_bind = timed_on_device(net, lambda: collect(net))
@@ -101,8 +101,8 @@ def main() -> None:
         t_np = best_of(lambda: collect_numpy(net))
     elems = sum(s.count for s in a)
     print(
-        f"{'GPU' if gpu else 'CPU'} mode, FCN-8s 500x500: {len(a)} blobs, {elems / 1e6:.1f} M values; bindings {t_bind * 1e3:.1f} ms, "
-        f"numpy {t_np * 1e3:.1f} ms"
+        f"{'GPU' if gpu else 'CPU'} mode, FCN-8s 500x500: {len(a)} blobs, {elems / 1e6:.1f} M values; "
+        f"bindings {t_bind * 1e3:.1f} ms, numpy {t_np * 1e3:.1f} ms"
     )
     print(result_line("stats-bindings-vs-numpy" + ("-gpu" if gpu else ""), t_np / t_bind))
 

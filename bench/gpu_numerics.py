@@ -52,7 +52,7 @@ def input_net(train_prototxt: str, shape: tuple[int, int, int]) -> str:
     from google.protobuf import text_format
 
     net = text_format.Parse(train_prototxt, caffe_pb2.NetParameter())
-    layers = [l for l in net.layer if l.type not in ("Data", "Python", "Dropout")]
+    layers = [layer for layer in net.layer if layer.type not in ("Data", "Python", "Dropout")]
     n, h, w = shape
     inp = caffe_pb2.LayerParameter(name="input", type="Input", top=["data", "label"])
     inp.input_param.shape.add().dim.extend([n, 3, h, w])
@@ -90,7 +90,7 @@ def forward_backward(
     net = caffe.Net(str(prototxt), caffe.TRAIN)
     if weights is not None:
         for name, ps in net.params.items():
-            for p, w in zip(ps, weights[name]):
+            for p, w in zip(ps, weights[name], strict=True):
                 p.data[...] = w
     start = {name: [p.data.copy() for p in ps] for name, ps in net.params.items()}
     for ps in net.params.values():
@@ -166,7 +166,8 @@ def main() -> int:
                 f"{name} {tuple(r['input'])}: loss cpu {r['loss_cpu']:.6f} {r['device']} {r['loss_gpu']:.6f}; "
                 f"outputs max rel err {r['max_rel_err_data']:.2e} ({r['where_data'] or '-'}, tol {TOL_DATA:.0e}); "
                 f"gradients {r['max_rel_err_diff']:.2e} ({r['where_diff'] or '-'}, tol {TOL_DIFF:.0e}); "
-                f"{r['arrays_compared']} arrays, {r['param_grads_nonzero']}/{r['param_grads']} parameter gradients non-zero",
+                f"{r['arrays_compared']} arrays, "
+                f"{r['param_grads_nonzero']}/{r['param_grads']} parameter gradients non-zero",
                 flush=True,
             )
             print(f"numerics-{name} {'PASS' if r['pass'] else 'FAIL'}", flush=True)

@@ -35,7 +35,7 @@ def last_iteration(metrics: Path) -> int:
     """The newest iteration in metrics.jsonl (0 before the first)."""
     if not metrics.exists():
         return 0
-    lines = [l for l in metrics.read_text().splitlines() if l.strip()]
+    lines = [line for line in metrics.read_text().splitlines() if line.strip()]
     try:
         return int(json.loads(lines[-1])["iter"]) if lines else 0
     except (json.JSONDecodeError, KeyError):  # a line being written
@@ -46,7 +46,7 @@ def outcome(run_dir: Path) -> dict[str, Any]:
     """status, iterations and val mIoU (best, last) from the run directory's own files."""
     summary = json.loads((run_dir / "summary.json").read_text()) if (run_dir / "summary.json").exists() else {}
     val = (
-        [json.loads(l) for l in (run_dir / "val.jsonl").read_text().splitlines() if l.strip()]
+        [json.loads(line) for line in (run_dir / "val.jsonl").read_text().splitlines() if line.strip()]
         if (run_dir / "val.jsonl").exists()
         else []
     )
@@ -120,9 +120,9 @@ def resume(a: argparse.Namespace) -> dict[str, Any]:
     p = subprocess.run(
         orchestrate("resume", str(run_dir), "--set", "progress.quiet=true"), capture_output=True, text=True
     )
-    resumed = next((int(l.split()[-1]) for l in p.stdout.splitlines() if l.startswith("resumed from iteration")), None)
+    resumed = next((int(s.split()[-1]) for s in p.stdout.splitlines() if s.startswith("resumed from iteration")), None)
     metrics = run_dir / "metrics.jsonl"
-    iters = [json.loads(l)["iter"] for l in metrics.read_text().splitlines() if l.strip()] if metrics.exists() else []
+    iters = [json.loads(s)["iter"] for s in metrics.read_text().splitlines() if s.strip()] if metrics.exists() else []
     res = {
         "step": "resume",
         "device": a.device,

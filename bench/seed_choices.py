@@ -3,7 +3,8 @@
 Takes a finished `orchestrate run experiments/camvid.yaml` run directory, strips every
 Convolution/Deconvolution filler (Caffe then fills with 0), makes the loss unnormalized, and
 trains it with the seed's solver (SGD, lr 1e-11, fixed policy, no bilinear surgery) through
-`orchestrate run --force` (with the all-zero-blob stop off, so it trains to the end), so the doctor's findings and the outcome land in a run directory.
+`orchestrate run --force` (with the all-zero-blob stop off, so it trains to the end), so the
+doctor's findings and the outcome land in a run directory.
 
     .venv/bin/python bench/seed_choices.py runs/camvid [--iters 250]
 """

@@ -207,7 +207,7 @@ def synth_handler(args: argparse.Namespace) -> int:
         ignore_ring=not args.no_ignore_ring,
         overwrite=args.overwrite,
     )
-    share = ", ".join(f"{n} {s:.1%}" for n, s in zip(meta["class_names"], meta["train_class_pixel_share"]))
+    share = ", ".join(f"{n} {s:.1%}" for n, s in zip(meta["class_names"], meta["train_class_pixel_share"], strict=True))
     print(
         f"wrote {args.out}: {meta['train']} train + {meta['val']} val images {meta['size'][0]}x{meta['size'][1]} "
         f"(HxW), {meta['num_classes']} classes, ignore {meta['ignore_label']} in {time.perf_counter() - t:.2f} s"

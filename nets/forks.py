@@ -43,8 +43,8 @@ FIELDS = {
     "class_weighting": CLASS_WEIGHTS,
     "sample_weights_test": MC_DROPOUT,
 }
-_TYPE_RE = re.compile(r'\btype\s*:\s*"(%s)"' % "|".join(TYPES))
-_FIELD_RE = re.compile(r"\b(%s)\s*[:{]" % "|".join(FIELDS))
+_TYPE_RE = re.compile(r'\btype\s*:\s*"(' + "|".join(TYPES) + ')"')
+_FIELD_RE = re.compile(r"\b(" + "|".join(FIELDS) + r")\s*[:{]")
 
 
 def scan(text: str) -> list[tuple[int, str, str]]:

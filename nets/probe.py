@@ -71,7 +71,7 @@ def fill_inputs(net: Any, param: Any, seed: int, phase: str = "TRAIN") -> None:
 
     rng = np.random.RandomState(seed)
     labels = label_inputs(param, phase)
-    for name, layer in zip(net._layer_names, net.layers):
+    for name, layer in zip(net._layer_names, net.layers, strict=True):
         if layer.type != "Input":
             continue
         for top in net.top_names[name]:

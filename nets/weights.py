@@ -45,7 +45,7 @@ def plan(weights: Any, targets: dict[str, list[tuple[int, ...]]]) -> dict[str, A
         src_shapes = [_blob_shape(b) for b in blobs]
         if src_shapes == [tuple(s) for s in shapes]:
             out["copied"].append(name)
-        elif all(_count(a) == _count(tuple(b)) for a, b in zip(src_shapes, shapes)):
+        elif all(_count(a) == _count(tuple(b)) for a, b in zip(src_shapes, shapes, strict=True)):
             out["reshaped"].append({"layer": name, "from": src_shapes, "to": [list(s) for s in shapes]})
         else:
             out["skipped"].append(
@@ -68,7 +68,7 @@ def transplant(net: Any, weights_path: str | Path) -> dict[str, Any]:
             if field[i].name not in keep:
                 del field[i]
         for layer in field:
-            for bp, shape in zip(layer.blobs, reshape.get(layer.name, [])):
+            for bp, shape in zip(layer.blobs, reshape.get(layer.name, []), strict=False):
                 for legacy in ("num", "channels", "height", "width"):
                     bp.ClearField(legacy)
                 bp.shape.dim[:] = shape

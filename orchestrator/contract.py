@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import asdict, dataclass, field, fields
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +22,7 @@ VERDICT_ENV = "SEGORCH_VERDICT_FD"  # the child writes its Verdict to this file 
 EXIT_BAD_INPUT = 2  # a failed run, a refused input, a pre-flight stop
 
 
-class Status(str, Enum):
+class Status(StrEnum):
     """A run's status in summary.json; the worker's exit code follows it."""
 
     RUNNING = "running"
@@ -31,9 +31,6 @@ class Status(str, Enum):
     DIVERGED = "diverged"
     INTERRUPTED = "interrupted"
     FAILED = "failed"
-
-    def __str__(self) -> str:
-        return self.value
 
     @property
     def exit_code(self) -> int:

@@ -35,5 +35,5 @@ def scores(conf: np.ndarray) -> dict[str, object]:
         "mean_accuracy": float(acc_c[present].mean()) if present.any() else 0.0,
         "mean_iu": float(iu[seen].mean()) if seen.any() else 0.0,
         "fw_iu": float((freq[present] * iu[present]).sum()),
-        "per_class_iu": [float(v) if s else None for v, s in zip(iu, seen)],
+        "per_class_iu": [float(v) if s else None for v, s in zip(iu, seen, strict=True)],
     }

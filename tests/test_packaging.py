@@ -124,7 +124,7 @@ def test_lock_pins_versions_inside_pyproject_ranges() -> None:
         assert req.specifier.contains(pins[name], prereleases=True), (
             f"requirements.lock pins {req.name}=={pins[name]}, outside pyproject.toml's '{req.specifier}'"
         )
-    assert SpecifierSet(pyproject()["requires-python"]).contains("%d.%d.%d" % sys.version_info[:3])
+    assert SpecifierSet(pyproject()["requires-python"]).contains(".".join(map(str, sys.version_info[:3])))
 
 
 def test_venv_holds_the_lock() -> None:

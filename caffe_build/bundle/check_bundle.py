@@ -129,8 +129,10 @@ def check_libraries(bundle: Path, env: dict[str, str], with_cuda: bool, rep: Rep
         return
     seen = json.loads(p.stdout.strip().splitlines()[-1])
     root = str(bundle.resolve())
-    outside = [l for l in seen["libs"] if not l.startswith(root) and not allowed_outside(Path(l).name, with_cuda)]
-    system = sorted({Path(l).name for l in seen["libs"] if not l.startswith(root)})
+    outside = [
+        lib for lib in seen["libs"] if not lib.startswith(root) and not allowed_outside(Path(lib).name, with_cuda)
+    ]
+    system = sorted({Path(lib).name for lib in seen["libs"] if not lib.startswith(root)})
     rep.check(
         "mapped libraries (/proc/self/maps) outside the bundle",
         not outside,

@@ -168,7 +168,7 @@ class SolverCfg:
     def _stepvalue(self) -> str | None:
         if self.lr_policy == "multistep" and not self.stepvalue:
             return "lr_policy multistep needs a list of iterations"
-        if any(a >= b for a, b in zip(self.stepvalue, self.stepvalue[1:])):
+        if any(a >= b for a, b in zip(self.stepvalue, self.stepvalue[1:], strict=False)):
             return f"must increase (the iterations where lr drops, in order), got {self.stepvalue}"
         return None
 

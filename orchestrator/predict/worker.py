@@ -113,7 +113,7 @@ class Predictor:
             preds = [_tiled(self.net, self.info, x)[0] for x in xs]
         return [
             resize(p.astype(np.uint8), (im.shape[1], im.shape[0]), nearest=True) if p.shape != im.shape[:2] else p
-            for p, im in zip(preds, batch)
+            for p, im in zip(preds, batch, strict=True)
         ]
 
 
@@ -169,7 +169,7 @@ def run(job: dict[str, Any], folder: Path) -> None:
     bar = Progress(len(pairs), "predict", quiet=job.get("quiet", False), stream=sys.stdout)
     for start in range(0, len(pairs), job["batch"]):
         chunk = [_read(p, lut) for p in pairs[start : start + job["batch"]]]
-        for (img, lab), cls, stem in zip(chunk, pred.classes([c[0] for c in chunk]), stems[start:]):
+        for (img, lab), cls, stem in zip(chunk, pred.classes([c[0] for c in chunk]), stems[start:], strict=False):
             overlay.write_index_png(folder / f"{stem}.png", cls, pal)
             overlay.write_rgb_png(folder / f"{stem}_overlay.png", overlay.overlay(img, cls, pal))
             if lab is not None:

@@ -67,7 +67,7 @@ def write_plan(out: Path, cfg: sc.SweepCfg, trials: list[dict[str, Any]], exps: 
         "sweep": to_dict(cfg),
         "trials": [
             {"id": f"trial_{i:03d}", "overrides": t, "gpu": e.gpu_id is not None}
-            for i, (t, e) in enumerate(zip(trials, exps))
+            for i, (t, e) in enumerate(zip(trials, exps, strict=True))
         ],
     }
     (out / "sweep.yaml").write_text(yaml.safe_dump(plan, sort_keys=False))

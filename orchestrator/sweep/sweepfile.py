@@ -141,7 +141,7 @@ def plan_trials(cfg: SweepCfg) -> list[dict[str, Any]]:
     trials = []
     for point in itertools.product(*[p.grid for p in grid]) if grid else [()]:
         for _ in range(cfg.samples if drawn else 1):
-            over = {p.key: v for p, v in zip(grid, point)}
+            over = {p.key: v for p, v in zip(grid, point, strict=True)}
             over.update({p.key: _draw(p, rng) for p in drawn})
             trials.append(over)
     return trials

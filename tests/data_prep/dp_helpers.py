@@ -33,7 +33,7 @@ def write_pairs(root: Path, images: list[np.ndarray], labels: list[np.ndarray], 
     (root / "img").mkdir(parents=True, exist_ok=True)
     (root / "lab").mkdir(exist_ok=True)
     lines = []
-    for i, (im, lb) in enumerate(zip(images, labels)):
+    for i, (im, lb) in enumerate(zip(images, labels, strict=True)):
         cv2.imwrite(str(root / "img" / f"{i:03d}.png"), im)
         cv2.imwrite(str(root / "lab" / f"{i:03d}.png"), lb)
         lines.append(f"img/{i:03d}.png lab/{i:03d}.png\n")

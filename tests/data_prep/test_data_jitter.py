@@ -58,21 +58,21 @@ def test_jitter_changes_the_image_and_keeps_it_aligned_with_its_label(grey_db: P
     plain, _ = take(grey_db, 6, **geometry)
     jittered, _ = take(grey_db, 6, jitter=0.3, **geometry)
     changed = 0
-    for (d0, l0), (d1, l1) in zip(plain, jittered):
+    for (d0, l0), (d1, l1) in zip(plain, jittered, strict=True):
         np.testing.assert_array_equal(l0, l1)  # the same mirror and crop: jitter has its own stream
         np.testing.assert_array_equal(np.round((d0[:, 0] + MEAN[0] - 20) / LEVEL), l0[:, 0])
         grey = d1[:, 0] + MEAN[0]
-        for img, lab in zip(grey, l1[:, 0]):
+        for img, lab in zip(grey, l1[:, 0], strict=True):
             # every class's pixels stay darker than the next class's: the image still matches its label
             levels = [(img[lab == c].min(), img[lab == c].max()) for c in range(5) if (lab == c).any()]
-            assert all(hi < lo for (_, hi), (lo, _) in zip(levels, levels[1:]))
+            assert all(hi < lo for (_, hi), (lo, _) in zip(levels, levels[1:], strict=False))
             assert 0 <= img.min() and img.max() <= 255
         changed += int(not np.allclose(d0, d1, atol=0.5))
     assert changed == len(plain)
     # with scale too, the labels are those of the run without jitter
     scaled, _ = take(grey_db, 4, scale=[0.8, 1.3], **geometry)
     scaled_j, _ = take(grey_db, 4, scale=[0.8, 1.3], jitter=0.3, **geometry)
-    for (_, l0), (_, l1) in zip(scaled, scaled_j):
+    for (_, l0), (_, l1) in zip(scaled, scaled_j, strict=True):
         np.testing.assert_array_equal(l0, l1)
 
 
@@ -83,7 +83,7 @@ def test_jitter_resumes_exactly_from_a_saved_state(grey_db: Path) -> None:
     assert (state["epoch"], state["position"]) == (0, 8) and "jitter_rng" in state
     whole, _ = take(grey_db, 6, **kw)  # crosses an epoch boundary
     resumed, _ = take(grey_db, 4, state=state, **kw)
-    for (d1, l1), (d2, l2) in zip(whole[2:], resumed):
+    for (d1, l1), (d2, l2) in zip(whole[2:], resumed, strict=True):
         np.testing.assert_array_equal(d1, d2)
         np.testing.assert_array_equal(l1, l2)
     np.testing.assert_array_equal(first[0][0], whole[0][0])  # the same seed, the same numbers
@@ -92,7 +92,7 @@ def test_jitter_resumes_exactly_from_a_saved_state(grey_db: Path) -> None:
 def test_no_jitter_in_the_test_phase_and_bad_values_refused(grey_db: Path) -> None:
     plain, _ = take(grey_db, 2, train=False)
     jittered, _ = take(grey_db, 2, train=False, jitter=0.3)
-    for (d0, _), (d1, _) in zip(plain, jittered):
+    for (d0, _), (d1, _) in zip(plain, jittered, strict=True):
         np.testing.assert_array_equal(d0, d1)
     for bad in (-0.1, 1.0):
         with pytest.raises(ValueError, match="jitter must be in"):

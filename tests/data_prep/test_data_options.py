@@ -39,7 +39,7 @@ def test_paletted_labels_read_indices_not_colours(tmp_path: Path) -> None:
     assert Image.open(tmp_path / "d" / "lab" / "000.png").mode == "P"
     build_dataset(tmp_path / "out", list_file=lst, **OPTS)
     got = _records(tmp_path / "out" / "labels")
-    assert all(np.array_equal(g[0], lab) for g, lab in zip(got, labels))
+    assert all(np.array_equal(g[0], lab) for g, lab in zip(got, labels, strict=True))
 
 
 def test_rgb_labels_through_palette_file(tmp_path: Path) -> None:
@@ -62,7 +62,7 @@ def test_rgb_labels_through_palette_file(tmp_path: Path) -> None:
     want = [lab.copy() for lab in labels]
     for w in want:
         w[0, 0] = 255
-    assert all(np.array_equal(g[0], w) for g, w in zip(got, want))
+    assert all(np.array_equal(g[0], w) for g, w in zip(got, want, strict=True))
     assert stats["palette"] == str(pal)
     # an unknown colour is an error naming file and pixel
     bad = cv2.imread(str(tmp_path / "d" / "lab" / "001.png"))
@@ -103,7 +103,7 @@ def test_resize_never_blends_labels(tmp_path: Path, coded: tuple[Path, list, lis
     assert (stats["width"], stats["height"], stats["resize"]) == (45, 17, [45, 17])
     labs, imgs = _records(tmp_path / "out" / "labels"), _records(tmp_path / "out" / "images")
     assert labs[0].shape == (1, 17, 45) and imgs[0].shape == (3, 17, 45)
-    for got, lab in zip(labs, coded[2]):
+    for got, lab in zip(labs, coded[2], strict=True):
         assert np.array_equal(got[0], cv2.resize(lab, (45, 17), interpolation=cv2.INTER_NEAREST_EXACT))
     # linear interpolation of the image does blend: values that are not multiples of 40 appear
     assert any((im[0] % 40 != 0).any() for im in imgs)
@@ -117,8 +117,10 @@ def test_encoded_read_by_native_data_layer(tmp_path: Path, coded: tuple[Path, li
     assert json.loads((tmp_path / "enc" / "stats.json").read_text())["encoded"] is True
     proto = tmp_path / "n.prototxt"
     proto.write_text(f"""
-layer {{ name: "d" type: "Data" top: "data" data_param {{ source: "{tmp_path}/enc/images" backend: LMDB batch_size: 8 }} }}
-layer {{ name: "l" type: "Data" top: "label" data_param {{ source: "{tmp_path}/enc/labels" backend: LMDB batch_size: 8 }} }}
+layer {{ name: "d" type: "Data" top: "data"
+  data_param {{ source: "{tmp_path}/enc/images" backend: LMDB batch_size: 8 }} }}
+layer {{ name: "l" type: "Data" top: "label"
+  data_param {{ source: "{tmp_path}/enc/labels" backend: LMDB batch_size: 8 }} }}
 """)
     net = caffe.Net(str(proto), caffe.TEST)
     net.forward()
@@ -134,7 +136,7 @@ def test_shuffle_is_one_permutation_for_both(tmp_path: Path, coded: tuple[Path, 
     imgs, labs = read_lmdb(tmp_path / "s" / "images"), read_lmdb(tmp_path / "s" / "labels")
     names = [k.decode().split("_", 1)[1] for k, _ in imgs]
     assert sorted(names) == [f"{i:03d}.png" for i in range(8)] and names != sorted(names)
-    for (ki, vi), (kl, vl) in zip(imgs, labs):
+    for (ki, vi), (kl, vl) in zip(imgs, labs, strict=True):
         assert ki == kl
         i = int(ki.decode().split("_", 1)[1][:3])
         assert np.array_equal(caffe_datum_array(vi), coded[1][i].transpose(2, 0, 1))

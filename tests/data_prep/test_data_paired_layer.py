@@ -144,7 +144,7 @@ def test_state_resumes_the_same_sequence(coded_db: Path) -> None:
         again = take(b, 4)
     finally:
         a.close(), b.close()
-    for (d1, l1), (d2, l2) in zip(rest, again):
+    for (d1, l1), (d2, l2) in zip(rest, again, strict=True):
         np.testing.assert_array_equal(d1, d2)
         np.testing.assert_array_equal(l1, l2)
     with pytest.raises(ValueError, match="for 99 records"):

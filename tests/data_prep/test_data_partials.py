@@ -76,7 +76,7 @@ def test_killed_build_cleaned_live_build_kept(data: Path, tmp_path: Path, capsys
     assert f"removed {partial.name}" in err and f"pid {proc.pid}" in err
     labels = [cv2.imread(str(data / "lab" / f"{i:03d}.png"), cv2.IMREAD_UNCHANGED) for i in range(6)]
     got = [caffe_datum_array(v)[0] for _, v in read_lmdb(out / "labels")]
-    assert len(got) == 6 and all((g == want).all() for g, want in zip(got, labels))
+    assert len(got) == 6 and all((g == want).all() for g, want in zip(got, labels, strict=True))
 
 
 def test_legacy_partials_by_age(data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

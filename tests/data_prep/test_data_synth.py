@@ -61,8 +61,8 @@ def test_classes_differ_by_colour(synth_dir: Path) -> None:
     """What makes it learnable fast: each shape class has its own mean colour, far from the others."""
     sums, n = np.zeros((5, 3)), np.zeros(5)
     for line in (synth_dir / "train.txt").read_text().splitlines():
-        i, l = line.split()
-        img, lab = cv2.imread(str(synth_dir / i)).astype(float), cv2.imread(str(synth_dir / l), -1)
+        i, lb = line.split()
+        img, lab = cv2.imread(str(synth_dir / i)).astype(float), cv2.imread(str(synth_dir / lb), -1)
         for c in range(5):
             sums[c] += img[lab == c].sum(0)
             n[c] += (lab == c).sum()

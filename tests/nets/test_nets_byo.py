@@ -26,7 +26,8 @@ RELU = 'layer {{ name: "relu_{b}" type: "ReLU" bottom: "{b}" top: "{b}" }}\n'
 UP = (
     'layer { name: "upscore" type: "Deconvolution" bottom: "score_fr" top: "upscore" param { lr_mult: 0 } '
     "convolution_param { num_output: 4 kernel_size: 4 stride: 2 bias_term: false } }\n"
-    'layer { name: "score" type: "Crop" bottom: "upscore" bottom: "data" top: "score" crop_param { axis: 2 offset: 1 } }\n'
+    'layer { name: "score" type: "Crop" bottom: "upscore" bottom: "data" top: "score" '
+    "crop_param { axis: 2 offset: 1 } }\n"
 )
 LOSS = (
     'layer {{ name: "loss" type: "SoftmaxWithLoss" bottom: "score" bottom: "{label}" top: "loss" '
@@ -45,7 +46,8 @@ def fcn_like(classifier_filler: str = "", label: str = "label", loss_param: str 
         DATA.replace("{label}", label)
         + CONV.format(name="feat", bottom="data", n=8, filler=MSRA)
         + RELU.format(b="feat")
-        + 'layer { name: "pool" type: "Pooling" bottom: "feat" top: "pool" pooling_param { pool: MAX kernel_size: 2 stride: 2 } }\n'
+        + 'layer { name: "pool" type: "Pooling" bottom: "feat" top: "pool" '
+        + "pooling_param { pool: MAX kernel_size: 2 stride: 2 } }\n"
         + CONV.format(name="score_fr", bottom="pool", n=4, filler=classifier_filler).replace(
             "kernel_size: 3 pad: 1", "kernel_size: 1"
         )
@@ -223,7 +225,7 @@ def test_labels_caffe_cannot_take_are_found_without_crashing(tmp_path):
     src = [write_lmdb(tmp_path / "images", images), write_lmdb(tmp_path / "labels", labels)]
     data = "".join(
         f'layer {{ name: "{t}" type: "Data" top: "{t}" data_param {{ source: "{s}" backend: LMDB batch_size: 2 }} }}\n'
-        for t, s in zip(("data", "label"), src)
+        for t, s in zip(("data", "label"), src, strict=True)
     )
     net = write(tmp_path / "net.prototxt", data + fcn_like(MSRA, loss_param="normalization: VALID").split("\n", 1)[1])
     found = diagnose(net, log_dir=str(tmp_path))

@@ -131,7 +131,8 @@ def test_caffe_abort_becomes_net_invalid(tmp_path):
 
 
 def test_crop_that_does_not_fit_names_its_layer(tmp_path):
-    crop = 'layer { name: "crop" type: "Crop" bottom: "conv1" bottom: "data" top: "crop" crop_param { axis: 2 offset: 5 } }\n'
+    crop = 'layer { name: "crop" type: "Crop" bottom: "conv1" bottom: "data" top: "crop" '
+    crop += "crop_param { axis: 2 offset: 5 } }\n"
     path = write(tmp_path / "crop.prototxt", INPUT + CONV.format(name="conv1", bottom="data") + crop)
     [invalid] = [f for f in diagnose(path, log_dir=str(tmp_path)) if f.code == "net-invalid"]
     assert invalid.layer == "crop" and "coord_map" in invalid.fix

@@ -97,8 +97,8 @@ def test_zero_init_counts_constant_fillers_by_their_value(value, zero):
 RELU_ON = 'layer {{ name: "relu_{b}" type: "ReLU" bottom: "{b}" top: "{b}" }}'
 
 
-def zero_init(*layers: str, ctx: Context = Context()) -> dict[str, tuple[str, str]]:
-    return {f.layer: (f.severity, f.message) for f in rules_params.check_zero_init(net(*layers), ctx)}
+def zero_init(*layers: str, ctx: Context | None = None) -> dict[str, tuple[str, str]]:
+    return {f.layer: (f.severity, f.message) for f in rules_params.check_zero_init(net(*layers), ctx or Context())}
 
 
 def test_zero_classifier_over_live_features_is_info():

@@ -13,15 +13,18 @@ from nets.weights import plan, transplant
 SOURCE = """
 layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 1 dim: 4 dim: 3 dim: 3 } } }
 layer { name: "conv1" type: "Convolution" bottom: "data" top: "conv1"
-  convolution_param { num_output: 4 kernel_size: 1 weight_filler { type: "gaussian" std: 1 } bias_filler { type: "gaussian" std: 1 } } }
+  convolution_param { num_output: 4 kernel_size: 1 weight_filler { type: "gaussian" std: 1 }
+    bias_filler { type: "gaussian" std: 1 } } }
 layer { name: "fc6" type: "InnerProduct" bottom: "conv1" top: "fc6"
-  inner_product_param { num_output: 8 weight_filler { type: "gaussian" std: 1 } bias_filler { type: "gaussian" std: 1 } } }
+  inner_product_param { num_output: 8 weight_filler { type: "gaussian" std: 1 }
+    bias_filler { type: "gaussian" std: 1 } } }
 layer { name: "fc8" type: "InnerProduct" bottom: "fc6" top: "fc8"
   inner_product_param { num_output: 10 weight_filler { type: "gaussian" std: 1 } } }
 """
 TARGET = """
 layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 1 dim: 4 dim: 5 dim: 5 } } }
-layer { name: "conv1" type: "Convolution" bottom: "data" top: "conv1" convolution_param { num_output: 4 kernel_size: 1 } }
+layer { name: "conv1" type: "Convolution" bottom: "data" top: "conv1"
+  convolution_param { num_output: 4 kernel_size: 1 } }
 layer { name: "fc6" type: "Convolution" bottom: "conv1" top: "fc6" convolution_param { num_output: 8 kernel_size: 3 } }
 layer { name: "fc8" type: "Convolution" bottom: "fc6" top: "fc8" convolution_param { num_output: 3 kernel_size: 1 } }
 """

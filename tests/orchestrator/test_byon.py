@@ -31,7 +31,8 @@ layer { name: "conv1" type: "Convolution" bottom: "data" top: "conv1" param { lr
   convolution_param { num_output: 8 kernel_size: 3 pad: 1 weight_filler { type: "msra" } } }
 layer { name: "relu1" type: "ReLU" bottom: "conv1" top: "conv1" }
 %(middle)s
-layer { name: "cls_score" type: "Convolution" bottom: "%(top)s" top: "cls_score" param { lr_mult: 1 } param { lr_mult: 2 }
+layer { name: "cls_score" type: "Convolution" bottom: "%(top)s" top: "cls_score"
+  param { lr_mult: 1 } param { lr_mult: 2 }
   convolution_param { num_output: 5 kernel_size: 1 weight_filler { type: "msra" } } }
 layer { name: "loss" type: "SoftmaxWithLoss" bottom: "cls_score" bottom: "gt" top: "loss"
   loss_param { ignore_label: 255 normalization: VALID } }

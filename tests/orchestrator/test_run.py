@@ -53,9 +53,11 @@ layer { name: "data" type: "Data" top: "data" include { phase: TRAIN }
   data_param { source: "%(d)s/train/images" batch_size: 2 backend: LMDB } }
 layer { name: "label" type: "Data" top: "label" include { phase: TRAIN }
   data_param { source: "%(d)s/train/labels" batch_size: 2 backend: LMDB } }
-layer { name: "conv1" type: "Convolution" bottom: "data" top: "conv1" convolution_param { num_output: 8 kernel_size: 3 pad: 1 } }
+layer { name: "conv1" type: "Convolution" bottom: "data" top: "conv1"
+  convolution_param { num_output: 8 kernel_size: 3 pad: 1 } }
 layer { name: "relu1" type: "ReLU" bottom: "conv1" top: "conv1" }
-layer { name: "score" type: "Convolution" bottom: "conv1" top: "score" convolution_param { num_output: 5 kernel_size: 1 } }
+layer { name: "score" type: "Convolution" bottom: "conv1" top: "score"
+  convolution_param { num_output: 5 kernel_size: 1 } }
 layer { name: "loss" type: "SoftmaxWithLoss" bottom: "score" bottom: "label" top: "loss"
   loss_param { ignore_label: 255 normalize: false } }
 """

@@ -40,7 +40,7 @@ def test_event_files_survive_a_kill_and_resume_without_duplicates(synth_lmdb, tm
     assert all(abs(v - metrics[s]) < 1e-6 * max(1.0, abs(v)) for s, v in loss)
     val = read_scalars(run, "val/mean_iu")
     assert [s for s, _ in val] == [v["iter"] for v in read_jsonl(run / "val.jsonl")] == [50, 100, 150, 200]
-    assert all(abs(a - b["mean_iu"]) < 1e-6 for (_, a), b in zip(val, read_jsonl(run / "val.jsonl")))
+    assert all(abs(a - b["mean_iu"]) < 1e-6 for (_, a), b in zip(val, read_jsonl(run / "val.jsonl"), strict=True))
     assert [s for s, _ in read_scalars(run, "params/conv1_1/0/mean_abs_data")][:2] == [1, 25]
     assert len(read_scalars(run, "val_class_iu/class_0")) == 4
 

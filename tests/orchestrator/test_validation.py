@@ -31,7 +31,7 @@ def test_validate_on_a_real_net_matches_hand_confusion(tmp_path):
     net.blobs["label"].data[...] = label
     pred = net.blobs["score"].data.argmax(1)
     hand = np.zeros((3, 3), int)
-    for t, q in zip(label.reshape(-1), pred.reshape(-1)):
+    for t, q in zip(label.reshape(-1), pred.reshape(-1), strict=True):
         if t != 255:
             hand[int(t), int(q)] += 1
     out = validate(net, 1, 3, 255)

@@ -9,7 +9,11 @@ from orchestrator.train.loop import Context, Hook
 
 def stateful_layers(net: Any) -> dict[str, Any]:
     """Python layers of `net` that expose get_state/set_state, by layer name."""
-    return {n: l for n, l in zip(net._layer_names, net.layers) if hasattr(l, "get_state") and hasattr(l, "set_state")}
+    return {
+        n: layer
+        for n, layer in zip(net._layer_names, net.layers, strict=True)
+        if hasattr(layer, "get_state") and hasattr(layer, "set_state")
+    }
 
 
 class DataStateHook(Hook):
@@ -25,7 +29,7 @@ class DataStateHook(Hook):
                 layer.set_state(self.pending[name])
 
     def state_dict(self) -> dict[str, Any]:
-        return {n: l.get_state() for n, l in stateful_layers(self.solver.net).items()}
+        return {n: layer.get_state() for n, layer in stateful_layers(self.solver.net).items()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.pending = dict(state)

@@ -98,7 +98,9 @@ class ValidationHook(Hook):
         if not tests:
             return self._disable(ctx, None, "the solver has no val net")
         net = tests[0]
-        layers = [(layer.type, list(net.bottom_names[name])) for name, layer in zip(net._layer_names, net.layers)]
+        layers = [
+            (layer.type, list(net.bottom_names[name])) for name, layer in zip(net._layer_names, net.layers, strict=True)
+        ]
         self.score, self.label = find_score_label(layers)
         missing = [b for b in (self.score, self.label) if b not in net.blobs]
         if missing:
