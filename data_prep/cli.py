@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from common.errors import UserError
+from data_prep import sizes
 
 BUILD_HELP = """Build Caffe LMDBs from raw images and per-pixel labels.
 
@@ -28,14 +29,11 @@ builds of the same --out left behind are removed by the next build.
 
 
 def parse_size(text: str) -> tuple[int, int]:
-    """'480x360' -> (480, 360): width x height, both positive (also used by the experiment schema)."""
+    """argparse type of --resize: '480x360' -> (480, 360), width x height (data_prep.sizes)."""
     try:
-        a, b = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not like 480x360") from None
-    if a < 1 or b < 1:
-        raise argparse.ArgumentTypeError(f"{text!r}: width and height must be positive")
-    return a, b
+        return sizes.parse_size(text, "WxH")
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -17,6 +17,7 @@ import numpy as np
 
 from common.errors import UserError
 from data_prep.fsutil import atomic_dir
+from data_prep.sizes import parse_size
 
 CLASS_NAMES = ["background", "disk", "square", "triangle", "diamond"]
 IGNORE_LABEL = 255
@@ -87,10 +88,9 @@ def make_sample(
 def _parse_size(size: tuple[int, int] | str) -> tuple[int, int]:
     if isinstance(size, str):
         try:
-            h, w = (int(v) for v in size.lower().split("x"))
-        except ValueError:
-            raise UserError(f"--size {size!r} is not HxW", "write e.g. --size 64x64") from None
-        size = (h, w)
+            size = parse_size(size, "HxW")
+        except ValueError as e:
+            raise UserError(f"--size {e}", "write e.g. --size 64x64") from None
     if min(size) < 32:
         raise UserError(f"--size {size[0]}x{size[1]} is too small", "use at least 32x32")
     return size

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import copy
 import os
 import re
@@ -13,7 +12,7 @@ from typing import Annotated, Any, Literal
 import yaml
 
 from common.errors import UserError
-from data_prep.cli import parse_size as parse_wxh  # the data stage's own --resize parser
+from data_prep.sizes import parse_size  # the data stage's own --resize parser
 from orchestrator.config import schema
 from orchestrator.config.schema import Check, Count, Limits, NonNegFloat, NonNegInt, PosFloat, rule
 from orchestrator.train.rules import Thresholds
@@ -26,8 +25,8 @@ Classes = Annotated[int, Limits(ge=1, le=255)]
 
 def _is_wxh(text: str) -> bool:
     try:
-        parse_wxh(text)
-    except argparse.ArgumentTypeError:
+        parse_size(text, "WxH")
+    except ValueError:
         return False
     return True
 
@@ -60,7 +59,7 @@ class BuildCfg:
     @property
     def size(self) -> tuple[int, int] | None:
         """`resize` as (width, height), parsed like `orchestrate data build --resize`."""
-        return parse_wxh(self.resize) if self.resize else None
+        return parse_size(self.resize, "WxH") if self.resize else None
 
 
 @dataclass

@@ -104,3 +104,16 @@ def test_bad_synth_arguments(tmp_path: Path) -> None:
     with pytest.raises(UserError, match="at least one"):
         make_synthetic(tmp_path / "x", train=0)
     assert not (tmp_path / "x").exists()
+
+
+def test_one_size_parser_keeps_each_option_order() -> None:
+    """data_prep.sizes.parse_size: the numbers in the order written; --resize reads WxH, --size HxW."""
+    from data_prep.cli import parse_size
+    from data_prep.sizes import parse_size as parse
+
+    assert parse("480x360") == parse_size("480X360") == (480, 360)
+    assert parse("32x48", "HxW") == (32, 48)
+    with pytest.raises(ValueError, match="height and width must be positive"):
+        parse("0x48", "HxW")
+    with pytest.raises(UserError, match="--size 'big' is not HxW"):
+        make_synthetic(Path("unused"), size="big")
