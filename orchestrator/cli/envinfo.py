@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -98,5 +99,22 @@ def check_environment() -> list[tuple[str, bool, str]]:
             else "no working NVIDIA driver found (nvidia-smi)",
         )
     )
+    out.append(tensorboard_check())
     out.append(("glog verbosity", True, f"GLOG_minloglevel={os.environ.get('GLOG_minloglevel', 'unset')}"))
     return out
+
+
+def tensorboard_check(env: dict[str, str] | None = None) -> tuple[str, bool, str]:
+    """`tensorboard --logdir` starts: its entry module imports (tensorboard 2.20 needs setuptools'
+    pkg_resources there, which setuptools 82 removed), in a child so that a broken set cannot
+    leave half-imported modules behind."""
+    code = "import warnings; warnings.simplefilter('ignore'); import tensorboard.main"
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    if r.returncode == 0:
+        return ("tensorboard starts", True, "tensorboard --logdir runs/")
+    last = (r.stderr.strip().splitlines() or ["?"])[-1]
+    return (
+        "tensorboard starts",
+        False,
+        f"{last}; run make setup (requirements.lock pins a setuptools with pkg_resources)",
+    )

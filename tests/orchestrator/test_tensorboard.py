@@ -4,8 +4,16 @@ reader: every logged loss, every validation, and no duplicated step after kill -
 from __future__ import annotations
 
 import json
+import os
 import signal
+import socket
+import subprocess
+import sys
 import time
+import urllib.parse
+import urllib.request
+from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -45,10 +53,60 @@ def test_event_files_survive_a_kill_and_resume_without_duplicates(synth_lmdb, tm
     assert len(read_scalars(run, "val_class_iu/class_0")) == 4
 
 
-def test_best_validation_pictures_in_the_run_dir_and_report(synth_lmdb, tmp_path):
-    run = tmp_path / "run"
-    r = orchestrate("run", str(write_exp(tmp_path, experiment(synth_lmdb))), "--run-dir", str(run))
+@pytest.fixture(scope="module")
+def finished_run(synth_lmdb, tmp_path_factory) -> Path:
+    """One finished 40-iteration run (validations at 20 and 40) under runs/run."""
+    tmp = tmp_path_factory.mktemp("tb")
+    run = tmp / "runs" / "run"
+    r = orchestrate("run", str(write_exp(tmp, experiment(synth_lmdb))), "--run-dir", str(run))
     assert r.returncode == 0, r.stderr[-2000:]
+    return run
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def get_json(url: str) -> Any:
+    with urllib.request.urlopen(url, timeout=10) as r:
+        return json.loads(r.read())
+
+
+def test_tensorboard_serves_a_runs_scalars(finished_run):
+    """The real `tensorboard --logdir runs/` of the venv starts on a loopback port and serves
+    the run's loss and validation mIoU, equal to metrics.jsonl / val.jsonl."""
+    port = free_port()
+    exe = Path(sys.executable).parent / "tensorboard"
+    cmd = [str(exe), "--logdir", str(finished_run.parent), "--host", "127.0.0.1", "--port", str(port)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    base, tags = f"http://127.0.0.1:{port}/data/plugin/scalars", {}
+    try:
+        deadline = time.monotonic() + 60
+        while "run/tb" not in tags or "val/mean_iu" not in tags["run/tb"]:
+            assert proc.poll() is None, f"tensorboard exited {proc.returncode}: {proc.stdout.read()[-2000:]}"
+            assert time.monotonic() < deadline, f"no scalars for run/tb after 60 s: {tags}"
+            time.sleep(0.3)
+            try:
+                tags = get_json(f"{base}/tags")
+            except OSError:  # not listening yet
+                continue
+        assert "train/loss" in tags["run/tb"]
+        q = urllib.parse.urlencode({"run": "run/tb", "tag": "val/mean_iu"})
+        val = get_json(f"{base}/scalars?{q}")  # [[wall_time, step, value], ...]
+        want = read_jsonl(finished_run / "val.jsonl")
+        assert [int(s) for _, s, _ in val] == [v["iter"] for v in want] == [20, 40]
+        assert all(abs(v - w["mean_iu"]) < 1e-6 for (_, _, v), w in zip(val, want, strict=True))
+        loss = get_json(f"{base}/scalars?{urllib.parse.urlencode({'run': 'run/tb', 'tag': 'train/loss'})}")
+        assert [int(s) for _, s, _ in loss] == [m["iter"] for m in read_jsonl(finished_run / "metrics.jsonl")]
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+
+
+def test_best_validation_pictures_in_the_run_dir_and_report(finished_run):
+    run = finished_run
     best = json.loads((run / "summary.json").read_text())["best"]["iteration"]
     info = json.loads((run / "best" / "best.json").read_text())
     assert info["iteration"] == best and len(info["images"]) == 4
@@ -62,3 +120,16 @@ def test_best_validation_pictures_in_the_run_dir_and_report(synth_lmdb, tmp_path
     acc = EventAccumulator(str(run / "tb"), size_guidance={"images": 0})
     acc.Reload()
     assert f"best/{info['images'][0]}_overlay" in acc.Tags()["images"]
+
+
+def test_doctor_env_says_whether_tensorboard_starts(tmp_path):
+    """doctor-env imports tensorboard's entry module: ok in this venv; MISSING, with the import
+    error and the fix, where pkg_resources is gone (as with setuptools >= 82)."""
+    from orchestrator.cli.envinfo import tensorboard_check
+
+    assert tensorboard_check() == ("tensorboard starts", True, "tensorboard --logdir runs/")
+    (tmp_path / "pkg_resources.py").write_text("raise ModuleNotFoundError(\"No module named 'pkg_resources'\")\n")
+    what, ok, how = tensorboard_check({**os.environ, "PYTHONPATH": str(tmp_path)})
+    assert not ok and "pkg_resources" in how and "make setup" in how
+    r = orchestrate("doctor-env")
+    assert "[ok] tensorboard starts" in r.stdout, r.stdout
