@@ -21,10 +21,10 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("GLOG_minloglevel", "2")
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-from bench.common import best_of, result_line  # noqa: E402
-from orchestrator.train.stats import BlobStat, collect, layer_of_top  # noqa: E402
+from bench.common import best_of, result_line
+from orchestrator.train.stats import BlobStat, collect, layer_of_top
 
 
 def collect_numpy(net: Any) -> list[BlobStat]:

@@ -27,7 +27,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("GLOG_minloglevel", "2")
 
-import numpy as np  # noqa: E402
+import numpy as np
 
 TOL_DATA, TOL_DIFF = 1e-4, 1e-3
 CLASSES = 5

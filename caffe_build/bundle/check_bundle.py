@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from elfdeps import allowed_outside, outside_libraries  # noqa: E402
+from elfdeps import allowed_outside, outside_libraries
 
 # what a run imports, in one process: the libraries it maps are the ones that matter
 IMPORTS = (

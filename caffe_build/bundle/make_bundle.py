@@ -38,7 +38,7 @@ from elfdeps import (
     elf_files,
     ldd,
     needed,
-    outside_libraries,  # noqa: E402
+    outside_libraries,
     runpath,
     set_runpath,
 )

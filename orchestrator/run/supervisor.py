@@ -103,7 +103,10 @@ def supervise(run: RunDir, resume: int | None = None, notes: list[Finding] | Non
     r, w = os.pipe()
     proc = _start(run, WorkerArgs(str(run.root), resume, tuple(notes or ())), w)
     os.close(w)
-    forward = lambda signum, frame: proc.send_signal(signum)  # noqa: E731
+
+    def forward(signum: int, frame: object) -> None:
+        proc.send_signal(signum)
+
     old = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1)}
     try:
         rc = proc.wait()
