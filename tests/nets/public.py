@@ -1,10 +1,12 @@
-"""The official FCN nets of tests/nets/data/public/ as the doctor's tests use them: the Python
-data layer (their own voc_layers / siftflow_layers modules) swapped for an Input layer, and
-random backbone weights saved as a caffemodel that holds only the backbone, like an ImageNet
-model does."""
+"""The public nets of tests/nets/data/public/ and what the tests need to know about each one
+(`REGISTRY`): BVLC nets get their data layer swapped for an Input layer (or the data stage's
+paired layer) at an input size their geometry fits; fork nets must be answered by the doctor
+with every fork layer and field (`fork_tokens`). Random backbone weights are saved as a
+caffemodel that holds only the backbone, like an ImageNet model does."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -28,47 +30,317 @@ VGG16 = (
     "fc7",
 )
 ALEXNET = ("conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7")
+
+
+@dataclass(frozen=True)
+class PublicNet:
+    """One public net. `data_layers` are the layer names a test replaces (all phases);
+    `image_top` / `label_tops` are what they produced; `size` is an input side (HxW) its
+    geometry fits; `backbone` are the layers an ImageNet caffemodel would give;
+    `zero_classifiers` the layers it zero-fills on purpose; `fork_tokens` the fork layer
+    types and fields the doctor must name (kind "fork")."""
+
+    file: str
+    repo: str
+    kind: str  # "bvlc": this Caffe builds it once its data layer is swapped; "fork": it needs a fork
+    num_classes: int
+    solver: str | None = None
+    data_layers: tuple[str, ...] = ("data",)
+    image_top: str = "data"
+    label_tops: tuple[str, ...] = ("label",)
+    backbone: tuple[str, ...] = ()
+    zero_classifiers: tuple[str, ...] = ()
+    size: int = 64
+    ignore_label: int | None = 255
+    score: str | None = None  # the top that holds the class scores
+    loss: bool = True  # False: a deploy net (no label, no loss): a test adds them
+    fork: str | None = None
+    fork_tokens: tuple[str, ...] = ()
+    notes: str = ""
+
+
+_FCN = "FCN (fcn.berkeleyvision.org): Python data layer (voc_layers/siftflow_layers); pad 100 fits any size"
+REGISTRY: dict[str, PublicNet] = {
+    "voc-fcn32s": PublicNet(
+        "voc-fcn32s.train.prototxt",
+        "shelhamer/fcn.berkeleyvision.org",
+        "bvlc",
+        21,
+        "voc-fcn32s.solver.prototxt",
+        backbone=VGG16,
+        zero_classifiers=("score_fr",),
+        score="score",
+        notes=_FCN,
+    ),
+    "voc-fcn16s": PublicNet(
+        "voc-fcn16s.train.prototxt",
+        "shelhamer/fcn.berkeleyvision.org",
+        "bvlc",
+        21,
+        "voc-fcn16s.solver.prototxt",
+        backbone=VGG16,
+        zero_classifiers=("score_fr", "score_pool4"),
+        score="score",
+        notes=_FCN,
+    ),
+    "voc-fcn8s": PublicNet(
+        "voc-fcn8s.train.prototxt",
+        "shelhamer/fcn.berkeleyvision.org",
+        "bvlc",
+        21,
+        "voc-fcn8s.solver.prototxt",
+        backbone=VGG16,
+        zero_classifiers=("score_fr", "score_pool4", "score_pool3"),
+        score="score",
+        notes=_FCN,
+    ),
+    "voc-fcn-alexnet": PublicNet(
+        "voc-fcn-alexnet.train.prototxt",
+        "shelhamer/fcn.berkeleyvision.org",
+        "bvlc",
+        21,
+        "voc-fcn-alexnet.solver.prototxt",
+        backbone=ALEXNET,
+        zero_classifiers=("score_fr",),
+        score="score",
+        notes=_FCN,
+    ),
+    "siftflow-fcn32s": PublicNet(
+        "siftflow-fcn32s.trainval.prototxt",
+        "shelhamer/fcn.berkeleyvision.org",
+        "bvlc",
+        33,
+        "siftflow-fcn32s.solver.prototxt",
+        label_tops=("sem", "geo"),
+        backbone=VGG16,
+        zero_classifiers=("score_fr_sem", "score_fr_geo"),
+        score="score_sem",
+        notes=_FCN + "; two heads: sem (33 classes) and geo (3 classes), each with its own loss",
+    ),
+    "digits-fcn-alexnet": PublicNet(
+        "digits-fcn-alexnet.train_val.prototxt",
+        "NVIDIA/DIGITS",
+        "bvlc",
+        21,
+        data_layers=("data", "label"),
+        backbone=ALEXNET,
+        score="score",
+        notes="DIGITS' FCN-AlexNet: one LMDB Data layer for the image and one for the label, per phase; "
+        "a Power layer subtracts 116; no fillers (DIGITS' net surgery writes the weights: score_fr "
+        "zeros, upscore bilinear, see tests/nets/test_nets_fileweights.py); Crop to the data, pad 100 fits any size; "
+        "accuracy only in stage 'val'",
+    ),
+    "dilation8-camvid": PublicNet(
+        "dilation8-camvid.deploy.prototxt",
+        "fyu/dilation",
+        "bvlc",
+        11,
+        data_layers=(),
+        label_tops=(),
+        backbone=VGG16[:-2] + ("fc6", "fc7"),
+        size=436,
+        ignore_label=None,
+        score="ctx_final",
+        loss=False,
+        notes="dilated front end (VGG16, dilation 2 and 4, no padding) + context module (dilations 1..16); "
+        "a deploy net: net-level input 'data' and a Softmax, no label and no loss. Geometry: input S gives "
+        "scores of (S - 372) / 8 (436 -> 8x8, 404 -> 4x4); a training net adds a label of that size (or an "
+        "upsampling) and SoftmaxWithLoss on ctx_final. VGG16 at 436x436 is slow on a CPU",
+    ),
+    "digits-binary-segmentation": PublicNet(
+        "digits-binary-segmentation.train_val.prototxt",
+        "NVIDIA/DIGITS",
+        "fork",
+        2,
+        data_layers=("data", "label"),
+        size=32,
+        ignore_label=None,
+        score="upsample",
+        fork="NVIDIA's Caffe fork (NVcaffe, DIGITS' Caffe)",
+        fork_tokens=("L1Loss",),
+        notes="binary segmentation as regression: conv 3x3 (32), conv 16x16 stride 16 (1024), a learned "
+        "16x16 stride-16 Deconvolution 1024 -> 1 (lr_mult 1, no weight filler: zeros, bias 128) and L1Loss "
+        "against the label image; sizes must be multiples of 16. BVLC: L1Loss -> EuclideanLoss, or as a "
+        "classifier Deconvolution num_output 2 + SoftmaxWithLoss",
+    ),
+    "deeplabv2-aspp-vgg16": PublicNet(
+        "deeplabv2-aspp-vgg16.train.prototxt",
+        "zbxzc35/deeplab_v2_python",
+        "fork",
+        21,
+        "deeplabv2-aspp-vgg16.solver.prototxt",
+        label_tops=("label", "data_dim"),
+        backbone=VGG16[:-2],
+        size=321,
+        score="fc8",
+        fork="DeepLab v2's Caffe (deeplab-public-ver2)",
+        fork_tokens=("ImageSegData", "label_type", "Interp", "interp_param", "SegAccuracy", "seg_accuracy_param"),
+        notes="DeepLab v2 ASPP over VGG16 (dilations 2, 6, 12, 18, 24): ImageSegData (tops data, label, "
+        "data_dim), the label shrunk by Interp (shrink_factor 8) to the score size, SegAccuracy",
+    ),
+    "pspnet50-ade20k": PublicNet(
+        "pspnet50-ade20k.deploy.prototxt",
+        "hszhao/PSPNet",
+        "fork",
+        150,
+        data_layers=(),
+        label_tops=(),
+        size=473,
+        ignore_label=None,
+        score="conv6_interp",
+        loss=False,
+        fork="PSPNet's Caffe (hszhao/PSPNet)",
+        fork_tokens=("BN", "bn_param", "Interp", "interp_param"),
+        notes="deploy net (Input 473x473): ResNet-50 with the fork's BN, pyramid pooling with Interp back to "
+        "the feature size, Interp zoom_factor 8 at the end",
+    ),
+    "icnet-cityscapes": PublicNet(
+        "icnet-cityscapes.deploy.prototxt",
+        "hszhao/ICNet",
+        "fork",
+        19,
+        data_layers=(),
+        label_tops=(),
+        size=1025,
+        ignore_label=None,
+        loss=False,
+        fork="PSPNet's Caffe (hszhao/PSPNet, ICNet's Caffe)",
+        fork_tokens=("Interp", "interp_param"),
+        notes="deploy net (Input 1025x2049), BatchNorm already merged into the convolutions; three branches "
+        "joined by Interp (shrink and zoom)",
+    ),
+    "deconvnet-stage1": PublicNet(
+        "deconvnet-stage1.train.prototxt",
+        "HyeonwooNoh/DeconvNet",
+        "fork",
+        21,
+        "deconvnet-stage1.solver.prototxt",
+        label_tops=("seg-label",),
+        size=224,
+        fork="DeconvNet's Caffe (HyeonwooNoh/caffe)",
+        fork_tokens=(
+            "IMAGE_SEG_DATA",
+            "BN",
+            "UNPOOLING",
+            "ELTWISE_ACCURACY",
+            "label_type",
+            "bn_param",
+            "unpooling_param",
+            "eltwise_accuracy_param",
+        ),
+        notes="V1 'layers' format with enum types; pools with a mask top that UNPOOLING reads; BN after "
+        "every convolution and deconvolution",
+    ),
+    "crfrnn": PublicNet(
+        "crfrnn.deploy.prototxt",
+        "torrvision/crfasrnn",
+        "fork",
+        21,
+        data_layers=(),
+        label_tops=(),
+        size=500,
+        ignore_label=None,
+        loss=False,
+        fork="CRF-RNN's Caffe (torrvision/caffe)",
+        fork_tokens=("MultiStageMeanfield", "multi_stage_meanfield_param"),
+        notes="deploy net (Input 500x500): FCN-8s then a MultiStageMeanfield (the CRF as an RNN) that reads "
+        "the scores and the image",
+    ),
+    "enet": PublicNet(
+        "enet.train_encoder_decoder.prototxt",
+        "TimoSaemann/ENet",
+        "fork",
+        19,
+        "enet.solver.prototxt",
+        size=512,
+        fork="ENet's Caffe (TimoSaemann/caffe-enet)",
+        fork_tokens=("DenseImageData", "dense_image_data_param", "BN", "bn_param", "Upsample", "upsample_param"),
+        notes="ENet encoder-decoder for Cityscapes: BN, PReLU, learned Deconvolution upsampling (msra) and "
+        "max-unpooling (Upsample with the pool's mask), SpatialDropout as Python layers "
+        "(spatial_dropout module of the repo)",
+    ),
+    "segnet": PublicNet(
+        "segnet_train.prototxt",
+        "alexgkendall/SegNet-Tutorial",
+        "fork",
+        12,
+        "segnet_solver.prototxt",
+        size=360,
+        ignore_label=11,
+        fork="the caffe-segnet fork (alexgkendall/caffe-segnet)",
+        fork_tokens=(
+            "DenseImageData",
+            "dense_image_data_param",
+            "BN",
+            "bn_param",
+            "Upsample",
+            "upsample_param",
+            "class_weighting",
+        ),
+        notes="full SegNet (VGG16 encoder, mirrored decoder) on CamVid 360x480",
+    ),
+    "segnet-basic": PublicNet(
+        "segnet_basic_train.prototxt",
+        "alexgkendall/SegNet-Tutorial",
+        "fork",
+        12,
+        size=360,
+        ignore_label=11,
+        fork="the caffe-segnet fork (alexgkendall/caffe-segnet)",
+        fork_tokens=(
+            "DenseImageData",
+            "dense_image_data_param",
+            "BN",
+            "bn_param",
+            "Upsample",
+            "upsample_param",
+            "class_weighting",
+        ),
+        notes="SegNet-Basic (4 encoders, LRN, 64 channels) on CamVid 360x480",
+    ),
+}
+BVLC_NETS = [name for name, net in REGISTRY.items() if net.kind == "bvlc"]
+FORK_NETS = [name for name, net in REGISTRY.items() if net.kind == "fork"]
 # name -> (net file, solver file, backbone, the zero-filled classifiers FCN learns from scratch)
 NETS = {
-    "voc-fcn32s": ("voc-fcn32s.train.prototxt", "voc-fcn32s.solver.prototxt", VGG16, ("score_fr",)),
-    "voc-fcn16s": ("voc-fcn16s.train.prototxt", "voc-fcn16s.solver.prototxt", VGG16, ("score_fr", "score_pool4")),
-    "voc-fcn8s": (
-        "voc-fcn8s.train.prototxt",
-        "voc-fcn8s.solver.prototxt",
-        VGG16,
-        ("score_fr", "score_pool4", "score_pool3"),
-    ),
-    "voc-fcn-alexnet": ("voc-fcn-alexnet.train.prototxt", "voc-fcn-alexnet.solver.prototxt", ALEXNET, ("score_fr",)),
-    "siftflow-fcn32s": (
-        "siftflow-fcn32s.trainval.prototxt",
-        "siftflow-fcn32s.solver.prototxt",
-        VGG16,
-        ("score_fr_sem", "score_fr_geo"),
-    ),
+    name: (net.file, net.solver, net.backbone, net.zero_classifiers)
+    for name, net in REGISTRY.items()
+    if net.repo == "shelhamer/fcn.berkeleyvision.org"
 }
 
 
-def with_input_layer(name: str, out_dir: Path, size: int = 64) -> Path:
-    """The public net with its Python data layer replaced by an Input layer: `data`
-    1x3xSxS, every other top (label, sem, geo) 1x1xSxS. Returns the written prototxt."""
+def with_input_layer(name: str, out_dir: Path, size: int | None = None) -> Path:
+    """The public BVLC net with its data layers (every phase) replaced by one Input layer:
+    the image top 1x3xSxS, every label top 1x1xSxS (S = `size`, default the registry's); a
+    deploy net's net-level input is resized. Returns the written prototxt."""
     from caffe.proto import caffe_pb2
     from google.protobuf import text_format
 
-    net = text_format.Parse((PUBLIC / NETS[name][0]).read_text(), caffe_pb2.NetParameter())
-    [idx] = [i for i, x in enumerate(net.layer) if x.type == "Python" and not x.bottom]
-    tops = list(net.layer[idx].top)
-    swapped = caffe_pb2.LayerParameter(name=net.layer[idx].name, type="Input", top=tops)
-    for top in tops:
-        swapped.input_param.shape.add().dim.extend([1, 3 if top == "data" else 1, size, size])
-    net.layer[idx].CopyFrom(swapped)
+    entry = REGISTRY[name]
+    side = size or entry.size
+    net = text_format.Parse((PUBLIC / entry.file).read_text(), caffe_pb2.NetParameter())
+    if not entry.data_layers:
+        for shape in net.input_shape:
+            shape.dim[2:] = [side, side]
+    else:
+        first = min(i for i, x in enumerate(net.layer) if x.name in entry.data_layers)
+        tops = [entry.image_top, *entry.label_tops]
+        swapped = caffe_pb2.LayerParameter(name=net.layer[first].name, type="Input", top=tops)
+        for top in tops:
+            swapped.input_param.shape.add().dim.extend([1, 3 if top == entry.image_top else 1, side, side])
+        kept = [x for x in net.layer if x.name not in entry.data_layers]
+        del net.layer[:]
+        net.layer.extend(kept[:first] + [swapped] + kept[first:])
     out = out_dir / f"{name}.prototxt"
     out.write_text(text_format.MessageToString(net))
     return out
 
 
 def solver(name: str) -> Path:
-    """The net's official solver (its paths are not read by the doctor)."""
-    return PUBLIC / NETS[name][1]
+    """The net's own solver (its paths are not read by the doctor)."""
+    solver_file = REGISTRY[name].solver
+    assert solver_file, f"{name} comes without a solver file"
+    return PUBLIC / solver_file
 
 
 def backbone_weights(net_path: Path, layers: tuple[str, ...], out: Path, seed: int = 0) -> Path:
