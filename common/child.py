@@ -6,6 +6,7 @@ reads the last glog fatal line from that file and turns it into words.
 
 from __future__ import annotations
 
+import ctypes
 import os
 import re
 import signal
@@ -13,6 +14,7 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NoReturn
 
 # glog: "F1126 08:15:01.123456 12345 net.cpp:123] Check failed: ..."; glog >= 0.6 (Debian 12)
 # writes the year too: "F20261126 08:15:01.123456 ..."
@@ -108,3 +110,25 @@ def result_from_log(returncode: int, log_path: Path, offset: int = 0) -> ChildRe
             text = f.read().decode(errors="replace")
     msg, src, layer = parse_glog_fatal(text)
     return ChildResult(returncode, msg, src, layer)
+
+
+def die_with_parent(sig: int = signal.SIGKILL) -> None:
+    """In a child (a Popen preexec_fn): receive `sig` when the parent dies, so no orphan keeps
+    training (the run's worker: SIGKILL; a sweep trial's run: SIGTERM, to end cleanly)."""
+    try:
+        ctypes.CDLL("libc.so.6").prctl(1, sig)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
+def flush_and_exit(code: int) -> NoReturn:
+    """Leave a Caffe child without running C++ destructors or interpreter teardown: Caffe's
+    prefetch threads, and a heap hurt by non-finite values or a bad net (MaxPooling's backward
+    writes at index -1 when its max mask never set on NaN), can abort at exit, after the result
+    is already written. stdout and stderr are flushed first."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(code)

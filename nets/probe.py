@@ -17,6 +17,7 @@ import os
 import sys
 from typing import Any
 
+from common.child import flush_and_exit
 from nets import bilinear
 from nets.graph import CLASS_LOSSES, in_phase
 from nets.prototxt import load_net
@@ -173,10 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     result = run(args.prototxt, args.weights, args.phase, args.seed, surgery=not args.no_surgery)
     sys.stdout.write(json.dumps(result) + "\n")
-    sys.stdout.flush()
-    sys.stderr.flush()
-    # Caffe's prefetch threads (and a heap hurt by a bad net) can crash at interpreter exit
-    os._exit(0)
+    flush_and_exit(0)
 
 
 if __name__ == "__main__":

@@ -12,14 +12,21 @@ import re
 from dataclasses import asdict, dataclass, field, fields
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 from common.errors import UserError
 from common.findings import Finding
 
 WORKER_MODULE = "orchestrator.train.worker"  # the child: `python -m WORKER_MODULE` + WorkerArgs.argv()
 VERDICT_ENV = "SEGORCH_VERDICT_FD"  # the child writes its Verdict to this file descriptor
+EXIT_OK = 0  # done as asked
+EXIT_FINDINGS = 1  # `check` / `doctor-env`: the doctor found errors, something required is missing
 EXIT_BAD_INPUT = 2  # a failed run, a refused input, a pre-flight stop
+
+# the scores of a validation (orchestrator.metrics.scores, val.jsonl, eval.json) that early stop,
+# lr-on-plateau and sweeps may monitor and TensorBoard plots
+MetricName = Literal["mean_iu", "pixel_accuracy", "mean_accuracy", "fw_iu"]
+METRIC_NAMES: tuple[str, ...] = get_args(MetricName)
 
 
 class Status(StrEnum):
@@ -35,7 +42,8 @@ class Status(StrEnum):
     @property
     def exit_code(self) -> int:
         """0 done as asked, 2 failed, 3 diverged, 130 interrupted (like a shell's SIGINT)."""
-        return {"completed": 0, "early_stopped": 0, "diverged": 3, "interrupted": 130}.get(self.value, EXIT_BAD_INPUT)
+        codes = {"completed": EXIT_OK, "early_stopped": EXIT_OK, "diverged": 3, "interrupted": 130}
+        return codes.get(self.value, EXIT_BAD_INPUT)
 
     @property
     def finished(self) -> bool:
@@ -71,7 +79,7 @@ class Verdict:
             status = Status(d["status"]) if isinstance(d, dict) else None
         except (json.JSONDecodeError, KeyError, ValueError):
             return None
-        if status is None or status is Status.RUNNING:
+        if status is None or status is Status.RUNNING or not isinstance(d, dict):
             return None
         return cls(status, d.get("stop_reason"), d.get("file"))
 
@@ -101,6 +109,13 @@ class WorkerArgs:
         ap.add_argument("--notes", default="[]", help="JSON list of findings to add (resume changes)")
         a = ap.parse_args(argv)
         return cls(a.run_dir, a.resume, tuple(Finding.from_dict(d) for d in json.loads(a.notes)))
+
+
+def class_labels(names: list[str] | None, num_classes: int) -> list[str]:
+    """What reports, pictures, predict and TensorBoard call each of `num_classes` classes: its
+    name where one is known, else `class <id>` (the one fallback)."""
+    names = list(names or [])[:num_classes]
+    return names + [f"class {i}" for i in range(len(names), num_classes)]
 
 
 # ------------------------------------------------------------------ run directory names

@@ -17,7 +17,8 @@ def confusion(pred: np.ndarray, label: np.ndarray, num_classes: int, ignore_labe
 
 
 def scores(conf: np.ndarray) -> dict[str, object]:
-    """pixel_accuracy, mean_accuracy, mean_iu, fw_iu, per_class_iu (None for a class neither labelled nor predicted)."""
+    """pixel_accuracy, mean_accuracy, mean_iu, fw_iu (contract.METRIC_NAMES) and per_class_iu
+    (None for a class neither labelled nor predicted)."""
     conf = np.asarray(conf, dtype=np.float64)
     total = conf.sum()
     tp = np.diag(conf)

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from orchestrator.contract import RUN_FILES, RunMeta
+from orchestrator.contract import RUN_FILES, RunMeta, class_labels
 from orchestrator.rundir import RunDir, read_jsonl
 
 
@@ -88,8 +88,8 @@ def render(
             "| class | IU |",
             "|---|---|",
         ]
-        for i, iu in enumerate(m.get("per_class_iu") or []):
-            name = class_names[i] if class_names and i < len(class_names) else str(i)
+        per_class = m.get("per_class_iu") or []
+        for name, iu in zip(class_labels(class_names, len(per_class)), per_class, strict=True):
             lines.append(f"| {name} | {_fmt(iu)} |")
         lines.append("")
         lines += pictures or []

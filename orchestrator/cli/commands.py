@@ -7,6 +7,7 @@ import json
 import tempfile
 
 from common.errors import UserError
+from orchestrator.contract import EXIT_FINDINGS, EXIT_OK
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -37,7 +38,7 @@ def _validate(args: argparse.Namespace) -> int:
 
     exp = config.load_experiment(args.experiment, args.set or [])
     print(f"{args.experiment}: valid experiment '{exp.name}'")
-    return 0
+    return EXIT_OK
 
 
 def _check(args: argparse.Namespace) -> int:
@@ -70,7 +71,7 @@ def _check(args: argparse.Namespace) -> int:
         print(json.dumps([f.to_dict() for f in findings], indent=2))
     else:
         print(format_findings(findings))
-    return 1 if any(f.severity == "error" for f in findings) else 0
+    return EXIT_FINDINGS if any(f.severity == "error" for f in findings) else EXIT_OK
 
 
 def _doctor_env(args: argparse.Namespace) -> int:
@@ -82,7 +83,7 @@ def _doctor_env(args: argparse.Namespace) -> int:
         optional = "optional" in what
         print(f"  [{'ok' if ok else ('--' if optional else 'MISSING')}] {what}" + ("" if ok else f": {how}"))
         bad += not ok and not optional
-    return 1 if bad else 0
+    return EXIT_FINDINGS if bad else EXIT_OK
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

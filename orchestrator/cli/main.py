@@ -8,9 +8,7 @@ import sys
 from collections.abc import Sequence
 
 from common.errors import UserError
-from orchestrator.contract import EXIT_BAD_INPUT, Status
-
-EXIT_OK = 0  # (1: the doctor found errors, returned by `check` itself)
+from orchestrator.contract import EXIT_BAD_INPUT, EXIT_OK, Status
 
 
 def _parser() -> argparse.ArgumentParser:

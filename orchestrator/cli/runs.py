@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from orchestrator.contract import EXIT_OK
+
 
 def _predict(args: argparse.Namespace) -> int:
     from orchestrator.predict.predict import predict
@@ -27,7 +29,7 @@ def _runs(args: argparse.Namespace) -> int:
     from orchestrator.runs_table import runs_table
 
     print(runs_table(args.folder))
-    return 0
+    return EXIT_OK
 
 
 def _sweep(args: argparse.Namespace) -> int:

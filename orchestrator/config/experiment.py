@@ -15,6 +15,7 @@ from common.errors import UserError
 from data_prep.sizes import parse_size  # the data stage's own --resize parser
 from orchestrator.config import schema
 from orchestrator.config.schema import Check, Count, Limits, NonNegFloat, NonNegInt, PosFloat, rule
+from orchestrator.contract import MetricName
 from orchestrator.train.rules import Thresholds
 
 # Limits shared by several fields here (schema has the common ones); the others are declared inline.
@@ -201,7 +202,7 @@ class EarlyStopCfg:
     """Stop when the monitored validation metric has not improved for `patience` validations."""
 
     enabled: bool = False
-    metric: Literal["mean_iu", "pixel_accuracy", "mean_accuracy", "fw_iu"] = "mean_iu"
+    metric: MetricName = "mean_iu"
     patience: Count = 5
     min_delta: NonNegFloat = 0.0
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from orchestrator.contract import RUN_FILES
+from orchestrator.contract import RUN_FILES, class_labels
 from orchestrator.predict import deploy as dep
 from orchestrator.predict import overlay
 
@@ -59,11 +59,10 @@ class BestPictures:
         self.root = run_dir / BEST_DIR
         self.samples = val_samples(val_dir, k) if (val_dir / "images").exists() else []
         self.num_classes, self.ignore = num_classes, ignore_label
-        self.names = list(class_names or [])[:num_classes] + [
-            f"class {i}" for i in range(len(class_names or []), num_classes)
-        ]
+        self.names = class_labels(class_names, num_classes)
         self.run_dir, self.mean = run_dir, mean_bgr
         self.net: Any = None
+        self.failed: str | None = None  # why no pictures can be made (then none are tried again)
         self.palette = overlay.default_palette()
 
     def _build(self, train_net: Any) -> None:
@@ -75,7 +74,13 @@ class BestPictures:
         self.root.mkdir(exist_ok=True)
         h, w = self.samples[0][1].shape[:2]
         deploy_path, val = _net_files(self.run_dir, self.root, (h, w))
-        self.info = dep.deploy_info(load_net(deploy_path), val)
+        deploy = load_net(deploy_path)
+        # Caffe aborts the whole training process on a net that does not fit together: what
+        # would make it abort is checked here first (derive_deploy checks what it derives)
+        problems = dep.check_deploy(deploy)
+        if problems:
+            raise ValueError(f"{deploy_path.name} would not build: " + "; ".join(problems))
+        self.info = dep.deploy_info(deploy, val)
         self.pre = dep.preprocess_of(val, self.mean)
         self.net = caffe.Net(str(deploy_path), caffe.TEST)
         self.net.share_with(train_net)
@@ -84,10 +89,14 @@ class BestPictures:
         """Write the pictures of this (best) iteration; returns (tag, RGB) for TensorBoard."""
         from orchestrator.predict.worker import _forward
 
-        if not self.samples:
+        if not self.samples or self.failed:
             return []
         if self.net is None:
-            self._build(train_net)
+            try:
+                self._build(train_net)
+            except Exception as e:  # no pictures is never a reason to stop training
+                self.failed = str(getattr(e, "message", None) or e)
+                return []
         out = []
         for name, img, label in self.samples:
             x = img.astype(np.float32)

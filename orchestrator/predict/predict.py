@@ -16,7 +16,7 @@ from common.child import run_child
 from common.datastats import read_stats
 from common.errors import UserError
 from data_prep.sources import IMAGE_EXTS, Pair, pair_folders, read_list
-from orchestrator.contract import WEIGHTS, RunMeta, snapshot_relpath
+from orchestrator.contract import EXIT_BAD_INPUT, EXIT_OK, WEIGHTS, RunMeta, snapshot_relpath
 from orchestrator.run.supervisor import abort_finding
 from orchestrator.rundir import RunDir, require_run_dir, verify_snapshot
 
@@ -181,7 +181,7 @@ def predict(
             err = [x[len("error: ") :] for x in log.splitlines() if x.startswith("error: ")]
             reason = err[-1] if err else str(abort_finding("predict-failed", child))
             print(f"predict failed: {reason}", file=sys.stderr)
-            return 2
+            return EXIT_BAD_INPUT
         (tmp / "job.json").unlink()
         (tmp / MARKER).write_text(json.dumps({"run": str(run.root), "snapshot": job["snapshot"]}) + "\n")
         if out_dir.exists():
@@ -195,4 +195,4 @@ def predict(
         result = json.loads((out_dir / "eval.json").read_text())
         print(class_table(result, result["class_names"]))
     print(f"predictions: {out_dir}")
-    return 0
+    return EXIT_OK

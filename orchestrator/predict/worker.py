@@ -10,17 +10,21 @@ an error map; with `eval`, eval.json and confusion.png (the validation's definit
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from common.child import flush_and_exit
 from common.errors import UserError
 from orchestrator import metrics
+from orchestrator.contract import EXIT_BAD_INPUT, EXIT_OK, class_labels
 from orchestrator.predict import deploy as dep
 from orchestrator.predict import overlay
+
+# a pixel the net gives no class (outside the scores of a net that crops its label inside)
+NO_CLASS = 255
 
 
 def _net_files(run: Path, folder: Path, size: tuple[int, int]) -> tuple[Path, Any]:
@@ -35,7 +39,14 @@ def _net_files(run: Path, folder: Path, size: tuple[int, int]) -> tuple[Path, An
 
     derived = folder / "deploy.prototxt"
     h, w = size
-    derived.write_text(text_format.MessageToString(dep.derive_deploy(val, h, w)))
+    try:
+        deploy = dep.derive_deploy(val, h, w)
+    except ValueError as e:
+        raise UserError(
+            f"{val_path}: no deploy net can be derived from it: {e}",
+            f"write the net's deploy form as {run / 'deploy.prototxt'} (an Input layer for the image)",
+        ) from None
+    derived.write_text(text_format.MessageToString(deploy))
     return derived, val
 
 
@@ -48,6 +59,13 @@ def _forward(net: Any, info: dep.DeployInfo, batch: np.ndarray) -> np.ndarray:
     blob.data[...] = batch
     net.forward()
     scores = net.blobs[info.score_blob].data
+    (sh, sw), (h, w) = scores.shape[2:], batch.shape[2:]
+    if (sh, sw) != (h, w) and info.label_offset is not None and sh <= h and sw <= w:
+        # the net scores the centre its label crop keeps (valid convolutions): no class outside it
+        oy, ox = info.label_offset
+        out = np.full((len(batch), h, w), NO_CLASS, np.int64)
+        out[:, oy : oy + sh, ox : ox + sw] = scores.argmax(axis=1)
+        return out
     if scores.shape[2:] != batch.shape[2:]:
         raise UserError(
             f"the net's scores '{info.score_blob}' are {scores.shape[2]}x{scores.shape[3]} for an "
@@ -162,8 +180,7 @@ def run(job: dict[str, Any], folder: Path) -> None:
     )
     pal = overlay.palette_from_file(colours) if colours else overlay.default_palette()
     lut = palette_lut(colours) if colours else None
-    names = list(job.get("class_names") or [])[:nc]
-    names += [f"class {i}" for i in range(len(names), nc)]
+    names = class_labels(job.get("class_names"), nc)
     conf = np.zeros((nc, nc), np.int64)
     pairs, stems = job["pairs"], _names(job["pairs"])
     bar = Progress(len(pairs), "predict", quiet=job.get("quiet", False), stream=sys.stdout)
@@ -174,7 +191,8 @@ def run(job: dict[str, Any], folder: Path) -> None:
             overlay.write_rgb_png(folder / f"{stem}_overlay.png", overlay.overlay(img, cls, pal))
             if lab is not None:
                 overlay.write_rgb_png(folder / f"{stem}_error.png", overlay.error_map(img, cls, lab, ignore))
-                conf += metrics.confusion(cls, lab, nc, ignore)
+                scored = cls != NO_CLASS if pred.info.label_offset is not None else slice(None)
+                conf += metrics.confusion(cls[scored], lab[scored], nc, ignore)
             bar.update()
     if job["eval"]:
         result = {
@@ -198,15 +216,13 @@ def main(argv: list[str] | None = None) -> int:
     """Run the job file's prediction; exit without Caffe's teardown."""
     args = sys.argv[1:] if argv is None else argv
     job_file = Path(args[0])
-    code = 0
+    code = EXIT_OK
     try:
         run(json.loads(job_file.read_text()), job_file.parent)
     except UserError as e:
         print(f"error: {e.message}" + (f" (fix: {e.fix})" if e.fix else ""), file=sys.stderr)
-        code = 2
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)
+        code = EXIT_BAD_INPUT
+    flush_and_exit(code)
 
 
 if __name__ == "__main__":

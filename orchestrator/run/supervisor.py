@@ -5,25 +5,16 @@ Caffe's abort or the disk is full."""
 
 from __future__ import annotations
 
-import ctypes
 import os
 import signal
 import subprocess
 import sys
 from typing import Any
 
-from common.child import ChildResult, quiet_glog_env, result_from_log
+from common.child import ChildResult, die_with_parent, quiet_glog_env, result_from_log
 from common.findings import Finding
 from orchestrator.contract import EXIT_BAD_INPUT, VERDICT_ENV, Status, Verdict, WorkerArgs
 from orchestrator.rundir import RunDir, disk_nearly_full, io_error_text, read_jsonl
-
-
-def _die_with_parent() -> None:
-    """In the child: receive SIGKILL when the parent dies, so no orphan keeps training."""
-    try:
-        ctypes.CDLL("libc.so.6").prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except OSError:
-        pass
 
 
 def abort_finding(code_hint: str, res: ChildResult, disk_full: bool = False) -> Finding:
@@ -78,7 +69,7 @@ def _start(run: RunDir, args: WorkerArgs, verdict_w: int) -> subprocess.Popen[by
     fds = tuple(fd for fd in (verdict_w, run.lock_fd) if fd is not None)
     with open(run.log, "ab") as log:
         return subprocess.Popen(
-            [sys.executable, *args.argv()], stderr=log, env=env, preexec_fn=_die_with_parent, pass_fds=fds
+            [sys.executable, *args.argv()], stderr=log, env=env, preexec_fn=die_with_parent, pass_fds=fds
         )
 
 

@@ -24,6 +24,7 @@ from common.errors import UserError
 from common.findings import Finding, has_errors
 from orchestrator.config import experiment as cfgmod
 from orchestrator.config.schema import to_dict
+from orchestrator.contract import EXIT_BAD_INPUT, EXIT_OK
 from orchestrator.runs_table import run_row
 from orchestrator.sweep import sweepfile as sc
 
@@ -222,7 +223,7 @@ def sweep(
         if errors:
             print("\n".join(str(f) for f in errors), file=sys.stderr)
             print(f"\nsweep stopped before any trial: the doctor found {len(errors)} error(s)", file=sys.stderr)
-            return 2
+            return EXIT_BAD_INPUT
         write_plan(folder, cfg, trials, exps)
         plan = yaml.safe_load((folder / "sweep.yaml").read_text())
     todo = [t["id"] for t in plan["trials"] if final_status(str(folder / "trials" / t["id"])) is None]
@@ -231,4 +232,4 @@ def sweep(
     if todo:
         run_trials(folder, plan, todo, address, max_concurrent)
     write_results(folder, plan, results(folder, plan))
-    return 0
+    return EXIT_OK

@@ -28,6 +28,7 @@ from common.errors import UserError
 from orchestrator.config import experiment as cfgmod
 from orchestrator.config import schema
 from orchestrator.config.schema import Limits, rule
+from orchestrator.contract import MetricName
 
 Count = Annotated[int, Limits(ge=1)]
 PlainName = Annotated[
@@ -87,7 +88,7 @@ class SweepCfg:
     space: list[ParamCfg]
     samples: Count = 1
     seed: Annotated[int, Limits(ge=0)] = 0
-    metric: Literal["mean_iu", "pixel_accuracy", "mean_accuracy", "fw_iu"] = "mean_iu"
+    metric: MetricName = "mean_iu"
     mode: Literal["max", "min"] = "max"
     resources: ResourcesCfg = field(default_factory=ResourcesCfg)
     max_concurrent: Count | None = None

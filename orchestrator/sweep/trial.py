@@ -6,7 +6,6 @@ ends `early_stopped` ("stopped by the sweep")."""
 
 from __future__ import annotations
 
-import ctypes
 import os
 import signal
 import subprocess
@@ -15,18 +14,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+from common.child import die_with_parent
 from orchestrator.rundir import RunDir, read_jsonl
 
 FINAL = ("completed", "early_stopped", "diverged", "failed")
 POLL_SECONDS = 0.25
-
-
-def _term_with_parent() -> None:
-    """In the run's process: SIGTERM when the Ray worker dies, so no run outlives its sweep."""
-    try:
-        ctypes.CDLL("libc.so.6").prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except OSError:
-        pass
 
 
 def trial_command(exp_file: str, run_dir: str, device: str | None) -> list[str]:
@@ -75,7 +67,7 @@ def _trainable_class() -> Any:
                 stdout=log,
                 stderr=log,
                 env=env,
-                preexec_fn=_term_with_parent,
+                preexec_fn=lambda: die_with_parent(signal.SIGTERM),  # no run outlives its sweep
             )
             log.close()
 

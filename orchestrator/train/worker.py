@@ -17,6 +17,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+from common.child import flush_and_exit
 from common.datastats import read_stats
 from common.errors import UserError
 from common.findings import Finding
@@ -259,26 +260,17 @@ def tell_parent(verdict: Verdict) -> None:
         pass
 
 
-def _exit_now(code: int) -> None:
-    """Leave without running C++ destructors: after non-finite values Caffe's heap may be corrupt
-    (MaxPooling's backward writes at index -1 when its max mask never set on NaN), and tearing the
-    net down would then abort a run whose verdict is already written."""
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)
-
-
 if __name__ == "__main__":
     try:
-        _exit_now(main())
+        flush_and_exit(main())
     except UserError as e:
         tell_parent(Verdict(Status.FAILED, str(e)))
         print(f"error: {e}", file=sys.stderr)
-        _exit_now(Status.FAILED.exit_code)
+        flush_and_exit(Status.FAILED.exit_code)
     except Exception as exc:
         tell_parent(Verdict(Status.FAILED, f"{type(exc).__name__}: {exc}", getattr(exc, "filename", None)))
         try:
             traceback.print_exc()
         except OSError:
             pass
-        _exit_now(Status.FAILED.exit_code)
+        flush_and_exit(Status.FAILED.exit_code)

@@ -16,11 +16,10 @@ from typing import Any
 
 import numpy as np
 
-from orchestrator.contract import RUN_FILES
+from orchestrator.contract import METRIC_NAMES, RUN_FILES, class_labels
 from orchestrator.train.loop import Context, Hook
 
 TB_DIR = RUN_FILES["tb"]
-METRICS = ("mean_iu", "pixel_accuracy", "mean_accuracy", "fw_iu")
 
 
 def _finite(x: float | None) -> bool:
@@ -107,12 +106,12 @@ class TensorBoardHook(Hook):
         if ctx.val is None or self.writer is None:
             return
         val, it = ctx.val, ctx.iteration
-        for key in METRICS:
+        for key in METRIC_NAMES:
             if _finite(val.get(key)):
                 self.writer.scalar(f"val/{key}", val[key], it)
-        for i, iu in enumerate(val.get("per_class_iu") or []):
-            name = self.class_names[i] if i < len(self.class_names) else f"class_{i}"
-            if _finite(iu):
+        per_class = val.get("per_class_iu") or []
+        for name, iu in zip(class_labels(self.class_names, len(per_class)), per_class, strict=True):
+            if _finite(iu):  # TensorBoard writes a space in a tag as `_` (class_3)
                 self.writer.scalar(f"val_class_iu/{name}", iu, it)
         for tag, rgb in ctx.pictures or []:
             self.writer.image(f"best/{tag}", np.asarray(rgb), it)
