@@ -92,3 +92,40 @@ layer {{ name: "loss" type: "SoftmaxWithLoss" bottom: "{score}" bottom: "label" 
   loss_param {{ ignore_label: 255 normalization: VALID }} }}
 """
     )
+
+
+def unet(d: Path | str, batch: int) -> str:
+    """A train_val U-Net as users write them: valid convolutions, a skip cropped to the decoder,
+    and the label (`mask`) cropped inside the net to the 22x22 scores of a 32x32 input."""
+    text = data_layers(d, "TRAIN", "train", batch) + data_layers(d, "TEST", "val", 1)
+    text = text.replace('top: "label"', 'top: "mask"')
+    text += _valid_conv("c1", "data", 8) + _valid_conv("c2", "c1", 8)
+    text += """layer { name: "p1" type: "Pooling" bottom: "c2" top: "p1"
+  pooling_param { pool: MAX kernel_size: 2 stride: 2 } }
+"""
+    text += _valid_conv("c3", "p1", 16)
+    text += """layer { name: "up" type: "Deconvolution" bottom: "c3" top: "up"
+  convolution_param { num_output: 8 kernel_size: 2 stride: 2 weight_filler { type: "msra" } } }
+layer { name: "skip" type: "Crop" bottom: "c2" bottom: "up" top: "skip" crop_param { axis: 2 offset: 2 } }
+layer { name: "cat" type: "Concat" bottom: "skip" bottom: "up" top: "cat" }
+"""
+    text += _valid_conv("c4", "cat", 8)
+    return (
+        text
+        + """layer { name: "score" type: "Convolution" bottom: "c4" top: "score"
+  convolution_param { num_output: 5 kernel_size: 1 weight_filler { type: "msra" } } }
+layer { name: "crop_mask" type: "Crop" bottom: "mask" bottom: "score" top: "mask_crop"
+  crop_param { axis: 2 offset: 5 } }
+layer { name: "loss" type: "SoftmaxWithLoss" bottom: "score" bottom: "mask_crop" top: "loss"
+  propagate_down: true propagate_down: false loss_param { ignore_label: 255 normalization: VALID } }
+layer { name: "accuracy" type: "Accuracy" bottom: "score" bottom: "mask_crop" top: "accuracy"
+  include { phase: TEST } accuracy_param { ignore_label: 255 } }
+"""
+    )
+
+
+def _valid_conv(name: str, bottom: str, n: int) -> str:
+    return f"""layer {{ name: "{name}" type: "Convolution" bottom: "{bottom}" top: "{name}"
+  convolution_param {{ num_output: {n} kernel_size: 3 weight_filler {{ type: "msra" }} }} }}
+layer {{ name: "{name}_relu" type: "ReLU" bottom: "{name}" top: "{name}" }}
+"""

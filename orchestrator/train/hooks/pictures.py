@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from common.findings import Finding
 from orchestrator.train.loop import Context, Hook
 
 
@@ -33,8 +34,23 @@ class BestPicturesHook(Hook):
         self.pictures = BestPictures(ctx.run.root, val_dir, count, *rest)
 
     def _render(self, ctx: Context) -> None:
-        if ctx.new_best and self.pictures is not None:
+        if not (ctx.new_best and self.pictures is not None) or self.pictures.failed:
+            return
+        try:
             ctx.pictures = self.pictures.render(ctx.solver.net, ctx.iteration, ctx.confusion)
+        except Exception as e:  # a picture is never worth the run
+            self.pictures.failed = str(e)
+        if self.pictures.failed:
+            ctx.findings.append(
+                Finding(
+                    "warning",
+                    "pictures-failed",
+                    None,
+                    f"no best-validation pictures: {self.pictures.failed}",
+                    "training and validation go on; orchestrate predict RUN_DIR draws the pictures "
+                    "once the net's deploy form is fixed",
+                )
+            )
 
     def after_step(self, ctx: Context) -> None:
         self._render(ctx)
