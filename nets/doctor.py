@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from common.findings import SEVERITIES, Finding
-from nets import forks, lossnorm, rules_data, rules_params, zeroinit
+from nets import forks, lossnorm, rules_balance, rules_data, rules_params, zeroinit
 from nets.graph import Context
 from nets.prototxt import load_net, load_solver, read_meta, weight_layer_names
 
@@ -30,6 +30,7 @@ STATIC_RULES: tuple[Rule, ...] = (
     rules_data.check_augmentation,
     rules_data.check_infogain_input,
     rules_data.check_validation,
+    rules_balance.check_class_balance,
 )
 # the val net shares the train net's weights and trains nothing itself
 VAL_RULES: tuple[Rule, ...] = (
@@ -66,7 +67,7 @@ def static_findings(net: Any, ctx: Context, rules: tuple[Rule, ...] = STATIC_RUL
     return out
 
 
-def _context(
+def build_context(
     net: Any,
     meta: dict[str, Any],
     data_stats: dict[str, Any] | None,
@@ -90,6 +91,7 @@ def _context(
         batch=batch,
         meta=meta,
         surgery=surgery,
+        class_weights=tuple(float(w) for w in (stats.get("class_weights") or {}).get("median_frequency") or ()),
     )
 
 
@@ -115,7 +117,7 @@ def diagnose(
     meta = dict(meta if meta is not None else (read_meta(Path(train_prototxt).read_text()) or {}))
     solver_param = load_solver(solver) if solver else None
     val_net = load_net(val_prototxt) if val_prototxt else None
-    ctx = _context(net, meta, data_stats, solver_param, weights, val_net is not None, surgery)
+    ctx = build_context(net, meta, data_stats, solver_param, weights, val_net is not None, surgery)
     findings = static_findings(net, ctx)
     if val_net is not None:
         train_layers = frozenset(x.name for x in net.layer)
@@ -132,7 +134,7 @@ def diagnose(
         stats, failure = dyn.probe(train_prototxt, weights=weights, log_dir=log_dir, timeout=timeout, surgery=surgery)
         if failure is not None:
             findings.append(failure)
-        else:
+        elif stats is not None:  # the probe returns one of the two
             flow = zeroinit.analyse(net, ctx)
             seen = {(f.code, f.layer) for f in findings}
             # the static label-range errors already say what the batch's bad labels show

@@ -67,6 +67,7 @@ class Context:
     batch: int | None = None
     meta: dict[str, Any] = field(default_factory=dict)
     surgery: bool = True  # the run's bilinear surgery fills upsampling layers
+    class_weights: tuple[float, ...] = ()  # stats.json's median-frequency weights (class-imbalance)
 
 
 def layer_phases(layer: Any) -> set[str]:

@@ -14,6 +14,7 @@ from orchestrator.contract import EXIT_BAD_INPUT, EXIT_OK, Status
 def _parser() -> argparse.ArgumentParser:
     from data_prep import cli as data_cli
     from orchestrator.cli import commands as cli_commands
+    from orchestrator.cli import fix as cli_fix
     from orchestrator.cli import runs as cli_runs
 
     p = argparse.ArgumentParser(prog="orchestrate", description=__doc__)
@@ -22,6 +23,7 @@ def _parser() -> argparse.ArgumentParser:
     data_cli.register(sub)
     cli_commands.register(sub)
     cli_runs.register(sub)
+    cli_fix.register(sub)
     return p
 
 
