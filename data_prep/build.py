@@ -25,7 +25,7 @@ from data_prep import decode
 from data_prep.datum import blobproto_bytes
 from data_prep.fsutil import atomic_dir
 from data_prep.progress import Progress
-from data_prep.sources import Pair, pair_folders, palette_lut, read_list, read_palette
+from data_prep.sources import Pair, pair_folders, palette_class_names, palette_lut, read_list, read_palette
 from data_prep.stats import ClassCounter, class_stats, infogain_matrix
 
 MAP_SIZE = 1 << 40  # virtual only: LMDB files grow with the data, like Caffe's own
@@ -54,6 +54,9 @@ class BuildOptions:
     skip_bad: bool = False
     quiet: bool = False
     allow_lossy_labels: bool = False
+    # one name per class, in label order (stats.json's class_names, which runs, reports and
+    # TensorBoard show); None: the palette's names, else dataset.json's beside the data
+    class_names: list[str] | None = None
     extra: dict[str, Any] = field(default_factory=dict)  # recorded in stats.json as given
 
     def validate(self) -> None:
@@ -72,6 +75,21 @@ class BuildOptions:
             raise UserError(f"--resize {self.resize} must be positive", "write --resize WxH, e.g. 480x360")
         if self.workers is not None and self.workers < 1:
             raise UserError(f"--workers {self.workers} must be >= 1", "omit --workers to use all cores")
+        n = self.class_names
+        if n is not None and (len(n) != self.num_classes or not all(isinstance(x, str) and x for x in n)):
+            raise UserError(
+                f"class names {n} are not {self.num_classes} non-empty strings",
+                "give one name per class, in label order",
+            )
+
+    def resolve_class_names(self, near: Path | None) -> list[str] | None:
+        """Set class_names when not given: the palette's names, else a dataset.json beside the
+        data whose class_names fit num_classes (what `data synth` writes)."""
+        if self.class_names is None and self.palette is not None:
+            self.class_names = palette_class_names(self.palette, self.num_classes, self.ignore_label)
+        if self.class_names is None and near is not None:
+            self.class_names = dataset_json_class_names(Path(near), self.num_classes)
+        return self.class_names
 
     def decode_options(self) -> decode.DecodeOptions:
         pal = None
@@ -80,6 +98,23 @@ class BuildOptions:
         return decode.DecodeOptions(
             self.num_classes, self.ignore_label, self.resize, self.encoded, pal, self.allow_lossy_labels
         )
+
+
+def dataset_json_class_names(folder: Path, num_classes: int) -> list[str] | None:
+    """class_names of folder/dataset.json when it holds one string per class, else None."""
+    try:
+        names = json.loads((folder / "dataset.json").read_text(encoding="utf-8")).get("class_names")
+    except (OSError, ValueError, AttributeError):
+        return None
+    ok = isinstance(names, list) and len(names) == num_classes and all(isinstance(x, str) and x for x in names)
+    return list(names) if ok else None
+
+
+def source_folder(list_file: Path | None, root: Path | None, images: Path | None) -> Path | None:
+    """Where a dataset.json of the raw data sits: the root, else the list's or the images' folder."""
+    if root is not None:
+        return Path(root)
+    return Path(list_file).parent if list_file is not None else (Path(images).parent if images else None)
 
 
 def resolve_pairs(
@@ -271,6 +306,7 @@ def _stats(res: dict[str, Any], opts: BuildOptions, source: dict[str, Any]) -> d
         "num_records": n,
         "num_classes": opts.num_classes,
         "ignore_label": opts.ignore_label,
+        "class_names": opts.class_names,
     }
     stats.update(class_stats(res["counter"]))
     warnings += [f"class {c} never appears in the labels: its weight is 0" for c in stats["absent_classes"]]
@@ -362,6 +398,7 @@ def build_dataset(
     opts = BuildOptions(num_classes, ignore_label, **options)
     opts.validate()
     pairs = resolve_pairs(list_file, root, images, labels)
+    opts.resolve_class_names(source_folder(list_file, root, images))
     opts.decode_options()  # a bad palette fails before anything is written
     with atomic_dir(Path(out_dir), overwrite) as tmp:
         return _write_dir(tmp, pairs, opts, _source(list_file, root, images, labels), "build")
@@ -401,6 +438,7 @@ def build_split(
     opts.validate()
     train = resolve_pairs(list_file, root, images, labels)
     source = _source(list_file, root, images, labels)
+    opts.resolve_class_names(source_folder(list_file, root, images))
     if val_list is not None:
         if val_fraction is not None:
             raise UserError("--val-list and --val-fraction both given", "use one: a second list, or a split of one")

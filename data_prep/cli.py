@@ -86,7 +86,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     s = dsub.add_parser(
         "synth",
         help="write a small synthetic, imbalanced segmentation dataset",
-        description="Shapes on noisy backgrounds, 5 classes (one under 2 %% of pixels), "
+        description="Shapes on noisy backgrounds, 5 classes (one under 2 % of pixels), "
         "ignore label 255: images/, labels/, train.txt, val.txt, dataset.json.",
     )
     s.add_argument("--out", type=Path, required=True, help="output folder")

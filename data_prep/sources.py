@@ -126,6 +126,21 @@ def read_palette(path: Path, num_classes: int, ignore_label: int) -> dict[tuple[
 
     One class per line: `name id R G B` or `name id #rrggbb`, separated by spaces or commas;
     lines starting with `#` are comments. Ids must be < num_classes or the ignore label."""
+    return _read_palette(path, num_classes, ignore_label)[0]
+
+
+def palette_class_names(path: Path, num_classes: int, ignore_label: int) -> list[str] | None:
+    """The palette's name of each class 0..num_classes-1 (the first line of an id names it);
+    None unless every class has a line."""
+    names = _read_palette(path, num_classes, ignore_label)[1]
+    return [names[i] for i in range(num_classes)] if all(i in names for i in range(num_classes)) else None
+
+
+def _read_palette(
+    path: Path, num_classes: int, ignore_label: int
+) -> tuple[dict[tuple[int, int, int], int], dict[int, str]]:
+    """(colour -> class id, class id -> its first name) of a palette file, checked."""
+    names: dict[int, str] = {}
     path = Path(path)
     if not path.is_file():
         raise UserError(f"palette file {path} does not exist", "check the path given to --palette")
@@ -160,9 +175,10 @@ def read_palette(path: Path, num_classes: int, ignore_label: int) -> dict[tuple[
                 f"{path} line {n}: colour {rgb} already maps to class {table[rgb]}", "give each colour one class"
             )
         table[rgb] = cid
+        names.setdefault(cid, parts[0])
     if not table:
         raise UserError(f"palette file {path} has no entries", "add 'name id R G B' lines")
-    return table
+    return table, names
 
 
 def palette_lut(table: dict[tuple[int, int, int], int]) -> tuple[np.ndarray, np.ndarray]:

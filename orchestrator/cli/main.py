@@ -10,6 +10,19 @@ from collections.abc import Sequence
 from common.errors import UserError
 from orchestrator.contract import EXIT_BAD_INPUT, EXIT_OK, Status
 
+DESCRIPTION = """Train semantic-segmentation nets on BVLC Caffe: raw images to LMDBs, nets that start
+right, a doctor that finds the classic Caffe mistakes, supervised training with validation
+(mIoU), snapshots and resume, predictions and reports."""
+EPILOG = """a first run:
+  orchestrate data synth --out data/synth      a small synthetic dataset
+  orchestrate run experiments/demo.yaml        check the net, then train into runs/demo
+  orchestrate resume runs/demo                 continue after Ctrl-C or a crash
+  orchestrate predict runs/demo --list data/synth/val.txt --out pred --eval
+  tensorboard --logdir runs/                   curves and pictures in a browser
+
+`orchestrate COMMAND --help` explains each command; README.md has the rest.
+exit codes: 0 ok, 1 the doctor found errors, 2 bad config or input, 3 diverged, 130 interrupted"""
+
 
 def _parser() -> argparse.ArgumentParser:
     from data_prep import cli as data_cli
@@ -17,7 +30,9 @@ def _parser() -> argparse.ArgumentParser:
     from orchestrator.cli import fix as cli_fix
     from orchestrator.cli import runs as cli_runs
 
-    p = argparse.ArgumentParser(prog="orchestrate", description=__doc__)
+    p = argparse.ArgumentParser(
+        prog="orchestrate", description=DESCRIPTION, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--version", action="store_true", help="print version, Caffe commit, build and pycaffe path")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     data_cli.register(sub)

@@ -41,7 +41,7 @@ def _sweep(args: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add predict, runs and sweep to the parser."""
     p = sub.add_parser("predict", help="segment images with a run's snapshot (overlays, --eval metrics)")
-    p.add_argument("run_dir")
+    p.add_argument("run_dir", help="the run directory whose snapshot segments the images (e.g. runs/demo)")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--images", metavar="DIR", help="a folder of images")
     src.add_argument("--list", metavar="FILE", help="'image [label]' lines, as for orchestrate data build")
@@ -55,7 +55,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_predict)
     p = sub.add_parser("runs", help="a table of the runs under a folder (status, best mIoU, time)")
-    p.add_argument("folder", nargs="?", default="runs")
+    p.add_argument("folder", nargs="?", default="runs", help="a folder of run directories (default runs)")
     p.set_defaults(func=_runs)
     p = sub.add_parser("sweep", help="trials of an experiment over a search space, on Ray (local or --address)")
     p.add_argument("sweep", nargs="?", help="the sweep YAML (base experiment, space, scheduler)")
