@@ -112,11 +112,15 @@ def diagnose(
     header; `data_stats` is the data stage's stats.json; the dynamic check (one
     forward/backward in a child, log under `log_dir`) runs when `dynamic` is true; `surgery`
     says whether the run's bilinear surgery fills the upsampling layers (surgery.bilinear).
-    Raises UserError for a missing, empty, binary or unparsable file."""
+    Raises UserError for a missing, empty, binary or unparsable file and for a fork's net."""
     net = load_net(train_prototxt)
     meta = dict(meta if meta is not None else (read_meta(Path(train_prototxt).read_text()) or {}))
     solver_param = load_solver(solver) if solver else None
     val_net = load_net(val_prototxt) if val_prototxt else None
+    # a fork's layer types parse (they are strings) but no BVLC Caffe builds them: all at once
+    for path in filter(None, (train_prototxt, val_prototxt)):
+        if hits := forks.scan(Path(path).read_text()):
+            raise forks.fork_error(path, hits)
     ctx = build_context(net, meta, data_stats, solver_param, weights, val_net is not None, surgery)
     findings = static_findings(net, ctx)
     if val_net is not None:

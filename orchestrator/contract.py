@@ -142,6 +142,9 @@ RUN_FILES = {
     "best": "best",
     "tb": "tb",
 }  # best: the best validation's pictures; tb: TensorBoard events
+BEST_INFO, CONFUSION = "best.json", "confusion.png"  # in best/: which iteration and images; the matrix
+EVAL_FILE = "eval.json"  # predict --eval's scores in its --out folder (beside CONFUSION)
+JOB_FILE = "job.json"  # predict's PredictJob for its child, in the partial --out folder
 # a snapshot folder snapshots/iter_<N>/ holds these, and manifest.json with their sizes and sha256
 WEIGHTS, STATE, HOOKS, MANIFEST = "weights.caffemodel", "state.solverstate", "hooks.json", "manifest.json"
 SNAP_FILES = (WEIGHTS, STATE, HOOKS)

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from orchestrator.contract import RUN_FILES, RunMeta, class_labels
+from orchestrator.contract import BEST_INFO, CONFUSION, RUN_FILES, RunMeta, class_labels
 from orchestrator.rundir import RunDir, read_jsonl
 
 
@@ -42,7 +42,7 @@ def _fmt(v: Any) -> str:
 
 def pictures_section(best_dir: Path) -> list[str]:
     """Markdown for the best validation's pictures (RUN_DIR/best/), if the run drew them."""
-    info = best_dir / "best.json"
+    info = best_dir / BEST_INFO
     if not info.exists():
         return []
     meta = json.loads(info.read_text())
@@ -52,10 +52,11 @@ def pictures_section(best_dir: Path) -> list[str]:
         "overlay (prediction on the image) and errors (red: wrong, grey: ignored)",
         "",
     ]
+    d = RUN_FILES["best"]
     for name in meta["images"]:
-        lines.append(f"![{name} overlay](best/{name}_overlay.png) ![{name} errors](best/{name}_error.png)")
-    if (best_dir / "confusion.png").exists():
-        lines += ["", "![confusion matrix of the best validation](best/confusion.png)"]
+        lines.append(f"![{name} overlay]({d}/{name}_overlay.png) ![{name} errors]({d}/{name}_error.png)")
+    if (best_dir / CONFUSION).exists():
+        lines += ["", f"![confusion matrix of the best validation]({d}/{CONFUSION})"]
     return lines + [""]
 
 

@@ -115,17 +115,28 @@ class JsonlLog:
         self._f.close()
 
 
+class _RunFile:
+    """A RunDir attribute: the path of the run-dir file RUN_FILES[key] (an unknown key fails at import)."""
+
+    def __init__(self, key: str) -> None:
+        self.name = RUN_FILES[key]
+
+    def __get__(self, run: RunDir, owner: type | None = None) -> Path:
+        return run.root / self.name
+
+
 class RunDir:
     """Paths and writers of one run directory."""
+
+    config, solver, meta, findings = _RunFile("config"), _RunFile("solver"), _RunFile("meta"), _RunFile("findings")
+    train_net, val_net, deploy_net = _RunFile("train_net"), _RunFile("val_net"), _RunFile("deploy_net")
+    metrics, val, summary, log = _RunFile("metrics"), _RunFile("val"), _RunFile("summary"), _RunFile("log")
+    report, curves, best, tb = _RunFile("report"), _RunFile("curves"), _RunFile("best"), _RunFile("tb")
+    snapshots, partial = _RunFile("snapshots"), _RunFile("partial")
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root).resolve()
         self.lock_fd: int | None = None
-
-    def __getattr__(self, name: str) -> Path:
-        if name in RUN_FILES:
-            return self.root / RUN_FILES[name]
-        raise AttributeError(name)
 
     @property
     def caffe_prefix(self) -> Path:

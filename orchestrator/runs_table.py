@@ -7,13 +7,13 @@ from pathlib import Path
 from typing import Any
 
 from common.errors import UserError
-from orchestrator.rundir import MARKER
+from orchestrator.contract import MARKER, RUN_FILES
 
 
 def run_row(folder: Path) -> dict[str, Any]:
     """name, status, iterations, best mIoU and where, training time, of one run directory."""
     try:
-        s = json.loads((folder / "summary.json").read_text())
+        s = json.loads((folder / RUN_FILES["summary"]).read_text())
     except (OSError, json.JSONDecodeError):
         s = {}
     best = s.get("best") or {}
@@ -32,7 +32,7 @@ def find_runs(folder: Path) -> list[Path]:
     """Run directories at any depth below `folder` (a sweep keeps its trials one level down)."""
     return sorted(
         {p.parent for p in folder.rglob(MARKER)}
-        | {p.parent for p in folder.rglob("summary.json") if (p.parent / "config.yaml").exists()}
+        | {p.parent for p in folder.rglob(RUN_FILES["summary"]) if (p.parent / RUN_FILES["config"]).exists()}
     )
 
 

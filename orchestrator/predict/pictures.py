@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from orchestrator.contract import RUN_FILES, class_labels
+from orchestrator.contract import BEST_INFO, CONFUSION, RUN_FILES, class_labels
 from orchestrator.predict import deploy as dep
 from orchestrator.predict import overlay
 
@@ -113,10 +113,8 @@ class BestPictures:
             overlay.plot_confusion(
                 np.asarray(confusion),
                 self.names,
-                self.root / "confusion.png",
+                self.root / CONFUSION,
                 f"best validation, iteration {iteration}",
             )
-        (self.root / "best.json").write_text(
-            json.dumps({"iteration": iteration, "images": [s[0] for s in self.samples]})
-        )
+        (self.root / BEST_INFO).write_text(json.dumps({"iteration": iteration, "images": [s[0] for s in self.samples]}))
         return out

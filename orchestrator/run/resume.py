@@ -14,6 +14,7 @@ from common.errors import UserError
 from common.findings import Finding
 from orchestrator.config import experiment as cfgmod
 from orchestrator.config.schema import to_dict
+from orchestrator.contract import HOOKS
 from orchestrator.run import resume_policy as policy
 from orchestrator.rundir import RunDir, relink_snapshot, require_run_dir
 
@@ -33,7 +34,7 @@ def read_run_config(run: RunDir, overrides: list[str]) -> cfgmod.Experiment:
 
 def _saved_config(snapshot: Any) -> dict[str, Any] | None:
     """The config the snapshot was trained with (None for snapshots made before it was kept)."""
-    saved = json.loads((snapshot / "hooks.json").read_text())
+    saved = json.loads((snapshot / HOOKS).read_text())
     return saved.get("config")
 
 

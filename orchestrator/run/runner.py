@@ -16,7 +16,7 @@ from data_prep.build import INFOGAIN_FILE
 from orchestrator.config import experiment as cfgmod
 from orchestrator.contract import EXIT_BAD_INPUT, EXIT_OK, LOCK, MARKER, START_STATE, RunMeta, Status
 from orchestrator.run.supervisor import supervise
-from orchestrator.rundir import RunDir, foreign_error, read_jsonl
+from orchestrator.rundir import RunDir, read_jsonl
 
 
 def ensure_data(exp: cfgmod.Experiment) -> None:
@@ -43,7 +43,6 @@ def ensure_data(exp: cfgmod.Experiment) -> None:
             encoded=b.encoded,
             quiet=True,
             allow_lossy_labels=b.allow_lossy_labels,
-            class_names=b.class_names,
             **({"resize": b.size} if b.size else {}),
         )
 
@@ -113,7 +112,7 @@ def make_nets(exp: cfgmod.Experiment, run: RunDir) -> tuple[RunMeta, list[Findin
     )
     g.write(run.root)
     meta = RunMeta.from_dict(g.meta)
-    meta.class_names = exp.data.class_names or stats.get("class_names")
+    meta.class_names = stats.get("class_names") or exp.data.class_names
     val_n = int(read_stats(exp.data.val)["num_records"]) if exp.data.val else 0
     meta.val_images = min(val_n, exp.validation.max_images or val_n)
     return meta, []
@@ -201,9 +200,8 @@ def check_inputs(exp: cfgmod.Experiment) -> None:
 def open_run_dir(path: str, fresh: bool) -> tuple[RunDir, bool]:
     """The run directory, locked and empty but for its marker; (run, created here).
 
-    Only a folder we created (marker) that holds nothing but what a run writes is ever emptied,
-    and what is removed is said; a run that never trained (stopped in pre-flight) is replaced
-    without --fresh, one that trained only with --fresh."""
+    Only a folder we created (marker) is ever emptied; a run that never trained (stopped in
+    pre-flight) may be started again without --fresh."""
     run = RunDir(path)
     if run.root.exists() and not run.root.is_dir():
         raise UserError(f"{run.root} is a file, not a run directory", "choose another --run-dir")
@@ -215,9 +213,6 @@ def open_run_dir(path: str, fresh: bool) -> tuple[RunDir, bool]:
                 f"{run.root} exists and was not created by orchestrate run (no {MARKER} marker): refusing to {verb} it",
                 "choose another --run-dir (or another name:)",
             )
-        foreign = run.foreign_files()
-        if foreign:  # a marker copied along with other files: never delete those
-            raise foreign_error(run.root, foreign)
         run.acquire_lock()
         trained = bool(run.snapshot_dirs() or read_jsonl(run.metrics))
         if trained and not fresh:
@@ -226,10 +221,7 @@ def open_run_dir(path: str, fresh: bool) -> tuple[RunDir, bool]:
                 f"resume it with `orchestrate resume {run.root}`, "
                 "pass --fresh to delete it and start over, or choose --run-dir",
             )
-        removed = run.clear()
-        if removed:
-            why = "--fresh" if fresh else "a run that never trained"
-            print(f"{why}: removed from {run.root}: {', '.join(removed)}", file=sys.stderr)
+        run.clear()
     else:
         run.acquire_lock()
     run.create()
@@ -334,16 +326,6 @@ def resume_run(path: str, overrides: list[str] = ()) -> int:
     if plan is None:
         return EXIT_OK
     run, exp, iteration, notes = plan
-    # this folder's paths and the new settings; the other fields of the run's own solver stay.
-    # Both files are made before either is written, and put back when the resume fails before
-    # training a step: a failed resume leaves the run as it found it.
-    old = {f: f.read_bytes() for f in (run.config, run.solver) if f.exists()}
-    new = {run.solver: solver_text(exp, run, run.val_net.exists(), run.solver), run.config: cfgmod.to_yaml(exp)}
-    for f, text in new.items():
-        f.write_text(text)
-    rc = supervise(run, resume=iteration, notes=notes)
-    if rc == Status.FAILED.exit_code and run.trained_iterations() <= iteration:
-        for f, data in old.items():
-            f.write_bytes(data)
-        print(f"(config.yaml and solver.prototxt of {run.root} are as they were before this resume)", file=sys.stderr)
-    return rc
+    # this folder's paths and the new settings; the other fields of the run's own solver stay
+    run.solver.write_text(solver_text(exp, run, run.val_net.exists(), run.solver))
+    return supervise(run, resume=iteration, notes=notes)

@@ -25,6 +25,7 @@ from common.findings import Finding, has_errors
 from orchestrator.config import experiment as cfgmod
 from orchestrator.config.schema import to_dict
 from orchestrator.contract import EXIT_BAD_INPUT, EXIT_OK
+from orchestrator.rundir import RunDir
 from orchestrator.runs_table import run_row
 from orchestrator.sweep import sweepfile as sc
 
@@ -137,8 +138,7 @@ def results(out: Path, plan: dict[str, Any]) -> list[dict[str, Any]]:
     rows = []
     for t in plan["trials"]:
         row = run_row(out / "trials" / t["id"]) | {"trial": t["id"], "overrides": sc.describe(t["overrides"])}
-        summary = out / "trials" / t["id"] / "summary.json"
-        s = json.loads(summary.read_text()) if summary.exists() else {}
+        s = RunDir(out / "trials" / t["id"]).summary_data()
         row["stop_reason"] = s.get("stop_reason")
         row["status"] = s.get("status", "not run")
         rows.append(row)

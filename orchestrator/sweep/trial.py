@@ -72,7 +72,7 @@ def _trainable_class() -> Any:
             log.close()
 
         def step(self) -> dict[str, Any]:
-            val = Path(self.cfg["run_dir"]) / "val.jsonl"
+            val = RunDir(self.cfg["run_dir"]).val
             metric = self.cfg["metric"]
             while True:
                 recs = read_jsonl(val)

@@ -54,7 +54,7 @@ class PublicNet:
     ignore_label: int | None = 255
     score: str | None = None  # the top that holds the class scores
     loss: bool = True  # False: a deploy net (no label, no loss): a test adds them
-    fork: str | None = None
+    fork: str | None = None  # the key of nets.forks.FORKS the doctor names
     fork_tokens: tuple[str, ...] = ()
     notes: str = ""
 
@@ -156,7 +156,7 @@ REGISTRY: dict[str, PublicNet] = {
         size=32,
         ignore_label=None,
         score="upsample",
-        fork="NVIDIA's Caffe fork (NVcaffe, DIGITS' Caffe)",
+        fork="nvcaffe",
         fork_tokens=("L1Loss",),
         notes="binary segmentation as regression: conv 3x3 (32), conv 16x16 stride 16 (1024), a learned "
         "16x16 stride-16 Deconvolution 1024 -> 1 (lr_mult 1, no weight filler: zeros, bias 128) and L1Loss "
@@ -173,7 +173,7 @@ REGISTRY: dict[str, PublicNet] = {
         backbone=VGG16[:-2],
         size=321,
         score="fc8",
-        fork="DeepLab v2's Caffe (deeplab-public-ver2)",
+        fork="deeplab",
         fork_tokens=("ImageSegData", "label_type", "Interp", "interp_param", "SegAccuracy", "seg_accuracy_param"),
         notes="DeepLab v2 ASPP over VGG16 (dilations 2, 6, 12, 18, 24): ImageSegData (tops data, label, "
         "data_dim), the label shrunk by Interp (shrink_factor 8) to the score size, SegAccuracy",
@@ -189,7 +189,7 @@ REGISTRY: dict[str, PublicNet] = {
         ignore_label=None,
         score="conv6_interp",
         loss=False,
-        fork="PSPNet's Caffe (hszhao/PSPNet)",
+        fork="pspnet",
         fork_tokens=("BN", "bn_param", "Interp", "interp_param"),
         notes="deploy net (Input 473x473): ResNet-50 with the fork's BN, pyramid pooling with Interp back to "
         "the feature size, Interp zoom_factor 8 at the end",
@@ -204,7 +204,7 @@ REGISTRY: dict[str, PublicNet] = {
         size=1025,
         ignore_label=None,
         loss=False,
-        fork="PSPNet's Caffe (hszhao/PSPNet, ICNet's Caffe)",
+        fork="pspnet",
         fork_tokens=("Interp", "interp_param"),
         notes="deploy net (Input 1025x2049), BatchNorm already merged into the convolutions; three branches "
         "joined by Interp (shrink and zoom)",
@@ -217,7 +217,7 @@ REGISTRY: dict[str, PublicNet] = {
         "deconvnet-stage1.solver.prototxt",
         label_tops=("seg-label",),
         size=224,
-        fork="DeconvNet's Caffe (HyeonwooNoh/caffe)",
+        fork="deconvnet",
         fork_tokens=(
             "IMAGE_SEG_DATA",
             "BN",
@@ -241,7 +241,7 @@ REGISTRY: dict[str, PublicNet] = {
         size=500,
         ignore_label=None,
         loss=False,
-        fork="CRF-RNN's Caffe (torrvision/caffe)",
+        fork="crfrnn",
         fork_tokens=("MultiStageMeanfield", "multi_stage_meanfield_param"),
         notes="deploy net (Input 500x500): FCN-8s then a MultiStageMeanfield (the CRF as an RNN) that reads "
         "the scores and the image",
@@ -253,8 +253,16 @@ REGISTRY: dict[str, PublicNet] = {
         19,
         "enet.solver.prototxt",
         size=512,
-        fork="ENet's Caffe (TimoSaemann/caffe-enet)",
-        fork_tokens=("DenseImageData", "dense_image_data_param", "BN", "bn_param", "Upsample", "upsample_param"),
+        fork="enet",
+        fork_tokens=(
+            "DenseImageData",
+            "dense_image_data_param",
+            "BN",
+            "bn_param",
+            "Upsample",
+            "upsample_param",
+            "weight_by_label_freqs",
+        ),
         notes="ENet encoder-decoder for Cityscapes: BN, PReLU, learned Deconvolution upsampling (msra) and "
         "max-unpooling (Upsample with the pool's mask), SpatialDropout as Python layers "
         "(spatial_dropout module of the repo)",
@@ -267,7 +275,7 @@ REGISTRY: dict[str, PublicNet] = {
         "segnet_solver.prototxt",
         size=360,
         ignore_label=11,
-        fork="the caffe-segnet fork (alexgkendall/caffe-segnet)",
+        fork="segnet",
         fork_tokens=(
             "DenseImageData",
             "dense_image_data_param",
@@ -286,7 +294,7 @@ REGISTRY: dict[str, PublicNet] = {
         12,
         size=360,
         ignore_label=11,
-        fork="the caffe-segnet fork (alexgkendall/caffe-segnet)",
+        fork="segnet",
         fork_tokens=(
             "DenseImageData",
             "dense_image_data_param",

@@ -10,7 +10,10 @@ import numpy as np
 import pytest
 
 from common.errors import UserError
+from nets import forks
 from nets.doctor import diagnose
+from nets.graph import Context
+from nets.prototxt import load_net
 from orchestrator.cli import main
 
 DATA = (
@@ -124,19 +127,23 @@ def test_unknown_layer_type_is_blamed_on_its_own_layer(tmp_path):
 
 
 def test_fork_layer_types_get_their_bvlc_equivalent(tmp_path):
-    """`type: "BN"` parses (types are strings) but BVLC Caffe has no such layer."""
+    """`type: "BN"` parses (types are strings) but BVLC Caffe has no such layer: the net is bad
+    input (exit 2) named with every fork layer, before any probe runs."""
     text = (
         DATA.replace("{label}", "label")
         + CONV.format(name="conv1", bottom="data", n=4, filler=MSRA)
         + 'layer { name: "conv1_bn" type: "BN" bottom: "conv1" top: "conv1" }\n'
         + 'layer { name: "up" type: "Upsample" bottom: "conv1" top: "up" }\n'
     )
-    found = diagnose(write(tmp_path / "net.prototxt", text), log_dir=str(tmp_path))
-    fork = {f.layer: f for f in found if f.code == "fork-layer"}
-    assert set(fork) == {"conv1_bn", "up"} and all(f.severity == "error" for f in fork.values())
-    assert "caffe-segnet" in fork["conv1_bn"].message and "BatchNorm" in fork["conv1_bn"].fix
-    assert "Deconvolution" in fork["up"].fix
-    assert "net-invalid" not in {f.code for f in found}  # the probe is not run on a net it cannot build
+    with pytest.raises(UserError) as e:
+        diagnose(write(tmp_path / "net.prototxt", text), log_dir=str(tmp_path))
+    message = str(e.value)
+    assert "caffe-segnet" in message and "conv1_bn" in message and "up" in message
+    assert "BatchNorm" in message and "Deconvolution" in message and "cannot build" in message
+    # the static rule says the same over a parsed net
+    found = forks.check_fork_layers(load_net(tmp_path / "net.prototxt"), Context())
+    assert {f.layer for f in found} == {"conv1_bn", "up"} and all(f.severity == "error" for f in found)
+    assert "BatchNorm" in found[0].fix
 
 
 def test_empty_and_binary_files_are_clear_errors(tmp_path, capsys):
