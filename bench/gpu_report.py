@@ -100,7 +100,7 @@ def main() -> int:
     """Write results.json and summary.md into OUT and print the summary."""
     work, out = Path(sys.argv[1]), Path(sys.argv[2])
     steps = [line.split(None, 2) for line in text(work, "steps.txt").splitlines() if line.strip()]
-    results = {
+    results: dict[str, Any] = {
         "steps": [{"step": s[0], "status": s[1], "detail": s[2] if len(s) > 2 else ""} for s in steps],
         "env": load(work, "env.json"),
         "numerics": load(work, "numerics.json"),

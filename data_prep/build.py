@@ -234,7 +234,8 @@ def write_lmdbs(
     dbs: list[LmdbWriter] = []
     counter = ClassCounter(opts.num_classes, opts.ignore_label)
     bar = Progress(len(pairs), label, quiet=opts.quiet)
-    bgr, sizes, skipped, index, nbytes, pixels = np.zeros(3), set(), [], [], 0, 0
+    bgr, sizes, skipped, nbytes, pixels = np.zeros(3), set(), [], 0, 0
+    index: list[tuple[str, Pair]] = []
     lossy: Counter[str] = Counter()
     lossy_first = ""
     committed = False
@@ -443,7 +444,7 @@ def build_split(
         if val_fraction is not None:
             raise UserError("--val-list and --val-fraction both given", "use one: a second list, or a split of one")
         val = read_list(Path(val_list), None if root is None else Path(root))
-        split = {"val_list": str(Path(val_list).resolve())}
+        split: dict[str, Any] = {"val_list": str(Path(val_list).resolve())}
     elif val_fraction is not None:
         train, val = split_pairs(train, val_fraction, split_seed)
         split = {"val_fraction": val_fraction, "split_seed": split_seed}

@@ -36,6 +36,12 @@ def parse_size(text: str) -> tuple[int, int]:
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
+def _help(parser: argparse.ArgumentParser) -> int:
+    """`data` without a subcommand: its help, and exit 2."""
+    parser.print_help()
+    return 2
+
+
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add `data build` and `data synth` to the top-level subparsers."""
     data = sub.add_parser(
@@ -44,7 +50,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         description="Data stage: raw images -> LMDBs + stats.json + infogain_H.",
     )
     dsub = data.add_subparsers(dest="data_command", metavar="SUBCOMMAND")
-    data.set_defaults(func=lambda args: (data.print_help(), 2)[1])
+    data.set_defaults(func=lambda args: _help(data))
 
     b = dsub.add_parser(
         "build",

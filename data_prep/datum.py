@@ -13,6 +13,7 @@ caffe.proto:  Datum { channels=1; height=2; width=3; bytes data=4; label=5;
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -97,7 +98,8 @@ def parse_datum(raw: bytes | memoryview) -> Datum:
     """Parse a serialized Datum (ours or Caffe's); float_data is skipped. Given a memoryview
     (e.g. an LMDB buffer), `data` is a view into it, valid as long as that buffer is."""
     buf = memoryview(raw)
-    pos, fields = 0, {"channels": 0, "height": 0, "width": 0, "data": b"", "encoded": False, "label": 0}
+    pos = 0
+    fields: dict[str, Any] = {"channels": 0, "height": 0, "width": 0, "data": b"", "encoded": False, "label": 0}
     names = {1: "channels", 2: "height", 3: "width", 5: "label", 7: "encoded"}
     while pos < len(buf):
         key, pos = _read_varint(buf, pos)

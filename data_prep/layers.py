@@ -23,7 +23,7 @@ import caffe
 from data_prep.paired import PairedBatcher, parse_params
 
 
-class PairedDataLayer(caffe.Layer):  # type: ignore[misc]
+class PairedDataLayer(caffe.Layer):
     """Tops `data` (N x 3 x H x W, mean subtracted) and `label` (N x 1 x H x W), augmented together."""
 
     def setup(self, bottom: Any, top: Any) -> None:

@@ -9,6 +9,7 @@ A class that never appears gets weight 0 (and the caller warns). Ignored pixels 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -77,7 +78,7 @@ def absent_classes(pixel_counts: np.ndarray, ignore_label: int) -> list[int]:
     return [c for c, n in enumerate(np.asarray(pixel_counts)) if n == 0 and c != ignore_label]
 
 
-def class_stats(counter: ClassCounter) -> dict[str, object]:
+def class_stats(counter: ClassCounter) -> dict[str, Any]:
     """The class part of stats.json, JSON-ready."""
     pc = counter.pixel_counts
     total = int(pc.sum())

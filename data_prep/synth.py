@@ -36,15 +36,15 @@ def _shape_mask(cls: int, size: tuple[int, int], rng: np.random.Generator) -> np
     cy, cx = int(rng.integers(r, h - r)), int(rng.integers(r, w - r))
     mask = np.zeros((h, w), np.uint8)
     if cls == 1:
-        cv2.circle(mask, (cx, cy), r, 1, -1)
+        cv2.circle(mask, (cx, cy), r, (1,), -1)
     elif cls == 2:
-        cv2.rectangle(mask, (cx - r, cy - r), (cx + r, cy + r), 1, -1)
+        cv2.rectangle(mask, (cx - r, cy - r), (cx + r, cy + r), (1,), -1)
     elif cls == 3:
         pts = np.array([(cx, cy - r), (cx - r, cy + r), (cx + r, cy + r)], np.int32)
-        cv2.fillPoly(mask, [pts], 1)
+        cv2.fillPoly(mask, [pts], (1,))
     else:
         pts = np.array([(cx, cy - r), (cx + r, cy), (cx, cy + r), (cx - r, cy)], np.int32)
-        cv2.fillPoly(mask, [pts], 1)
+        cv2.fillPoly(mask, [pts], (1,))
     return mask.astype(bool)
 
 

@@ -102,7 +102,7 @@ def invalid_finding(child: ChildResult, log_text: str, log_path: Path, timed_out
         err = _python_error(log_text)
         how = f"signal {child.signal_name}" if child.signal_name else f"exit code {child.returncode}"
         message = f"the net could not be built or run ({how})" + (f": {err}" if err else "")
-    where = f" while {'setting up' if stage == 'build' else stage + ' of'} '{layer}'" if layer else ""
+    where = f" while {'setting up' if stage == 'build' else f'{stage} of'} '{layer}'" if layer else ""
     return Finding(
         "error",
         "net-invalid",

@@ -185,7 +185,9 @@ def generate(
             else dict(total_stride=int(arch[3:-1]))
         ),
     )
-    head = dict(kind=loss, normalization=normalization, ignore_label=ignore_label, infogain_file=infogain_file)
+    head: dict[str, Any] = dict(
+        kind=loss, normalization=normalization, ignore_label=ignore_label, infogain_file=infogain_file
+    )
 
     def build(which: str, source: DataSource | None) -> str:
         import caffe
@@ -207,15 +209,15 @@ def generate(
         proto.name = f"{arch}_{which}"
         return str(proto)
 
-    texts = {
-        "train": build("train", train_data),
-        "val": build("val", val_data) if val_data is not None else None,
-        "deploy": build("deploy", None),
-    }
+    train, val, deploy = (
+        build("train", train_data),
+        build("val", val_data) if val_data is not None else None,
+        build("deploy", None),
+    )
     header = meta_header(meta)
     return GeneratedNet(
-        train=header + texts["train"],
-        val=header + texts["val"] if texts["val"] is not None else None,
-        deploy=header + texts["deploy"],
+        train=header + train,
+        val=header + val if val is not None else None,
+        deploy=header + deploy,
         meta=dict(meta),
     )

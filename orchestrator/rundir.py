@@ -244,7 +244,7 @@ class RunDir:
         data = self.summary_data()
         data.update(fields)
         try:
-            data["status"] = Status(data.get("status")).value
+            data["status"] = Status(data.get("status", "")).value
         except ValueError:
             raise ValueError(f"bad status {data.get('status')!r}") from None
         write_json_atomic(self.summary, data)
@@ -265,7 +265,7 @@ class RunDir:
     def intact_snapshot(self) -> tuple[tuple[int, Path] | None, list[str]]:
         """The newest snapshot whose files match its manifest, and one line per newer snapshot
         that did not (renamed to `iter_N.corrupt` so that neither resume nor pruning counts it)."""
-        skipped = []
+        skipped: list[str] = []
         for it, p in reversed(self.snapshot_dirs()):
             problem = verify_snapshot(p)
             if problem is None:

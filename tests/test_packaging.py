@@ -198,7 +198,7 @@ def test_pyproject_alone_installs_what_every_module_imports(tmp_path: Path) -> N
     }
     assert undeclared == {}, f"imported by the code but not named in pyproject.toml (name: distributions): {undeclared}"
 
-    frozen = {}
+    frozen: dict[str, str] = {}
     for line in pip(vpy, "freeze").splitlines():
         name, _, version = line.partition("==")
         if version and canonicalize_name(name) != "segorch":

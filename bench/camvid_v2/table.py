@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +45,7 @@ def label(overrides: dict[str, Any], base: dict[str, Any], trial: dict[str, Any]
     return " ".join(parts)
 
 
-def _resolved(path: Path, overrides: list[str] = ()) -> dict[str, Any]:
+def _resolved(path: Path, overrides: Sequence[str] = ()) -> dict[str, Any]:
     """An experiment file as the schema resolves it (defaults filled in)."""
     from orchestrator.config import experiment as cfgmod
     from orchestrator.config.schema import to_dict

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import tempfile
+from typing import Any
 
 from common.errors import UserError
 from orchestrator.contract import EXIT_FINDINGS, EXIT_OK
@@ -88,7 +89,9 @@ def _doctor_env(args: argparse.Namespace) -> int:
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add run/resume/validate/check/doctor-env to the parser."""
-    sets = dict(action="append", metavar="dotted.key=value", help="override a config key (type-checked)")
+    sets: dict[str, Any] = dict(
+        action="append", metavar="dotted.key=value", help="override a config key (type-checked)"
+    )
     p = sub.add_parser("run", help="train an experiment (YAML) in a supervised Caffe child process")
     p.add_argument("experiment", help="the experiment YAML (e.g. experiments/demo.yaml)")
     p.add_argument("--run-dir", help="default runs/<name>")

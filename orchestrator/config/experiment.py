@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import os
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -311,7 +312,7 @@ def parse_override(text: str) -> tuple[str, Any]:
 
 
 def from_dict(
-    raw: dict[str, Any], overrides: list[str] = (), source: str = "<dict>", solver_file: bool = False
+    raw: dict[str, Any], overrides: Sequence[str] = (), source: str = "<dict>", solver_file: bool = False
 ) -> Experiment:
     """Validate a raw mapping (plus --set overrides); raise UserError listing every problem.
     With `solver_file`, solver.prototxt (the user's solver) fills the solver keys not given."""
@@ -332,7 +333,7 @@ def from_dict(
     return exp
 
 
-def load_experiment(path: str | os.PathLike[str], overrides: list[str] = ()) -> Experiment:
+def load_experiment(path: str | os.PathLike[str], overrides: Sequence[str] = ()) -> Experiment:
     """Read an experiment YAML (safe loader), apply overrides, make paths absolute."""
     p = Path(path)
     if not p.is_file():

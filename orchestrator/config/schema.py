@@ -137,7 +137,7 @@ def convert(tp: Any, value: Any, path: str, errors: list[str]) -> Any:
             return []
         (item,) = get_args(tp)
         return [convert(item, v, f"{path}[{i}]", errors) for i, v in enumerate(value)]
-    if dataclasses.is_dataclass(tp):
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         return load(tp, value, path, errors)
     if tp is bool:
         if not isinstance(value, bool):
@@ -192,17 +192,17 @@ def load(cls: type[T], data: Any, path: str, errors: list[str]) -> T:
             continue
         kwargs[key] = convert(hints[key], value, where, errors)
     for name, f in fields.items():
-        if name not in kwargs and f.default is _MISSING and f.default_factory is _MISSING:  # type: ignore[misc]
+        if name not in kwargs and f.default is _MISSING and f.default_factory is _MISSING:
             errors.append(f"{path + '.' if path else ''}{name}: required key is missing")
             kwargs[name] = None
     obj = cls(**kwargs)
     bad = [e.split(": ", 1)[0] for e in errors[first_error:]]
     for check in _rules(cls):
-        where = [f"{path}.{f}" if path else f for f in check.schema_fields]
-        if not any(_overlap(w, b) for w in where for b in bad):
+        at = [f"{path}.{f}" if path else f for f in check.schema_fields]
+        if not any(_overlap(w, b) for w in at for b in bad):
             problem = check(obj)
             if problem:
-                errors.append(f"{where[0]}: {problem}")
+                errors.append(f"{at[0]}: {problem}")
     return obj
 
 

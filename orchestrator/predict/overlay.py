@@ -5,6 +5,7 @@ matrix. Used by `orchestrate predict` and by validation's best-iteration overlay
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -112,10 +113,10 @@ def plot_confusion(conf: np.ndarray, names: list[str], path: Path, title: str = 
     tmp.replace(path)
 
 
-def class_table(scores: dict[str, object], names: list[str]) -> str:
+def class_table(scores: dict[str, Any], names: list[str]) -> str:
     """The console's per-class table and the summary line."""
     rows = [f"{'class':<16} {'IU':>7}"]
-    for name, iu in zip(names, scores["per_class_iu"], strict=True):  # type: ignore[arg-type]
+    for name, iu in zip(names, scores["per_class_iu"], strict=True):
         rows.append(f"{name:<16} {'n/a' if iu is None else f'{iu:.4f}':>7}")
     rows.append(
         f"mIoU {scores['mean_iu']:.4f}  pixel acc {scores['pixel_accuracy']:.4f}  "

@@ -24,7 +24,7 @@ def val_samples(val_dir: Path, k: int) -> list[tuple[str, np.ndarray, np.ndarray
 
     from data_prep.datum import datum_to_array, parse_datum
 
-    out = []
+    out: list[tuple[str, np.ndarray, np.ndarray]] = []
     with (
         lmdb.open(str(val_dir / "images"), readonly=True, lock=False) as img_env,
         lmdb.open(str(val_dir / "labels"), readonly=True, lock=False) as lab_env,

@@ -7,7 +7,9 @@ from __future__ import annotations
 import json
 import shutil
 import sys
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from common.datastats import STATS_FILE, read_stats
 from common.errors import UserError
@@ -43,7 +45,7 @@ def ensure_data(exp: cfgmod.Experiment) -> None:
             encoded=b.encoded,
             quiet=True,
             allow_lossy_labels=b.allow_lossy_labels,
-            **({"resize": b.size} if b.size else {}),
+            resize=b.size or None,
         )
 
 
@@ -63,7 +65,7 @@ def make_nets(exp: cfgmod.Experiment, run: RunDir) -> tuple[RunMeta, list[Findin
     a = exp.data.augment
 
     def source(d: str, batch: int, train: bool) -> nets.DataSource:
-        aug = (
+        aug: dict[str, Any] = (
             dict(
                 mirror=a.mirror,
                 crop=tuple(a.crop) if a.crop else None,
@@ -311,7 +313,7 @@ def run_experiment(
     return supervise(run)
 
 
-def resume_run(path: str, overrides: list[str] = ()) -> int:
+def resume_run(path: str, overrides: Sequence[str] = ()) -> int:
     """`orchestrate resume RUN_DIR [--set k=v]`: continue from the newest intact snapshot."""
     from orchestrator.run.resume import plan_resume
 

@@ -155,6 +155,7 @@ def user_net_meta(exp: Experiment, run: RunDir) -> tuple[RunMeta, list[Finding]]
     from nets.graph import has_test_data
     from nets.prototxt import load_net, read_meta
 
+    assert exp.net.prototxt is not None  # only an experiment with net.prototxt comes here
     shutil.copyfile(exp.net.prototxt, run.train_net)
     train = load_net(run.train_net)
     val_src = exp.net.val_prototxt or (exp.net.prototxt if has_test_data(train) else None)

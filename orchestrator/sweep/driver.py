@@ -105,7 +105,9 @@ def run_trials(
     ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
     try:
         cpus = float(cfg["resources"]["cpus"])
-        trainable = tune.with_resources(_trainable_class(), lambda c: {"cpu": cpus, "gpu": 1 if gpu[c["id"]] else 0})
+        trainable = tune.with_resources(
+            _trainable_class(), lambda c: tune.PlacementGroupFactory([{"CPU": cpus, "GPU": 1 if gpu[c["id"]] else 0}])
+        )
         space = {
             "id": tune.grid_search(ids),
             "folder": str(out),

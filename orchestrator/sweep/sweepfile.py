@@ -128,8 +128,10 @@ def _draw(param: ParamCfg, rng: np.random.RandomState) -> Any:
     if param.choice is not None:
         return param.choice[rng.randint(len(param.choice))]
     if param.uniform is not None:
-        return float(rng.uniform(*param.uniform))
-    lo, hi = param.loguniform  # type: ignore[misc]
+        lo, hi = param.uniform
+        return float(rng.uniform(lo, hi))
+    assert param.loguniform is not None  # the schema's rule: exactly one kind per dimension
+    lo, hi = param.loguniform
     return float(math.exp(rng.uniform(math.log(lo), math.log(hi))))
 
 
@@ -140,7 +142,7 @@ def plan_trials(cfg: SweepCfg) -> list[dict[str, Any]]:
     grid = [p for p in cfg.space if p.grid is not None]
     drawn = [p for p in cfg.space if p.grid is None]
     trials = []
-    for point in itertools.product(*[p.grid for p in grid]) if grid else [()]:
+    for point in itertools.product(*[p.grid for p in grid if p.grid is not None]) if grid else [()]:
         for _ in range(cfg.samples if drawn else 1):
             over = {p.key: v for p, v in zip(grid, point, strict=True)}
             over.update({p.key: _draw(p, rng) for p in drawn})

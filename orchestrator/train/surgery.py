@@ -77,8 +77,8 @@ def run_surgery(net: Any, param: Any, named: list[str], weights: str | None) -> 
     """The run's bilinear surgery on a pycaffe `net` (its NetParameter `param`), as findings.
     A layer it cannot fill well keeps its filler's weights and becomes a warning: surgery
     never stops a run."""
-    needs_weights = weights and not named and surgery_targets(param)
-    names, out = plan(param, named, loaded_layers(net, weights) if needs_weights else set())
+    loaded = loaded_layers(net, weights) if weights and not named and surgery_targets(param) else set()
+    names, out = plan(param, named, loaded)
     result = apply(net, param, names)
     out += [
         Finding(

@@ -14,7 +14,7 @@ from dp_helpers import caffe_datum_array, read_lmdb
 CAMVID_CLASSES, VOID = 11, 11
 
 
-def _list(camvid: Path) -> list[tuple[str, str]]:
+def _list(camvid: Path) -> list[tuple[str, ...]]:
     return [tuple(line.split()) for line in (camvid / "train.txt").read_text().splitlines() if line.strip()]
 
 

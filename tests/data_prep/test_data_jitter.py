@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -54,7 +55,7 @@ def take(db: Path, n: int, train: bool = True, state: dict | None = None, **kw: 
 
 
 def test_jitter_changes_the_image_and_keeps_it_aligned_with_its_label(grey_db: Path) -> None:
-    geometry = dict(mirror=True, crop=[16, 20])
+    geometry: dict[str, Any] = dict(mirror=True, crop=[16, 20])
     plain, _ = take(grey_db, 6, **geometry)
     jittered, _ = take(grey_db, 6, jitter=0.3, **geometry)
     changed = 0
@@ -77,7 +78,7 @@ def test_jitter_changes_the_image_and_keeps_it_aligned_with_its_label(grey_db: P
 
 
 def test_jitter_resumes_exactly_from_a_saved_state(grey_db: Path) -> None:
-    kw = dict(mirror=True, crop=[16, 20], scale=[0.8, 1.3], jitter=0.2, batch_size=4)
+    kw: dict[str, Any] = dict(mirror=True, crop=[16, 20], scale=[0.8, 1.3], jitter=0.2, batch_size=4)
     first, _ = take(grey_db, 2, **kw)
     _, state = take(grey_db, 2, **kw)
     assert (state["epoch"], state["position"]) == (0, 8) and "jitter_rng" in state

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -14,7 +15,7 @@ from PIL import Image
 from common.errors import UserError
 from data_prep.build import build_dataset, build_split
 
-OPTS = dict(num_classes=5, ignore_label=255, quiet=True, workers=2)
+OPTS: dict[str, Any] = dict(num_classes=5, ignore_label=255, quiet=True, workers=2)
 
 
 @pytest.fixture()

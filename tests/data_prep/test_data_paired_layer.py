@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -94,7 +95,8 @@ def test_test_phase_centre_crop_no_augmentation(coded_db: Path) -> None:
         ((da, la),) = take(a, 1)
         ((db_, lb),) = take(b, 1)
     finally:
-        a.close(), b.close()
+        a.close()
+        b.close()
     np.testing.assert_array_equal(da, db_)
     np.testing.assert_array_equal(la, lb)
     images, labels = coded_pairs(10, seed=4, block=8)
@@ -131,7 +133,7 @@ def test_epochs_are_seeded_permutations(coded_db: Path) -> None:
 
 
 def test_state_resumes_the_same_sequence(coded_db: Path) -> None:
-    kw = dict(mirror=True, crop=[16, 20], scale=[0.8, 1.3], batch_size=4)
+    kw: dict[str, Any] = dict(mirror=True, crop=[16, 20], scale=[0.8, 1.3], batch_size=4)
     a = batcher(coded_db, **kw)
     b = batcher(coded_db, **kw)
     try:
@@ -143,7 +145,8 @@ def test_state_resumes_the_same_sequence(coded_db: Path) -> None:
         b.set_state(state)
         again = take(b, 4)
     finally:
-        a.close(), b.close()
+        a.close()
+        b.close()
     for (d1, l1), (d2, l2) in zip(rest, again, strict=True):
         np.testing.assert_array_equal(d1, d2)
         np.testing.assert_array_equal(l1, l2)

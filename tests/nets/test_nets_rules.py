@@ -97,7 +97,7 @@ def test_zero_init_counts_constant_fillers_by_their_value(value, zero):
 RELU_ON = 'layer {{ name: "relu_{b}" type: "ReLU" bottom: "{b}" top: "{b}" }}'
 
 
-def zero_init(*layers: str, ctx: Context | None = None) -> dict[str, tuple[str, str]]:
+def zero_init(*layers: str, ctx: Context | None = None) -> dict[str | None, tuple[str, str]]:
     return {f.layer: (f.severity, f.message) for f in rules_params.check_zero_init(net(*layers), ctx or Context())}
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,7 @@ BASE: dict[str, Any] = {
 CLI = [sys.executable, "-m", "orchestrator.cli"]
 
 
-def problems(raw: dict[str, Any], overrides: list[str] = ()) -> str:
+def problems(raw: dict[str, Any], overrides: Sequence[str] = ()) -> str:
     """The text of the UserError that from_dict raises (fails the test when it accepts `raw`)."""
     with pytest.raises(UserError) as e:
         config.from_dict(raw, list(overrides))
@@ -125,7 +126,8 @@ def test_sane_values_stay_accepted() -> None:
             "name=exp-1.v2_b",
         ],
     )
-    assert exp.solver.gamma == -0.01 and exp.snapshot.keep_last == 1 and exp.data.build.resize == "240x180"
+    assert exp.solver.gamma == -0.01 and exp.snapshot.keep_last == 1
+    assert exp.data.build is not None and exp.data.build.resize == "240x180"
     for shipped in (REPO / "experiments").glob("*.yaml"):
         assert config.load_experiment(shipped).name == shipped.stem
 

@@ -50,10 +50,8 @@ def test_verdict_line() -> None:
         "file": "/run/summary.json",
     }
     # the first line counts; a torn, unknown or non-final verdict is no verdict
-    assert (
-        Verdict.decode(Verdict(Status.COMPLETED).encode().decode() + '{"status": "failed"}\n').status
-        is Status.COMPLETED
-    )
+    first = Verdict.decode(Verdict(Status.COMPLETED).encode().decode() + '{"status": "failed"}\n')
+    assert first is not None and first.status is Status.COMPLETED
     for bad in ("", "\n", '{"status": "runn', '{"status": "done"}', '{"status": "running"}', "[1]", '{"x": 1}'):
         assert Verdict.decode(bad) is None, bad
 

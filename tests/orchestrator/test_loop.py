@@ -7,7 +7,7 @@ from __future__ import annotations
 import io
 import json
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -29,12 +29,12 @@ from orchestrator.train.hooks.snapshot import SnapshotHook
 class FakeNet:
     """What the loop and the Caffe-free hooks read of a pycaffe Net: the loss blob, the layers."""
 
-    def __init__(self, layers: list[Any] = ()) -> None:
+    def __init__(self, layers: Sequence[Any] = ()) -> None:
         self.blobs = {"loss": SimpleNamespace(data=np.zeros(1), count=1)}
         self.outputs = ["loss"]
         self.layers = list(layers)
         self._layer_names = [f"layer{i}" for i in range(len(self.layers))]
-        self.top_names = {n: [] for n in self._layer_names}
+        self.top_names: dict[str, list[str]] = {n: [] for n in self._layer_names}
 
 
 class FakeSolver:
@@ -46,7 +46,7 @@ class FakeSolver:
         start: int = 0,
         base_lr: float = 0.1,
         fail_at: int | None = None,
-        layers: list[Any] = (),
+        layers: Sequence[Any] = (),
     ) -> None:
         self.iter, self.loss_at, self.fail_at = start, loss_at, fail_at
         self.param = SimpleNamespace(base_lr=base_lr)
@@ -57,6 +57,9 @@ class FakeSolver:
             raise RuntimeError(f"boom at {self.iter + n}")
         self.iter += n
         self.net.blobs["loss"].data[0] = self.loss_at(self.iter)
+
+    def snapshot(self) -> None:
+        """Caffe's own snapshot; the fake run directory records what the hook does around it."""
 
 
 class Recorder(loop.Hook):
@@ -321,7 +324,6 @@ def test_snapshots_on_interval_new_best_and_a_sound_end(
     """Snapshots every 5 iterations, at each new best (the validations at 2, 4 and 6 improve),
     and at the end; a diverged step is never saved, not even on the interval."""
     solver = FakeSolver()
-    solver.snapshot = lambda: None
     run = FakeRun()
     val = Validator(lambda it: min(it, 6) / 10, every=2)
     stop = Recorder("stop", [], lambda ctx: ctx.request_stop(ending, "x") if ending and ctx.iteration == at else None)

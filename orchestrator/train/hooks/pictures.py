@@ -30,8 +30,7 @@ class BestPicturesHook(Hook):
     def before_train(self, ctx: Context) -> None:
         from orchestrator.predict.pictures import BestPictures
 
-        val_dir, count, *rest = self.args
-        self.pictures = BestPictures(ctx.run.root, val_dir, count, *rest)
+        self.pictures = BestPictures(ctx.run.root, *self.args)
 
     def _render(self, ctx: Context) -> None:
         if not (ctx.new_best and self.pictures is not None) or self.pictures.failed:
