@@ -138,7 +138,7 @@ def _assemble(inputs: Inputs, args: argparse.Namespace, out: Path, tmp: Path) ->
     fixed_text = fix.net_text(result.net, header)
     (tmp / NET).write_text(fixed_text)
     diff = fix.unified_diff(fix.net_text(net, header), fixed_text, inputs.prototxt, str(out / NET))
-    if solver is not None:
+    if solver is not None and inputs.solver:
         original = fix.net_text(load_solver(inputs.solver))
         (tmp / SOLVER).write_text(_solver_text(solver, str(out / NET)))
         diff += fix.unified_diff(original, (tmp / SOLVER).read_text(), str(inputs.solver), str(out / SOLVER))

@@ -19,7 +19,7 @@ FIXED_SIZE = {"InnerProduct", "Flatten", "Reshape"}
 class Preprocess:
     """How an image becomes the net's input: BGR, minus `mean_bgr`, times `scale`."""
 
-    mean_bgr: tuple[float, float, float] | None
+    mean_bgr: tuple[float, ...] | None  # B, G, R (Caffe's mean_value may give fewer or more)
     scale: float = 1.0
 
 
@@ -66,7 +66,7 @@ def preprocess_of(val_net: Any, stats_mean: list[float] | None) -> Preprocess:
         return Preprocess(
             tuple(float(v) for v in mean) if mean else None, float(tp.scale) if tp.HasField("scale") else 1.0
         )
-    return Preprocess(tuple(stats_mean) if stats_mean else None)  # type: ignore[arg-type]
+    return Preprocess(tuple(stats_mean) if stats_mean else None)
 
 
 def _bottom_nodes(layers: list[Any]) -> list[list[tuple[int, str]]]:

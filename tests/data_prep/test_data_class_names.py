@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 from dp_helpers import coded_pairs, write_pairs
@@ -12,7 +13,7 @@ from dp_helpers import coded_pairs, write_pairs
 from common.errors import UserError
 from data_prep.build import build_dataset, build_split
 
-OPTS = dict(num_classes=5, ignore_label=255, quiet=True)
+OPTS: dict[str, Any] = dict(num_classes=5, ignore_label=255, quiet=True)
 NAMES = ["sky", "road", "car", "tree", "sign"]
 
 
