@@ -3,10 +3,16 @@ PY := .venv/bin/python
 SHELL := /bin/bash
 export GLOG_minloglevel ?= 2
 
-.PHONY: setup test demo bench caffe-check clean-runs
+.PHONY: setup lint test demo bench caffe-check clean-runs
 
 setup:
 	bash caffe_build/setup.sh
+
+# The gate CI runs before the tests: ruff's lint and format check, mypy (config in pyproject.toml).
+lint: setup
+	.venv/bin/ruff check .
+	.venv/bin/ruff format --check .
+	.venv/bin/mypy
 
 # Our tests, then BVLC's own pycaffe suite against the built pycaffe (the build's acceptance check).
 test: setup
