@@ -11,10 +11,15 @@ from typing import Any
 
 from common.findings import Finding
 from nets.graph import CLASS_LOSSES, PASS_THROUGH, Context, conv_param, layer_phases
-from nets.lossnorm import HIGH_EFFECTIVE, LOW_EFFECTIVE, equivalent_lr, normalization_of
+from nets.lossnorm import (
+    DEFAULT_EFFECTIVE,
+    HIGH_EFFECTIVE,
+    LOW_EFFECTIVE,
+    equivalent_lr,
+    normalization_of,
+    per_pixel_default,
+)
 
-# lr / (1 - momentum) of the per-pixel default: base_lr 0.01 at momentum 0.9, 0.001 at 0.99
-DEFAULT_EFFECTIVE = 0.1
 WEIGHTINGS = ("sqrt_median_frequency", "median_frequency")
 PAIRED = ("data_prep.layers", "PairedDataLayer")
 
@@ -243,11 +248,6 @@ def repair_deconv(net: Any, f: Finding, fx: FixContext) -> list[Change]:
         x.param.add(lr_mult=0, decay_mult=0)
 
     return edit_layers(net, f.layer, f.code, why, edit)
-
-
-def per_pixel_default(momentum: float) -> float:
-    """The base_lr of a pixel-averaged loss trained from scratch, for this momentum."""
-    return float(f"{DEFAULT_EFFECTIVE * max(1e-3, 1 - momentum):.2g}")
 
 
 def repair_loss_normalization(net: Any, f: Finding, fx: FixContext) -> list[Change]:

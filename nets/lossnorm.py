@@ -16,6 +16,19 @@ LOW_EFFECTIVE = 1e-5
 HIGH_EFFECTIVE = 10.0
 # a base_lr this small only makes sense for a loss summed over many pixels
 SUMMED_SCALE_LR = 1e-8
+# lr / (1 - momentum) of the per-pixel default the doctor and `orchestrate fix` propose:
+# base_lr 0.01 at momentum 0.9, 0.001 at 0.99
+DEFAULT_EFFECTIVE = 0.1
+
+
+def per_pixel_default(momentum: float) -> float:
+    """The base_lr of a pixel-averaged loss trained from scratch, for this momentum."""
+    return float(f"{DEFAULT_EFFECTIVE * max(1e-3, 1 - momentum):.2g}")
+
+
+def sane_per_pixel(lr: float, momentum: float) -> bool:
+    """A per-pixel base_lr that neither stalls nor diverges at this momentum."""
+    return LOW_EFFECTIVE <= lr / max(1e-12, 1 - momentum) <= HIGH_EFFECTIVE
 
 
 def normalization_of(layer: Any) -> str:
@@ -121,22 +134,31 @@ def _summed(
             severity, text = "error", text + ", large enough to diverge"
         elif effective < LOW_EFFECTIVE:
             text += ", too small for the weights to move much"
-        if effective < LOW_EFFECTIVE:
-            fix = (
-                "use loss_param { normalization: VALID } with a per-pixel base_lr (about 1e-3 "
-                f"to 1e-2 with momentum 0.9 from scratch; this one equals {eq:.2g})"
-            )
-        else:
-            fix = (
-                f"use loss_param {{ normalization: VALID }} with base_lr {eq:.2g} (the same "
-                "step, independent of the input size), or keep the sum and rescale base_lr "
-                "with the pixel count"
-            )
+        fix = _summed_fix(base_lr, eq, momentum, data)
     elif base_lr is None:
         text += "; pass the solver to compare its base_lr"
     else:
         text += f"; base_lr {base_lr:g} must be divided by the pixel count (unknown here)"
     return Finding(severity, "loss-normalization-lr", name, text + ".", fix, data)
+
+
+def _summed_fix(base_lr: float, eq: float, momentum: float, data: dict[str, Any]) -> str:
+    """VALID with a per-pixel base_lr in the normal range: the same step when that step is
+    sane, else the per-pixel default; the summed alternative at that same step."""
+    if sane_per_pixel(eq, momentum):
+        lr, why = eq, "the same step, independent of the input size"
+    else:
+        lr = per_pixel_default(momentum)
+        verdict = "diverges" if eq / max(1e-12, 1 - momentum) > HIGH_EFFECTIVE else "barely moves"
+        why = (
+            f"a per-pixel base_lr for momentum {momentum:g} from scratch; the current base_lr {base_lr:g} on this sum "
+            f"equals {eq:.2g} per pixel, which {verdict}"
+        )
+    data["suggested_lr"] = lr
+    return (
+        f"use loss_param {{ normalization: VALID }} with base_lr {lr:.2g} ({why}), or keep the sum "
+        f"with base_lr {lr * base_lr / eq:.2g} and rescale it whenever the input size changes"
+    )
 
 
 def _tiny(name: str, mode: str, base_lr: float, ctx: Context, data: dict[str, Any]) -> Finding:
@@ -152,8 +174,8 @@ def _tiny(name: str, mode: str, base_lr: float, ctx: Context, data: dict[str, An
         "loss-normalization-lr",
         name,
         text,
-        "raise base_lr to a per-pixel value (about 1e-3 to 1e-2 with momentum 0.9 for a "
-        "net trained from scratch), or switch the loss to normalization: BATCH_SIZE if "
-        "the lr was meant for a sum",
+        f"raise base_lr to a per-pixel value ({per_pixel_default(data['momentum']):.2g} at momentum "
+        f"{data['momentum']:g} for a net trained from scratch), or switch the loss to normalization: "
+        "BATCH_SIZE if the lr was meant for a sum",
         data,
     )

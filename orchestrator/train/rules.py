@@ -9,9 +9,10 @@ import math
 import statistics
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 from common.findings import Finding
+from nets import lossnorm
 from orchestrator.config.schema import Count, Limits, NonNegFloat, NonNegInt, PosFloat, rule
 
 if TYPE_CHECKING:
@@ -149,27 +150,46 @@ def check_stats(
 
 
 def diagnose(
-    iteration: int, trigger: Finding, last_stats: Sequence[BlobStat], lr: float, normalization: str | None
+    iteration: int,
+    trigger: Finding,
+    last_stats: Sequence[BlobStat],
+    lr: float,
+    normalization: str | None,
+    pixels: int | None = None,
+    batch: int | None = None,
+    momentum: float = 0.9,
 ) -> Finding:
-    """One plain-words diagnosis of a divergence: when, which layers, their numbers, cause and fix."""
+    """One plain-words diagnosis of a divergence: when, which layers, their numbers, cause and
+    fix. A loss summed over `pixels` (x `batch`) says what base_lr equals per pixel and
+    proposes a per-pixel one: "10x lower" of a summed step can still diverge."""
     params = [s for s in last_stats if s.kind == "param" and s.finite and s.sumsq_diff > 0]
     worst = sorted(params, key=lambda s: s.update_ratio, reverse=True)[:3]
     layers = ", ".join(f"{s.layer} (update/weight {s.update_ratio:.3g}, mean|w| {s.mean_abs_data:.3g})" for s in worst)
     cause = f"the learning rate {lr:g} is too high for this net"
     fix = f"lower solver.base_lr to {lr / 10:g} or less"
-    if normalization in ("NONE", "BATCH_SIZE", "false"):
-        cause += f" with an unnormalized loss ({normalization}: the gradient grows with the number of pixels)"
+    data: dict[str, Any] = {"iteration": iteration, "trigger": trigger.code, "lr": lr}
+    mode = "BATCH_SIZE" if normalization == "false" else normalization
+    if mode in lossnorm.SUMMED and pixels:
+        eq = lossnorm.equivalent_lr(lr, mode, pixels, batch or 1)
+        per = lossnorm.per_pixel_default(momentum)
+        over = f"{pixels} pixels" + (f" x {batch} images" if mode == "NONE" and batch else "")
+        cause += (
+            f" with a loss summed over pixels (normalization {mode}): base_lr {lr:g} summed over {over} "
+            f"acts like {eq:.2g} per pixel"
+        )
+        fix = (
+            f"normalize the loss (net.normalization: VALID, or loss_param {{ normalization: VALID }} in your "
+            f"prototxt) with a per-pixel base_lr {per:g}; or keep normalization {mode} with base_lr "
+            f"{per * lr / eq:.2g} (the same per-pixel step; 10x lower, {lr / 10:g}, would still act like "
+            f"{eq / 10:.2g} per pixel)"
+        )
+        data.update(normalization=mode, pixels=pixels, equivalent_lr=eq, suggested_lr=per)
+    elif mode in lossnorm.SUMMED:
+        cause += f" with an unnormalized loss ({mode}: the gradient grows with the number of pixels)"
         fix += ", or set net.normalization: VALID so the lr does not depend on the image size"
     fix += "; set solver.clip_gradients to bound a single bad step"
     msg = f"diverged at iteration {iteration}: {trigger.message}."
     if layers:
         msg += f" Largest updates at the last statistics: {layers}."
     msg += f" Likely cause: {cause}."
-    return Finding(
-        "error",
-        "diverged",
-        trigger.layer or (worst[0].layer if worst else None),
-        msg,
-        fix,
-        {"iteration": iteration, "trigger": trigger.code, "lr": lr},
-    )
+    return Finding("error", "diverged", trigger.layer or (worst[0].layer if worst else None), msg, fix, data)

@@ -419,3 +419,23 @@ def test_legacy_format():
     old = parse_net('layers { name: "conv1" type: CONVOLUTION bottom: "data" top: "conv1" }')
     assert codes(legacy_findings(old)) == ["legacy-format"]
     assert legacy_findings(net(DATA)) == []
+
+
+def test_a_diverging_summed_loss_gets_a_per_pixel_lr_in_the_normal_range():
+    """base_lr 0.01 summed over 128x128 pixels acts like 164 per pixel: the fix proposes a
+    per-pixel base_lr that does not diverge (never that same step) and says what 0.01 equals."""
+    n = net(DATA, conv("score", "data", 4), loss(params="normalization: BATCH_SIZE"))
+    ctx = Context(solver=solver("base_lr: 0.01 momentum: 0.9"), pixels=128 * 128, batch=4)
+    [f] = lossnorm.check_loss_normalization(n, ctx)
+    assert (f.code, f.severity) == ("loss-normalization-lr", "error")
+    assert f.data["equivalent_lr"] == pytest.approx(163.84)
+    lr = f.data["suggested_lr"]
+    assert lossnorm.sane_per_pixel(lr, 0.9) and lr == pytest.approx(0.01)
+    assert "normalization: VALID } with base_lr 0.01 (" in f.fix and "equals 1.6e+02 per pixel, which diverges" in f.fix
+    assert "1.6e+02 (" not in f.fix  # the divergent step is not the advice
+    # the summed alternative takes the same per-pixel step: 0.01 / 16384
+    assert "keep the sum with base_lr 6.1e-07" in f.fix
+    # a sane summed step is kept as it is (FCN's choice, rewritten as VALID)
+    ctx = Context(solver=solver("base_lr: 1e-7 momentum: 0.9"), pixels=128 * 128, batch=4)
+    [f] = lossnorm.check_loss_normalization(n, ctx)
+    assert f.severity == "warning" and f.data["suggested_lr"] == pytest.approx(1e-7 * 16384)

@@ -48,6 +48,28 @@ def test_huge_lr_diverges_with_a_diagnosis(synth_lmdb, tmp_path):
     assert diag and f"iteration {summary['iterations']}" in diag[0]["message"] and "base_lr" in diag[0]["fix"]
 
 
+def test_a_summed_loss_that_diverges_is_diagnosed_per_pixel(synth_lmdb, tmp_path):
+    """net.normalization BATCH_SIZE with base_lr 0.01 on 32x32 images: the doctor's error (run
+    with --force) proposes a per-pixel base_lr, and the divergence diagnosis names the
+    normalization and what base_lr equals per pixel instead of only "10x lower"."""
+    run = tmp_path / "run"
+    exp = experiment(
+        synth_lmdb,
+        net={"normalization": "BATCH_SIZE"},
+        solver={"type": "SGD", "base_lr": 0.01, "momentum": 0.9, "max_iter": 60},
+        checks={"stats_interval": 5},
+    )
+    r = orchestrate("run", str(write_exp(tmp_path, exp)), "--run-dir", str(run), "--force")
+    assert r.returncode == 3, r.stderr[-2000:]
+    findings = json.loads((run / "summary.json").read_text())["findings"]
+    [pre] = [f for f in findings if f["code"] == "loss-normalization-lr"]
+    assert pre["severity"] == "error" and pre["data"]["suggested_lr"] == 0.01 and "equals 10 per pixel" in pre["fix"]
+    [diag] = [f for f in findings if f["code"] == "diverged"]
+    assert "normalization BATCH_SIZE" in diag["message"] and "1024 pixels acts like 10 per pixel" in diag["message"]
+    assert "per-pixel base_lr 0.01" in diag["fix"] and "would still act like 1 per pixel" in diag["fix"]
+    assert abs(diag["data"]["equivalent_lr"] - 10.24) < 1e-6 and diag["data"]["pixels"] == 1024
+
+
 NO_FILLER_NET = """
 layer { name: "data" type: "Data" top: "data" include { phase: TRAIN }
   data_param { source: "%(d)s/train/images" batch_size: 2 backend: LMDB } }

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from nets.graph import DATA_TYPES
+from nets.graph import CLASS_LOSSES, DATA_TYPES, in_phase
 from orchestrator.contract import Status
 from orchestrator.train import rules
 from orchestrator.train.loop import Context, Hook
@@ -22,6 +22,29 @@ def exempt_blobs(net: Any) -> set[str]:
     return out
 
 
+def loss_input(net: Any) -> tuple[int | None, int | None]:
+    """(pixels per image, batch) of the first class loss's score blob in the live TRAIN net."""
+    for name, layer in zip(net._layer_names, net.layers, strict=True):
+        if layer.type in CLASS_LOSSES and net.bottom_names[name]:
+            shape = net.blobs[net.bottom_names[name][0]].shape
+            if len(shape) == 4:
+                return int(shape[2] * shape[3]), int(shape[0])
+    return None, None
+
+
+def prototxt_normalization(path: Any) -> str | None:
+    """The normalization of the first class loss of a train prototxt (a user's net: its meta
+    does not say); None when unreadable."""
+    from nets.lossnorm import normalization_of
+    from nets.prototxt import load_net
+
+    try:
+        net = load_net(path)
+    except Exception:  # a diagnosis detail is never worth failing the run
+        return None
+    return next((normalization_of(x) for x in in_phase(net, "TRAIN") if x.type in CLASS_LOSSES), None)
+
+
 class DivergenceHook(Hook):
     name = "divergence"
 
@@ -31,9 +54,14 @@ class DivergenceHook(Hook):
         self.history: list[float] = []
         self.warned: set[str] = set()
         self.exempt: set[str] = set()
+        self.pixels: int | None = None
+        self.batch: int | None = None
 
     def before_train(self, ctx: Context) -> None:
         self.exempt = exempt_blobs(ctx.solver.net)
+        self.pixels, self.batch = loss_input(ctx.solver.net)
+        if self.normalization is None and ctx.run.train_net.exists():
+            self.normalization = prototxt_normalization(ctx.run.train_net)
 
     def after_step(self, ctx: Context) -> None:
         found = rules.check_loss(ctx.iteration, ctx.loss, self.history, self.t)
@@ -43,7 +71,19 @@ class DivergenceHook(Hook):
         for f in found:
             if f.severity == "error":
                 ctx.findings.append(f)
-                ctx.findings.append(rules.diagnose(ctx.iteration, f, ctx.last_stats, ctx.lr, self.normalization))
+                momentum = getattr(ctx.exp.solver, "momentum", None)
+                ctx.findings.append(
+                    rules.diagnose(
+                        ctx.iteration,
+                        f,
+                        ctx.last_stats,
+                        ctx.lr,
+                        self.normalization,
+                        self.pixels,
+                        self.batch,
+                        0.9 if momentum is None else float(momentum),
+                    )
+                )
                 ctx.request_stop(Status.DIVERGED, f"{f.code}: {f.message}")
                 return
             key = f"{f.code}:{f.layer}"
