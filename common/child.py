@@ -28,6 +28,9 @@ _LAYER_RES = (
 # Caffe's layer factory logs "Creating layer X" before it looks the type up (an unknown type
 # aborts right after it); the net logs "Creating Layer X" and "Setting up X" once it exists
 _LAST_LAYER_RE = re.compile(r"Creating [Ll]ayer (?P<layer>[\w/.-]+)|Setting up (?P<layer2>[\w/.-]+)")
+# once a net is built, no layer is being set up: a later abort (the solver's checks, a
+# snapshot's history, a weights file) is not the last layer's doing
+_NET_DONE_RE = re.compile(r"Network initialization done")
 
 
 @dataclass(frozen=True)
@@ -58,6 +61,8 @@ def parse_glog_fatal(text: str) -> tuple[str | None, str | None, str | None]:
             lm = _LAST_LAYER_RE.search(line)
             if lm and msg is None:
                 layer = lm.group("layer") or lm.group("layer2")
+            elif msg is None and _NET_DONE_RE.search(line):
+                layer = None
     if msg is not None:
         for rx in _LAYER_RES:
             m = rx.search(msg)

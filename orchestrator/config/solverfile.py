@@ -89,6 +89,20 @@ def merge_into(raw: dict[str, Any], errors: list[str]) -> None:
     names = [f.name for f in fields(SolverCfg) if f.name != "prototxt"]
     for key, value in schema_values(param, names).items():
         solver.setdefault(key, value)
+    errors += [f"solver.prototxt: {solver['prototxt']}: {e}" for e in refused(param)]
+
+
+def refused(param: Any) -> list[str]:
+    """What Caffe's solver aborts on among the file's fields the schema does not carry."""
+    out = []
+    if param.HasField("average_loss") and param.average_loss < 1:
+        out.append(f"average_loss must be >= 1, got {param.average_loss} (Caffe aborts: CHECK_GE(average_loss, 1))")
+    if param.HasField("regularization_type") and param.regularization_type not in ("L1", "L2"):
+        out.append(
+            f"regularization_type must be L1 or L2, got {param.regularization_type!r} (Caffe aborts: "
+            "'Unknown regularization type')"
+        )
+    return out
 
 
 def solver_param(base: str | Path | None) -> Any:

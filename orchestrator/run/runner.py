@@ -136,12 +136,13 @@ def solver_text(exp: cfgmod.Experiment, run: RunDir, has_val: bool, base: str | 
         p.test_iter.append(1)
         p.test_interval = s.max_iter + 1
         p.test_initialization = False
-    p.type, p.base_lr, p.lr_policy, p.gamma, p.power = s.type, s.base_lr, s.lr_policy, s.gamma, s.power
-    p.stepsize, p.momentum, p.weight_decay, p.iter_size = s.stepsize, s.momentum, s.weight_decay, s.iter_size
-    p.stepvalue.extend(s.stepvalue)
-    if s.type == "Adam":
-        p.momentum2 = s.momentum2
-    p.clip_gradients, p.max_iter, p.display, p.snapshot = s.clip_gradients, s.max_iter, 0, 0
+    for key, value in s.caffe_fields().items():
+        if key == "stepvalue":  # repeated: replaced, never appended to the file's own
+            del p.stepvalue[:]
+            p.stepvalue.extend(value)
+        else:
+            setattr(p, key, value)
+    p.display, p.snapshot = 0, 0
     p.snapshot_prefix = str(run.caffe_prefix)
     p.random_seed = exp.seed
     p.solver_mode = caffe_pb2.SolverParameter.GPU if exp.gpu_id is not None else caffe_pb2.SolverParameter.CPU
@@ -255,6 +256,10 @@ def prepare(
         ensure_data(exp)
         meta, notes = make_nets(exp, run)
         if start is not None:
+            from orchestrator.run.statecheck import check_state_fits
+
+            # refused here, the run directory goes again: nothing of this start is left
+            check_state_fits(start[0], run.train_net, exp.solver.type)
             shutil.copyfile(start[0], run.root / START_STATE)
             meta.start_state, meta.start_iter = START_STATE, start[1]
         meta.write(run.meta)

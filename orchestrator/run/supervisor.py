@@ -6,6 +6,7 @@ Caffe's abort or the disk is full."""
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -30,6 +31,9 @@ def abort_finding(code_hint: str, res: ChildResult, disk_full: bool = False) -> 
             "free disk space (or move the run directory) and continue with orchestrate resume RUN_DIR: "
             "the complete snapshots are intact",
         )
+    attributed = _caffe_check(res, msg) if res.fatal else None
+    if attributed is not None:
+        return attributed
     if "out of memory" in text:
         return Finding(
             "error",
@@ -52,7 +56,9 @@ def abort_finding(code_hint: str, res: ChildResult, disk_full: bool = False) -> 
             "net-invalid",
             res.layer,
             f"Caffe aborted ({res.fatal_source}): {msg}",
-            "fix the layer named in Caffe's message (shapes, crop offsets, bottoms) and run again",
+            "fix the layer named in Caffe's message (shapes, crop offsets, bottoms) and run again"
+            if res.layer
+            else "see caffe.log in the run directory for what Caffe was doing",
         )
     return Finding(
         "error",
@@ -61,6 +67,55 @@ def abort_finding(code_hint: str, res: ChildResult, disk_full: bool = False) -> 
         msg,
         "see caffe.log in the run directory; continue from the last snapshot with orchestrate resume RUN_DIR",
     )
+
+
+# the sources of Caffe's solvers: their CHECKs are about solver settings, never a layer
+_SOLVER_SOURCES = re.compile(r"^(sgd_solvers?\.(?:hpp|cpp)|solver\.cpp|solver_factory\.hpp|\w+_solver\.(?:cpp|cu))")
+
+
+def _caffe_check(res: ChildResult, msg: str) -> Finding | None:
+    """A Caffe CHECK that is not a layer's, pinned on what failed: a snapshot's history, a
+    weights file, the solver's settings (None: leave it to the layer and device rules)."""
+    src = res.fatal_source or ""
+    if "history" in msg:
+        m = re.search(r"\((\d+) vs\. (\d+)\)", msg)
+        counts = f": the state holds {m.group(1)} history blobs, this net and solver need {m.group(2)}" if m else ""
+        return Finding(
+            "error",
+            "snapshot-mismatch",
+            None,
+            f"the solver state does not fit this net or solver type ({src}: {msg}){counts}",
+            "continue a state with the net and solver type that wrote it (Adam and AdaDelta keep two history "
+            "blobs per weight, the others one); to start from its weights only, give the .caffemodel as weights:",
+        )
+    read = re.search(r"ReadProtoFromBinaryFile.*Failed to parse \w+ file: (\S+)", msg)
+    if read:
+        return Finding(
+            "error",
+            "weights-unreadable",
+            None,
+            f"Caffe could not read {read.group(1)} ({src}): {msg}",
+            "the file is truncated or not a caffemodel: give an intact one (a run's own snapshots are "
+            "checked against their manifest by orchestrate resume)",
+        )
+    if "Cannot copy param" in msg:
+        return Finding(
+            "error",
+            "weights-mismatch",
+            res.layer,
+            f"the weights do not fit the net ({src}): {msg}",
+            "give weights saved from this net, or rename the layer whose shape changed so it starts from its filler",
+        )
+    if _SOLVER_SOURCES.match(src):
+        return Finding(
+            "error",
+            "solver-invalid",
+            None,
+            f"Caffe's solver refused its settings ({src}): {msg}",
+            "fix the solver setting named in Caffe's message (orchestrate validate names the combinations "
+            "Caffe refuses)",
+        )
+    return None
 
 
 def _start(run: RunDir, args: WorkerArgs, verdict_w: int) -> subprocess.Popen[bytes]:
@@ -152,7 +207,9 @@ def _settle(run: RunDir, rc: int, verdict: Verdict | None, offset: int) -> int:
         )
         print(f"\nstatus: {Status.DIVERGED}\n{d}", file=sys.stderr)
         return Status.DIVERGED.exit_code
-    run.write_summary(status=Status.FAILED, stop_reason=f"{f.code}: {f.message}", findings=findings)
+    # the child died without its verdict (kill -9, an abort): its logs tell how far it trained
+    done = max(int(summary.get("iterations") or 0), run.trained_iterations())
+    run.write_summary(status=Status.FAILED, stop_reason=f"{f.code}: {f.message}", findings=findings, iterations=done)
     try:
         from orchestrator import report
 
