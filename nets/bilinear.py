@@ -75,28 +75,48 @@ def _stride(layer: Any) -> int:
     return max([int(s) for s in list(cp.stride) + [cp.stride_h, cp.stride_w] if s] or [1])
 
 
-def is_learned_upsampling(layer: Any) -> bool:
-    """A Deconvolution meant to be learned from its own start (ENet-style decoders): lr_mult > 0
-    and an explicit weight filler that is neither constant nor bilinear. Surgery and the
-    doctor's bilinear advice leave it alone."""
+def is_learned_upsampling(layer: Any, c_in: int | None = None) -> bool:
+    """A Deconvolution meant to be learned from its own start, not an interpolation: lr_mult > 0
+    and either an explicit weight filler that is neither constant nor bilinear (ENet-style
+    decoders) or channels no per-channel bilinear kernel fits (`c_in` in, num_output out with
+    its group: a decoder such as DIGITS' 1024 -> 1, which learns from its zeros like a
+    classifier). Surgery and the doctor's bilinear and group advice leave it alone."""
     if layer.type != "Deconvolution":
         return False
     cp = layer.convolution_param
     learns = not layer.param or layer.param[0].lr_mult > 0
-    return learns and cp.HasField("weight_filler") and cp.weight_filler.type not in INTERPOLATING_FILLERS
+    learned_filler = cp.HasField("weight_filler") and cp.weight_filler.type not in INTERPOLATING_FILLERS
+    mixes = c_in is not None and not fits(c_in, int(cp.num_output), int(cp.group or 1))
+    return learns and (learned_filler or mixes)
 
 
-def is_surgery_target(layer: Any) -> bool:
+def is_surgery_target(layer: Any, c_in: int | None = None) -> bool:
     """The default surgery fills every upsampling Deconvolution (stride > 1) that is not a
-    learned upsampling."""
-    return layer.type == "Deconvolution" and _stride(layer) > 1 and not is_learned_upsampling(layer)
+    learned upsampling (`c_in`: its input channels, when known)."""
+    return layer.type == "Deconvolution" and _stride(layer) > 1 and not is_learned_upsampling(layer, c_in)
+
+
+def learned_upsamplings(net: Any) -> dict[str, str]:
+    """Name -> weight filler ("none" when unset) of each learned upsampling Deconvolution of a
+    NetParameter, its input channels followed through the graph."""
+    from nets.graph import channels_of, phase_views
+
+    out: dict[str, str] = {}
+    for _, layers in phase_views(net):
+        for i, layer in enumerate(layers):
+            c_in = channels_of(layers, i, layer.bottom[0]) if layer.type == "Deconvolution" and layer.bottom else None
+            if _stride(layer) > 1 and is_learned_upsampling(layer, c_in):
+                cp = layer.convolution_param
+                out.setdefault(layer.name, cp.weight_filler.type if cp.HasField("weight_filler") else "none")
+    return out
 
 
 def surgery_targets(net: Any) -> list[str]:
     """Names of the Deconvolutions the default surgery fills (a NetParameter in), each once."""
+    learned = learned_upsamplings(net)
     out: list[str] = []
     for layer in net.layer:
-        if is_surgery_target(layer) and layer.name not in out:
+        if is_surgery_target(layer) and layer.name not in learned and layer.name not in out:
             out.append(layer.name)
     return out
 

@@ -181,10 +181,10 @@ def surgery_fills(layers: list[Any], idx: int) -> bool:
     """The run's bilinear surgery writes this layer's weights: a surgery target whose input
     channels (when known) fit one kernel per channel."""
     layer = layers[idx]
-    if not is_surgery_target(layer):
+    c_in = channels_of(layers, idx, layer.bottom[0]) if layer.bottom else None
+    if not is_surgery_target(layer, c_in):
         return False
     cp = layer.convolution_param
-    c_in = channels_of(layers, idx, layer.bottom[0]) if layer.bottom else None
     return c_in is None or fits(c_in, int(cp.num_output), int(cp.group or 1))
 
 
@@ -203,7 +203,8 @@ def score_path(layers: list[Any], idx: int) -> list[int]:
         layer = layers[p]
         if layer.type in ("Convolution", "InnerProduct", "Deconvolution"):
             found.append(p)
-            if layer.type != "Deconvolution" or is_learned_upsampling(layer):
+            c_in = channels_of(layers, p, layer.bottom[0]) if layer.bottom else None
+            if layer.type != "Deconvolution" or is_learned_upsampling(layer, c_in):
                 continue
         elif layer.type not in PASS_THROUGH:
             continue

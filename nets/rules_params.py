@@ -27,14 +27,16 @@ __all__ = ["check_zero_init", "check_deconv", "check_batchnorm"]
 def check_deconv(net: Any, ctx: Context) -> list[Finding]:
     """Upsampling Deconvolutions, judged by what the run does: its bilinear surgery (unless
     `ctx.surgery` is off) writes one kernel per class into each one that is not a learned
-    upsampling (those are left alone) and whose weights no weights file gives."""
+    upsampling and whose weights no weights file gives. Learned upsamplings (lr_mult > 0 with a
+    learned filler, or channels no bilinear kernel fits) are left alone, as the surgery does."""
     out = []
     for _, layers in phase_views(net):
         for i, layer in enumerate(layers):
-            if not is_surgery_target(layer) or layer.name in ctx.weight_layers:
+            c_in = channels_of(layers, i, layer.bottom[0]) if layer.type == "Deconvolution" and layer.bottom else None
+            # a learned decoder (its own filler, or channels no bilinear kernel fits) gets no advice
+            if not is_surgery_target(layer, c_in) or layer.name in ctx.weight_layers:
                 continue
             cp = layer.convolution_param
-            c_in = channels_of(layers, i, layer.bottom[0]) if layer.bottom else None
             finding = (_with_surgery if ctx.surgery else _without_surgery)(
                 layer, c_in, int(cp.num_output), int(cp.group or 1)
             )
