@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import errno
 import fcntl
-import hashlib
 import json
 import math
 import os
@@ -29,19 +28,21 @@ from orchestrator.contract import (
     CAFFE_PREFIX,
     HOOKS,
     LOCK,
-    MANIFEST,
     MARKER,
     RESERVE,
     RUN_FILES,
-    SNAP_FILES,
+    START_STATE,
     STATE,
     WEIGHTS,
     Status,
     caffe_snapshot_files,
     snapshot_iteration,
     snapshot_name,
-    snapshot_relpath,
 )
+from orchestrator.snapcheck import CORRUPT, set_aside, verify_snapshot, write_manifest
+
+# what a run writes at the top of its folder besides RUN_FILES (`--fresh` deletes these and nothing else)
+_WRITTEN_PATTERNS = ("infogain_H_*.binaryproto", "*.tmp")  # class weights (run.class_weights); atomic writes
 
 
 def _clean(obj: Any) -> Any:
@@ -68,15 +69,6 @@ def write_json_atomic(path: Path, data: Any) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-
-
-def sha256_file(path: Path) -> str:
-    """Hex sha256 of a file, read in 1 MiB blocks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def io_error_text(e: OSError) -> str:
@@ -185,16 +177,35 @@ class RunDir:
         self.lock_fd = fd
         return fd
 
-    def clear(self) -> None:
-        """Delete everything in the folder but the marker and the lock (a fresh start)."""
-        for p in self.root.iterdir():
+    def foreign_files(self) -> list[Path]:
+        """What in the folder a run does not write: a folder holding any is never emptied."""
+        known = set(RUN_FILES.values()) | {MARKER, LOCK, RESERVE, START_STATE}
+        out = []
+        for p in sorted(self.root.iterdir()):
+            if p.name in known or any(p.match(pat) and p.is_file() for pat in _WRITTEN_PATTERNS):
+                if p.name == RUN_FILES["snapshots"] and p.is_dir():
+                    out += [q for q in sorted(p.iterdir()) if not _snapshot_entry(q.name)]
+                continue
+            out.append(p)
+        return out
+
+    def clear(self) -> list[str]:
+        """Delete what a run wrote, keeping the marker and the lock (a fresh start); returns the
+        names removed. Refuses (UserError) when anything else is there, deleting nothing."""
+        foreign = self.foreign_files()
+        if foreign:
+            raise foreign_error(self.root, foreign)
+        removed = []
+        for p in sorted(self.root.iterdir()):
             if p.name in (MARKER, LOCK):
                 continue
+            removed.append(p.name + ("/" if p.is_dir() else ""))
             if p.is_dir() and not p.is_symlink():
                 shutil.rmtree(p)
             else:
                 p.unlink()
         self.partial.mkdir(parents=True, exist_ok=True)
+        return removed
 
     def reserve_space(self, size: int = 1 << 20) -> None:
         """Hold `size` bytes on the run's disk while the child trains, so that the final summary
@@ -252,29 +263,67 @@ class RunDir:
 
     # ---------------------------------------------------------------- snapshots
     def snapshot_dirs(self) -> list[tuple[int, Path]]:
-        """Complete snapshots, oldest first."""
+        """Snapshot folders (committed by one rename, so a missing file is damage, never a
+        snapshot being written), oldest first; whether they are whole is verify_snapshot's call."""
         if not self.snapshots.exists():
             return []
         out = []
         for p in self.snapshots.iterdir():
             it = snapshot_iteration(p.name)
-            if it is not None and p.is_dir() and all((p / f).exists() for f in SNAP_FILES):
+            if it is not None and p.is_dir():
                 out.append((it, p))
         return sorted(out)
 
-    def intact_snapshot(self) -> tuple[tuple[int, Path] | None, list[str]]:
-        """The newest snapshot whose files match its manifest, and one line per newer snapshot
-        that did not (renamed to `iter_N.corrupt` so that neither resume nor pruning counts it)."""
-        skipped: list[str] = []
+    def intact_snapshot(
+        self, *, check_older: bool = False, rename: bool = True
+    ) -> tuple[tuple[int, Path] | None, list[tuple[int, str]]]:
+        """The newest whole snapshot, and (iteration, line) per damaged one (which file, how): the newer
+        ones skipped and, with `check_older`, the older ones too. Damaged ones are renamed
+        `iter_N.corrupt` (unless `rename` is false: another process owns the run)."""
+        found: tuple[int, Path] | None = None
+        damaged: list[tuple[int, str]] = []
         for it, p in reversed(self.snapshot_dirs()):
+            if found is not None and not check_older:
+                break
             problem = verify_snapshot(p)
             if problem is None:
-                return (it, p), skipped
-            skipped.append(f"{snapshot_relpath(it)}: {problem}")
-            bad = p.with_name(p.name + ".corrupt")
-            shutil.rmtree(bad, ignore_errors=True)
-            os.replace(p, bad)
-        return None, skipped
+                found = found or (it, p)
+                continue
+            damaged.append((it, set_aside(it, p, problem, rename)))
+        return found, damaged
+
+    def trained_iterations(self) -> int:
+        """How far the run trained by its own logs: the last metrics.jsonl record, else the newest
+        snapshot (what summary.json cannot say after the child was killed)."""
+        last = 0
+        if self.metrics.exists():
+            with open(self.metrics, "rb") as f:
+                f.seek(max(0, f.seek(0, os.SEEK_END) - (64 << 10)))
+                for line in reversed(f.read().splitlines()):
+                    try:
+                        last = int(json.loads(line)["iter"])
+                        break
+                    except (ValueError, KeyError, TypeError):
+                        continue
+        snaps = self.snapshot_dirs()
+        return max(last, snaps[-1][0] if snaps else 0)
+
+    def lock_is_held(self) -> bool:
+        """True while a process owns the run (its `.lock` is locked): a live `running` status,
+        where a free lock means the status is stale (the process was killed)."""
+        if self.lock_fd is not None:
+            return True
+        try:
+            fd = os.open(self.root / LOCK, os.O_RDONLY)
+        except OSError:
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        finally:
+            os.close(fd)
+        return False
 
     def commit_snapshot(
         self,
@@ -319,53 +368,19 @@ class RunDir:
                 shutil.rmtree(p, ignore_errors=True)
 
 
-def write_manifest(p: Path) -> None:
-    """manifest.json: size and sha256 of a snapshot's files, checked by resume."""
-    write_json_atomic(
-        p / MANIFEST, {f: {"size": (p / f).stat().st_size, "sha256": sha256_file(p / f)} for f in SNAP_FILES}
+def _snapshot_entry(name: str) -> bool:
+    """A name the snapshots/ folder holds: iter_N, its .tmp staging, its .corrupt quarantine, .partial."""
+    base = name.removesuffix(".tmp").removesuffix(CORRUPT)
+    return name == Path(RUN_FILES["partial"]).name or snapshot_iteration(base) is not None
+
+
+def foreign_error(root: Path, foreign: list[Path]) -> UserError:
+    """The refusal to empty a run folder that holds files a run does not write."""
+    names = ", ".join(str(p.relative_to(root)) for p in foreign[:5]) + (" ..." if len(foreign) > 5 else "")
+    return UserError(
+        f"{root} holds {len(foreign)} file(s) a run does not write ({names}): refusing to delete or reuse it",
+        "move those files out of the folder, or choose another --run-dir",
     )
-
-
-def relink_snapshot(p: Path) -> bool:
-    """Point the solverstate's learned_net at this folder's weights again (after a move or
-    copy), so Caffe's own `caffe train --snapshot` finds them; True when it changed."""
-    from caffe.proto import caffe_pb2
-
-    state_file, want = p / STATE, str(p.resolve() / WEIGHTS)
-    state = caffe_pb2.SolverState()
-    state.ParseFromString(state_file.read_bytes())
-    if state.learned_net == want:
-        return False
-    state.learned_net = want
-    tmp = state_file.with_name(state_file.name + ".tmp")
-    tmp.write_bytes(state.SerializeToString())
-    os.replace(tmp, state_file)
-    write_manifest(p)
-    return True
-
-
-def verify_snapshot(p: Path) -> str | None:
-    """None when the snapshot's files are whole (manifest sizes and checksums, hooks.json
-    readable), else what is wrong. Snapshots written before manifests only get the JSON check."""
-    manifest = p / MANIFEST
-    if manifest.exists():
-        try:
-            entries = json.loads(manifest.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            return f"{MANIFEST} is damaged"
-        for name in SNAP_FILES:
-            want, f = entries.get(name) or {}, p / name
-            if not f.is_file():
-                return f"{name} is missing"
-            if f.stat().st_size != want.get("size"):
-                return f"{name} has {f.stat().st_size} bytes, {want.get('size')} when written (truncated?)"
-            if sha256_file(f) != want.get("sha256"):
-                return f"{name} does not match its checksum (damaged)"
-    try:
-        json.loads((p / HOOKS).read_text())["hooks"]
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError):
-        return f"{HOOKS} is not readable JSON"
-    return None
 
 
 def disk_nearly_full(path: Path, margin: int = 1 << 20) -> bool:

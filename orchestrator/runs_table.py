@@ -6,22 +6,46 @@ import json
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from common.errors import UserError
-from orchestrator.contract import MARKER, RUN_FILES
+from orchestrator.contract import MARKER, RUN_FILES, Status
+from orchestrator.rundir import RunDir
+
+STALE = "stale"  # summary.json says running, but no process owns the run: it was killed
+
+
+def _max_iter(run: RunDir) -> int | None:
+    """solver.max_iter of the run's config.yaml (summaries written before training lack it)."""
+    try:
+        cfg = yaml.safe_load(run.config.read_text())
+        return int(cfg["solver"]["max_iter"])
+    except (OSError, yaml.YAMLError, KeyError, TypeError, ValueError):
+        return None
 
 
 def run_row(folder: Path) -> dict[str, Any]:
-    """name, status, iterations, best mIoU and where, training time, of one run directory."""
+    """name, status, iterations, best mIoU and where, training time, of one run directory.
+    A run whose training process died tells its iterations by its logs, and a `running` that
+    no process holds is shown as stale."""
+    run = RunDir(folder)
     try:
-        s = json.loads((folder / RUN_FILES["summary"]).read_text())
-    except (OSError, json.JSONDecodeError):
+        s = json.loads(run.summary.read_text())
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
         s = {}
+    s = s if isinstance(s, dict) else {}
     best = s.get("best") or {}
+    status = s.get("status", "?")
+    if status == Status.RUNNING and not run.lock_is_held():
+        status = STALE
+    iterations = s.get("iterations")
+    if status in (STALE, Status.RUNNING, Status.FAILED) or not iterations:
+        iterations = max(iterations or 0, run.trained_iterations())
     return {
         "name": folder.name,
-        "status": s.get("status", "?"),
-        "iterations": s.get("iterations"),
-        "max_iter": s.get("max_iter"),
+        "status": status,
+        "iterations": iterations,
+        "max_iter": s.get("max_iter") or _max_iter(run),
         "best_miou": (best.get("metrics") or {}).get("mean_iu"),
         "best_iter": best.get("iteration"),
         "seconds": s.get("train_seconds"),
@@ -60,5 +84,10 @@ def runs_table(folder: str) -> str:
         lines.append(
             f"{r['name']:<{width}}  {r['status']:<13} {it:>11}  {miou:>9} {r['best_iter'] or '-':>6}  "
             f"{_fmt_time(r['seconds']):>8}"
+        )
+    if any(r["status"] == STALE for r in rows):
+        lines.append(
+            f"\n{STALE}: summary.json says running, but no process owns the run (it was killed); "
+            "continue it with orchestrate resume RUN_DIR"
         )
     return "\n".join(lines)

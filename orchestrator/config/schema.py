@@ -15,6 +15,7 @@ import dataclasses
 import difflib
 import math
 import operator
+import struct
 import types
 from collections.abc import Callable
 from typing import Annotated, Any, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
@@ -48,6 +49,26 @@ class Limits:
 
 
 _COMPARE = {">=": operator.ge, ">": operator.gt, "<=": operator.le, "<": operator.lt}
+FLOAT32_MAX = 3.4028234663852886e38
+
+
+@dataclasses.dataclass(frozen=True)
+class Float32:
+    """A number Caffe keeps in a 32-bit float (the solver's): it must stay finite there, and a
+    value that is not 0 must not become 0 (1e308 would be inf, 1e-50 would be 0)."""
+
+    def problem(self, value: float) -> str | None:
+        try:
+            as32 = struct.unpack("f", struct.pack("f", value))[0]
+        except OverflowError:
+            as32 = math.inf
+        if math.isfinite(as32) and (as32 != 0 or value == 0):
+            return None
+        return (
+            f"must be between {-FLOAT32_MAX:.4g} and {FLOAT32_MAX:.4g} and not below 1.4e-45 in size "
+            f"(Caffe's solver keeps it in a 32-bit float, where it would be {as32!r}), got {value!r}"
+        )
+
 
 # Limits shared by many fields (the experiment's and the divergence rules' thresholds)
 Count = Annotated[int, Limits(ge=1)]  # iterations, intervals, sizes: 0 would divide by zero or mean nothing

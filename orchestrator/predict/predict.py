@@ -18,38 +18,58 @@ from common.errors import UserError
 from data_prep.sources import IMAGE_EXTS, Pair, pair_folders, read_list
 from orchestrator.contract import EXIT_BAD_INPUT, EXIT_OK, WEIGHTS, RunMeta, snapshot_relpath
 from orchestrator.run.supervisor import abort_finding
-from orchestrator.rundir import RunDir, require_run_dir, verify_snapshot
+from orchestrator.rundir import RunDir, require_run_dir
+from orchestrator.snapcheck import set_aside, verify_snapshot
 
 MARKER = ".segorch-predict"
 
 
+def _which_iteration(run: RunDir, which: str, snaps: dict[int, Path]) -> int | None:
+    """The iteration `which` names (None: the newest intact one)."""
+    if which == "best":
+        best = (run.summary_data().get("best") or {}).get("iteration")
+        return best if best in snaps else None
+    if which == "last":
+        return None
+    try:
+        it = int(which.removeprefix("iter_"))
+    except ValueError:
+        raise UserError(
+            f"--snapshot {which!r}: expected best, last or iter_N", "for example --snapshot iter_400"
+        ) from None
+    if it not in snaps:
+        raise UserError(
+            f"--snapshot {which}: {run.snapshots}/iter_{it} does not exist",
+            f"choose one of: {', '.join(f'iter_{i}' for i in sorted(snaps))}",
+        )
+    return it
+
+
 def choose_snapshot(run: RunDir, which: str) -> tuple[int, Path]:
-    """(iteration, folder) for `best`, `last` or `iter_N`; `best` falls back to the newest.
-    A snapshot that does not match its manifest is refused, naming the file."""
+    """(iteration, folder) for `best`, `last` or `iter_N`, verified (verify_snapshot). A damaged
+    one is named with its file, renamed iter_N.corrupt (unless a live process owns the run), and
+    `best`/`last` go on to the newest intact snapshot; a damaged `iter_N` is refused."""
     snaps = dict(run.snapshot_dirs())
     if not snaps:
         raise UserError(f"{run.root}: no snapshot to predict with", "train the run first (orchestrate run/resume)")
-    if which == "best":
-        best = (run.summary_data().get("best") or {}).get("iteration")
-        it = best if best in snaps else max(snaps)
-    elif which == "last":
-        it = max(snaps)
-    else:
-        try:
-            it = int(which.removeprefix("iter_"))
-        except ValueError:
-            raise UserError(
-                f"--snapshot {which!r}: expected best, last or iter_N", "for example --snapshot iter_400"
-            ) from None
-        if it not in snaps:
-            raise UserError(
-                f"--snapshot {which}: {run.snapshots}/iter_{it} does not exist",
-                f"choose one of: {', '.join(f'iter_{i}' for i in sorted(snaps))}",
-            )
-    problem = verify_snapshot(snaps[it])
-    if problem:
-        raise UserError(f"snapshot {snaps[it]}: {problem}", "choose another with --snapshot iter_N")
-    return it, snaps[it]
+    it = _which_iteration(run, which, snaps)
+    rename = not run.lock_is_held()
+    if it is not None:
+        problem = verify_snapshot(snaps[it])
+        if problem is None:
+            return it, snaps[it]
+        line = set_aside(it, snaps[it], problem, rename)
+        if which != "best":
+            raise UserError(f"snapshot {line}", "choose another with --snapshot iter_N")
+        print(f"warning: skipped the best snapshot {line}", file=sys.stderr)
+    found, damaged = run.intact_snapshot(rename=rename)
+    for _, line in damaged:
+        print(f"warning: skipped {line}", file=sys.stderr)
+    if found is None:
+        raise UserError(f"{run.root}: no intact snapshot to predict with", "train on: orchestrate resume RUN_DIR")
+    if damaged or (it is not None and found[0] != it):
+        print(f"warning: predicting with the newest intact snapshot, {snapshot_relpath(found[0])}", file=sys.stderr)
+    return found
 
 
 def collect_inputs(

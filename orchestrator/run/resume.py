@@ -14,9 +14,10 @@ from common.errors import UserError
 from common.findings import Finding
 from orchestrator.config import experiment as cfgmod
 from orchestrator.config.schema import to_dict
-from orchestrator.contract import HOOKS
+from orchestrator.contract import HOOKS, Status
 from orchestrator.run import resume_policy as policy
-from orchestrator.rundir import RunDir, relink_snapshot, require_run_dir
+from orchestrator.rundir import RunDir, require_run_dir
+from orchestrator.snapcheck import relink_snapshot
 
 
 def read_run_config(run: RunDir, overrides: list[str]) -> cfgmod.Experiment:
@@ -43,23 +44,14 @@ def plan_resume(path: str, overrides: list[str]) -> tuple[RunDir, cfgmod.Experim
     run is finished and nothing asks it to continue (the reason is printed)."""
     run = require_run_dir(path)
     run.acquire_lock()
+    notes = _stale_status(run)
     run.remove_temp_files()
     exp = read_run_config(run, overrides)
-    (snap, skipped) = run.intact_snapshot()
-    notes = [
-        Finding(
-            "warning",
-            "snapshot-skipped",
-            None,
-            f"{line}; resumed from an older snapshot",
-            "none needed: the damaged snapshot was renamed to iter_N.corrupt for inspection",
-        )
-        for line in skipped
-    ]
-    for n in notes:
-        print(f"warning: skipped {n.message}", file=sys.stderr)
+    # every snapshot, not only the newest: relinking and pruning touch the older ones too
+    (snap, damaged) = run.intact_snapshot(check_older=True)
+    notes += [_damaged_note(line, snap is None or it > snap[0]) for it, line in damaged]
     if snap is None:
-        why = ("; ".join(skipped) + ". ") if skipped else ""
+        why = ("; ".join(line for _, line in damaged) + ". ") if damaged else ""
         raise UserError(
             f"{run.root}: no intact snapshot to resume from. {why}".strip(),
             f"start again with orchestrate run EXP --run-dir {run.root} --fresh",
@@ -93,7 +85,36 @@ def plan_resume(path: str, overrides: list[str]) -> tuple[RunDir, cfgmod.Experim
                 {k: [old, new] for k, (old, new) in allowed.items()},
             )
         )
-    run.config.write_text(cfgmod.to_yaml(exp))
     for _, p in run.snapshot_dirs():  # a moved or copied run: Caffe's own tools find the weights
         relink_snapshot(p)
     return run, exp, iteration, notes
+
+
+def _damaged_note(line: str, skipped: bool) -> Finding:
+    """A damaged snapshot as a warning (printed now, kept in the run's findings)."""
+    what = "skipped" if skipped else "damaged older snapshot"
+    print(f"warning: {what} {line}", file=sys.stderr)
+    return Finding(
+        "warning",
+        "snapshot-skipped" if skipped else "snapshot-damaged",
+        None,
+        f"{line}" + ("; resumed from an older snapshot" if skipped else ""),
+        "none needed: the damaged snapshot was renamed to iter_N.corrupt for inspection",
+    )
+
+
+def _stale_status(run: RunDir) -> list[Finding]:
+    """summary.json saying `running` while we hold the lock: the process that wrote it was killed
+    (kill -9, a crash, the machine went down). Said, and the logs tell how far it got."""
+    summary = run.summary_data()
+    if summary.get("status") != Status.RUNNING:
+        return []
+    done = run.trained_iterations()
+    msg = (
+        f"summary.json said running, but no process owned {run.root}: the last run or resume was killed "
+        f"(it trained to iteration {done} by metrics.jsonl)"
+    )
+    print(f"note: {msg}", file=sys.stderr)
+    return [
+        Finding("warning", "stale-running", None, msg, "none needed: resume continues from the newest intact snapshot")
+    ]

@@ -16,9 +16,10 @@ from common.errors import UserError
 from common.findings import Finding, has_errors
 from data_prep.build import INFOGAIN_FILE
 from orchestrator.config import experiment as cfgmod
+from orchestrator.config.schema import INT_MAX
 from orchestrator.contract import EXIT_BAD_INPUT, EXIT_OK, LOCK, MARKER, START_STATE, RunMeta, Status
 from orchestrator.run.supervisor import supervise
-from orchestrator.rundir import RunDir, read_jsonl
+from orchestrator.rundir import RunDir, foreign_error, read_jsonl
 
 
 def ensure_data(exp: cfgmod.Experiment) -> None:
@@ -134,7 +135,7 @@ def solver_text(exp: cfgmod.Experiment, run: RunDir, has_val: bool, base: str | 
     if has_val:
         p.test_net.append(str(run.val_net))
         p.test_iter.append(1)
-        p.test_interval = s.max_iter + 1
+        p.test_interval = min(s.max_iter + 1, INT_MAX)  # never: the hooks validate (an int32 in Caffe)
         p.test_initialization = False
     for key, value in s.caffe_fields().items():
         if key == "stepvalue":  # repeated: replaced, never appended to the file's own
@@ -203,8 +204,9 @@ def check_inputs(exp: cfgmod.Experiment) -> None:
 def open_run_dir(path: str, fresh: bool) -> tuple[RunDir, bool]:
     """The run directory, locked and empty but for its marker; (run, created here).
 
-    Only a folder we created (marker) is ever emptied; a run that never trained (stopped in
-    pre-flight) may be started again without --fresh."""
+    Only a folder we created (marker) that holds nothing but what a run writes is ever emptied,
+    and what is removed is said; a run that never trained (stopped in pre-flight) is replaced
+    without --fresh, one that trained only with --fresh."""
     run = RunDir(path)
     if run.root.exists() and not run.root.is_dir():
         raise UserError(f"{run.root} is a file, not a run directory", "choose another --run-dir")
@@ -224,7 +226,10 @@ def open_run_dir(path: str, fresh: bool) -> tuple[RunDir, bool]:
                 f"resume it with `orchestrate resume {run.root}`, "
                 "pass --fresh to delete it and start over, or choose --run-dir",
             )
-        run.clear()
+        removed = run.clear()
+        if removed:
+            why = "--fresh" if fresh else "a run that never trained"
+            print(f"{why}: removed from {run.root}: {', '.join(removed)}", file=sys.stderr)
     else:
         run.acquire_lock()
     run.create()
@@ -236,6 +241,9 @@ def _discard(run: RunDir, created: bool) -> None:
     if created:
         shutil.rmtree(run.root, ignore_errors=True)
         return
+        foreign = run.foreign_files()
+        if foreign:  # a marker copied along with other files: never delete those
+            raise foreign_error(run.root, foreign)
     for p in list(run.root.iterdir()) if run.root.exists() else []:
         if p.is_dir() and not p.is_symlink():
             shutil.rmtree(p, ignore_errors=True)
@@ -333,6 +341,16 @@ def resume_run(path: str, overrides: Sequence[str] = ()) -> int:
     if plan is None:
         return EXIT_OK
     run, exp, iteration, notes = plan
-    # this folder's paths and the new settings; the other fields of the run's own solver stay
-    run.solver.write_text(solver_text(exp, run, run.val_net.exists(), run.solver))
-    return supervise(run, resume=iteration, notes=notes)
+    # this folder's paths and the new settings; the other fields of the run's own solver stay.
+    # Both files are made before either is written, and put back when the resume fails before
+    # training a step: a failed resume leaves the run as it found it.
+    old = {f: f.read_bytes() for f in (run.config, run.solver) if f.exists()}
+    new = {run.solver: solver_text(exp, run, run.val_net.exists(), run.solver), run.config: cfgmod.to_yaml(exp)}
+    for f, text in new.items():
+        f.write_text(text)
+    rc = supervise(run, resume=iteration, notes=notes)
+    if rc == Status.FAILED.exit_code and run.trained_iterations() <= iteration:
+        for f, data in old.items():
+            f.write_bytes(data)
+        print(f"(config.yaml and solver.prototxt of {run.root} are as they were before this resume)", file=sys.stderr)
+    return rc

@@ -232,7 +232,9 @@ def main(argv: list[str] | None = None) -> int:
     else:
         start_fresh(ctx, meta)
     ctx.findings += args.notes
-    run.write_summary(status=Status.RUNNING, stop_reason=None, iterations=ctx.start_iter, name=exp.name)
+    run.write_summary(
+        status=Status.RUNNING, stop_reason=None, iterations=ctx.start_iter, max_iter=exp.solver.max_iter, name=exp.name
+    )
     try:
         loop.train(ctx, hooks)
     except KeyboardInterrupt:
