@@ -15,9 +15,9 @@ import yaml
 from common.errors import UserError
 from data_prep.sizes import parse_size  # the data stage's own --resize parser
 from orchestrator.config import schema
+from orchestrator.config.checks import Thresholds
 from orchestrator.config.schema import Check, Count, Limits, NonNegFloat, NonNegInt, PosFloat, rule
 from orchestrator.contract import MetricName
-from orchestrator.train.rules import Thresholds
 
 # Limits shared by several fields here (schema has the common ones); the others are declared inline.
 Fraction = Annotated[float, Limits(ge=0, lt=1)]  # moving-average decays

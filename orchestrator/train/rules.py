@@ -8,37 +8,14 @@ from __future__ import annotations
 import math
 import statistics
 from collections.abc import Collection, Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Any
 
 from common.findings import Finding
 from nets import lossnorm
-from orchestrator.config.schema import Count, Limits, NonNegFloat, NonNegInt, PosFloat, rule
+from orchestrator.config.checks import Thresholds
 
 if TYPE_CHECKING:
     from orchestrator.train.stats import BlobStat
-
-SATURATED_LOSS = 87.3365  # -log(FLT_MIN): SoftmaxWithLoss's clamp when the true class has probability 0
-
-
-@dataclass
-class Thresholds:
-    """The experiment's `checks` section: how often statistics are taken and the limits the
-    rules below apply (declared with their bounds, loaded by orchestrator.config.schema)."""
-
-    stats_interval: Count = 10
-    loss_factor: Annotated[float, Limits(gt=1, hint="a loss this many times the recent median is divergence")] = 10.0
-    loss_window: Count = 20
-    warmup: NonNegInt = 10
-    saturation_loss: PosFloat = SATURATED_LOSS
-    update_ratio_max: PosFloat = 1.0
-    update_ratio_min: NonNegFloat = 0.0
-    zero_blobs: bool = True
-
-    @rule("update_ratio_min", "update_ratio_max")
-    def _ratio_order(self) -> str | None:
-        ok = self.update_ratio_min < self.update_ratio_max
-        return None if ok else f"must be below checks.update_ratio_max ({self.update_ratio_max:g})"
 
 
 def check_loss(iteration: int, loss: float, history: Sequence[float], t: Thresholds) -> list[Finding]:
