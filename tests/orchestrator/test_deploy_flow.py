@@ -5,13 +5,15 @@ best-validation pictures and predicts; pictures that cannot be made never stop a
 from __future__ import annotations
 
 import json
-from pathlib import Path
+import subprocess
+import sys
 
 import pytest
 
 from nets.prototxt import parse_net
 from orchestrator.predict import deploy as dep
 from orchestrator.rundir import read_jsonl
+from tests.conftest import REPO
 from tests.orchestrator.conftest import experiment, orchestrate, unet, user_net, write_exp
 
 
@@ -76,17 +78,23 @@ def test_unet_with_label_crop_trains_validates_draws_and_predicts(synth_lmdb, tm
 
 
 def test_pictures_that_cannot_be_made_are_a_warning_not_an_abort(synth_lmdb, tmp_path):
-    """A run's deploy.prototxt that Caffe would abort on: the run completes with a warning."""
-    from orchestrator.predict.pictures import BestPictures
+    """A run's deploy.prototxt that Caffe would abort on: no pictures, a reason, no abort (in a
+    child, so that a regression fails this test, not the whole session)."""
+    from google.protobuf import text_format
 
     run = tmp_path / "run"
     run.mkdir()
     (run / "val.prototxt").write_text(user_net(synth_lmdb, 1, with_val=True))
     deploy = dep.derive_deploy(parse_net((run / "val.prototxt").read_text()), 32, 32)
     deploy.layer[2].bottom[0] = "nothing"  # relu1 reads a blob no layer makes: Caffe would abort
-    from google.protobuf import text_format
-
     (run / "deploy.prototxt").write_text(text_format.MessageToString(deploy))
-    pics = BestPictures(run, Path(synth_lmdb / "val"), 2, 5, 255, None, None)
-    assert pics.render(object(), 10, None) == [] and "relu1" in (pics.failed or "")
-    assert pics.render(object(), 20, None) == []  # not tried again
+    code = (
+        "from pathlib import Path\n"
+        "from orchestrator.predict.pictures import BestPictures\n"
+        f"pics = BestPictures(Path({str(run)!r}), Path({str(synth_lmdb / 'val')!r}), 2, 5, 255, None, None)\n"
+        "assert pics.render(object(), 10, None) == [] and pics.render(object(), 20, None) == []\n"
+        "print('failed:', pics.failed)\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "failed:" in r.stdout and "'relu1' reads 'nothing'" in r.stdout
