@@ -90,6 +90,8 @@ def fix_net(net: Any, fx: FixContext) -> FixResult:
     fixed.CopyFrom(net)
     tried: set[tuple[str, str | None]] = set()
     changes: list[Change] = []
+    first = static_findings(fixed, fx)
+    fx.fine_tuning = bool(fx.ctx.weight_layers) or any(f.data.get("reason") == "pretrained-backbone" for f in first)
     for _ in range(MAX_ROUNDS):
         todo = _todo(fixed, static_findings(fixed, fx), tried, fx)
         if not todo:

@@ -11,6 +11,7 @@ from typing import Any
 from common.findings import Finding
 from nets.fix_rules import PAIRED, Change, FixContext, edit_layers, one_line
 from nets.graph import CLASS_LOSSES, layer_phases
+from nets.lossnorm import normalization_of
 
 
 def repair_ignore_label(net: Any, f: Finding, fx: FixContext) -> list[Change]:
@@ -48,6 +49,12 @@ def repair_num_output(net: Any, f: Finding, fx: FixContext) -> list[Change]:
     return edit_layers(net, f.layer, f.code, f"the data has {n} classes (stats.json): one score channel each", edit)
 
 
+def normalization_enum(name: str) -> int:
+    from caffe.proto import caffe_pb2
+
+    return int(caffe_pb2.LossParameter.NormalizationMode.Value(name))
+
+
 def class_weights(stats: dict[str, Any], weighting: str) -> list[float]:
     """Median-frequency weights from stats.json, or their square roots."""
     mf = [float(w) for w in (stats.get("class_weights") or {}).get("median_frequency") or []]
@@ -70,6 +77,9 @@ def repair_class_imbalance(net: Any, f: Finding, fx: FixContext) -> list[Change]
     def edit(x: Any) -> None:
         x.type = "InfogainLoss"
         x.ClearField("softmax_param")
+        if x.loss_param.HasField("normalize"):  # InfogainLoss aborts on the deprecated field
+            x.loss_param.normalization = normalization_enum(normalization_of(x))
+            x.loss_param.ClearField("normalize")
         x.infogain_loss_param.source = source
 
     return edit_layers(net, f.layer, f.code, why, edit)

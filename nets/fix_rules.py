@@ -21,6 +21,8 @@ from nets.lossnorm import (
 )
 
 WEIGHTINGS = ("sqrt_median_frequency", "median_frequency")
+# below this lr / (1 - momentum) a net trained from scratch barely moves (base_lr 1e-4 at momentum 0.9)
+SCRATCH_LOW_EFFECTIVE = 1e-3
 PAIRED = ("data_prep.layers", "PairedDataLayer")
 
 
@@ -46,6 +48,7 @@ class FixContext:
     out_dir: str = "."
     weighting: str = WEIGHTINGS[0]
     normalize_loss: bool = False  # also rewrite a summed loss whose lr matches the sum
+    fine_tuning: bool = False  # a weights file (or a known pretrained backbone) gives the start
     files: dict[str, list[float]] = field(default_factory=dict)  # H files to write: name -> class weights
     declined: dict[tuple[str, str | None], str] = field(default_factory=dict)  # (code, layer) -> why not
 
@@ -250,29 +253,50 @@ def repair_deconv(net: Any, f: Finding, fx: FixContext) -> list[Change]:
     return edit_layers(net, f.layer, f.code, why, edit)
 
 
+def _lr_declined(f: Finding, fx: FixContext, summed: bool, sane: bool, eq: float | None) -> str | None:
+    """Why the loss/lr pair is left as it is, or None to repair it. A summed loss with an lr
+    that matches it, and any small step while fine-tuning from pretrained weights, are FCN's
+    own choices; from scratch a step below SCRATCH_LOW_EFFECTIVE does not train."""
+    if summed and fx.normalize_loss:
+        return None
+    if summed and sane:
+        return (
+            f"a summed loss with a matching lr (the same step as base_lr {eq:.2g} on a pixel-averaged loss) is "
+            "a deliberate choice (FCN's); --normalize-loss rewrites it as VALID with that base_lr"
+        )
+    if fx.fine_tuning and f.severity != "error":
+        return (
+            "fine-tuning from pretrained weights: small steps are a choice there (FCN's summed loss with "
+            "base_lr 1e-10 to 1e-14); --normalize-loss rewrites a summed loss as VALID"
+        )
+    return None
+
+
 def repair_loss_normalization(net: Any, f: Finding, fx: FixContext) -> list[Change]:
     """normalization VALID, and base_lr at the same per-pixel step when that step is sane,
-    else the per-pixel default. A summed loss whose lr matches it (FCN's choice) is kept."""
+    else the per-pixel default (`_lr_declined` says what is kept)."""
     solver, data = fx.solver, f.data
     if solver is None or data.get("base_lr") is None:
         fx.declined[(f.code, f.layer)] = "no solver given, so base_lr cannot be changed with the normalization"
         return []
     momentum, base_lr = float(data.get("momentum") or 0.0), float(data["base_lr"])
     mode, pixels = data.get("normalization", "VALID"), data.get("pixels")
-    eq = equivalent_lr(base_lr, mode, int(pixels), int(data.get("batch") or 1)) if pixels else None
-    sane = eq is not None and LOW_EFFECTIVE <= eq / max(1e-12, 1 - momentum) <= HIGH_EFFECTIVE
-    if sane and mode != "VALID" and not fx.normalize_loss:
-        fx.declined[(f.code, f.layer)] = (
-            f"a summed loss with a matching lr (same step as base_lr {eq:.2g} on a pixel-averaged loss) is a "
-            "deliberate choice (FCN's); --normalize-loss rewrites it as VALID with that base_lr"
-        )
+    summed = mode not in ("VALID", "FULL")
+    eq = equivalent_lr(base_lr, mode, int(pixels or 1), int(data.get("batch") or 1)) if pixels or not summed else None
+    low = LOW_EFFECTIVE if fx.fine_tuning else SCRATCH_LOW_EFFECTIVE
+    sane = eq is not None and low <= eq / max(1e-12, 1 - momentum) <= HIGH_EFFECTIVE
+    declined = _lr_declined(f, fx, summed, sane, eq)
+    if declined:
+        fx.declined[(f.code, f.layer)] = declined
         return []
     new_lr = eq if sane and eq is not None else per_pixel_default(momentum)
+    size = "large" if eq and eq / max(1e-12, 1 - momentum) > HIGH_EFFECTIVE else "small"
     how = (
         f"base_lr {new_lr:.2g} takes the same per-pixel step as before"
         if sane
-        else f"the old step ({'unknown' if eq is None else f'{eq:.2g} per pixel'}) was not sane, so base_lr is the "
-        f"per-pixel default {new_lr:.2g} (lr / (1 - momentum) = {DEFAULT_EFFECTIVE:g})"
+        else f"the old step ({'unknown' if eq is None else f'{eq:.2g} per pixel'}) is too {size} to train"
+        f"{'' if fx.fine_tuning else ' from scratch'}, so base_lr is the per-pixel default {new_lr:.2g} "
+        f"(lr / (1 - momentum) = {DEFAULT_EFFECTIVE:g})"
     )
     why = f"a pixel-averaged loss keeps the step independent of the input size; {how}"
     changes = []
