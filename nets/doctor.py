@@ -15,7 +15,7 @@ from typing import Any
 from common.findings import SEVERITIES, Finding
 from nets import forks, lossnorm, rules_balance, rules_data, rules_params, zeroinit
 from nets.graph import Context
-from nets.prototxt import load_net, load_solver, read_meta, weight_layer_names
+from nets.prototxt import load_net, load_solver, read_meta, weight_layer_info
 
 Rule = Callable[[Any, Context], list[Finding]]
 LABEL_RANGE = ("ignore-label-mismatch", "num-output-mismatch")
@@ -80,11 +80,13 @@ def build_context(
     pixels, batch = lossnorm.input_size(net, data_stats)
     # without stats.json, an ignore label the run was configured with (meta) is the reference
     known_ignore = data_stats is not None or meta.get("ignore_label") is not None
+    given, zero = weight_layer_info(weights) if weights else (set(), set())
     return Context(
         num_classes=stats.get("num_classes") or meta.get("num_classes"),
         ignore_label=stats["ignore_label"] if "ignore_label" in stats else meta.get("ignore_label"),
         stats_given=known_ignore,
-        weight_layers=frozenset(weight_layer_names(weights)) if weights else frozenset(),
+        weight_layers=frozenset(given),
+        zero_weight_layers=frozenset(zero),
         solver=solver,
         has_val_net=has_val,
         pixels=pixels,

@@ -61,6 +61,7 @@ class Context:
     ignore_label: int | None = None  # the data stage's, from stats.json
     stats_given: bool = False
     weight_layers: frozenset[str] = frozenset()
+    zero_weight_layers: frozenset[str] = frozenset()  # of weight_layers: all-zero weights in the file
     solver: Any = None  # SolverParameter or None
     has_val_net: bool = False
     pixels: int | None = None  # H*W of the scores the loss reads

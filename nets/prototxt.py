@@ -134,6 +134,18 @@ def weight_layer_names(path: str | Path) -> set[str]:
     return set(weight_blobs(load_weights(path)))
 
 
+def _all_zero(blob: Any) -> bool:
+    # any() stops at the first non-zero value: only all-zero blobs are read to the end
+    return not any(blob.data) and not any(blob.double_data)
+
+
+def weight_layer_info(path: str | Path) -> tuple[set[str], set[str]]:
+    """(names of the layers a caffemodel provides weights for, those of them whose weights,
+    the first blob, are all zero: a classifier a net surgery saved as zeros, as DIGITS' does)."""
+    blobs = weight_blobs(load_weights(path))
+    return set(blobs), {name for name, bs in blobs.items() if _all_zero(bs[0])}
+
+
 def load_data_stats(path: str | Path) -> dict[str, Any]:
     """The data stage's stats.json (num_classes, ignore_label, ...) from its output directory
     (DIR/stats.json, or DIR/train/stats.json for a split build) or the file itself."""

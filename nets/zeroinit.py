@@ -57,18 +57,25 @@ ELTWISE_PROD = 0
 Node = tuple[int, str]  # (index of the producing layer, blob name): one version of a blob
 
 
+FROM_FILE = "all-zero weights in the weights file"
+
+
 def _is_zero_filler(filler: Any) -> bool:
     # FillerParameter defaults to type "constant", value 0
     return filler.type == "constant" and filler.value == 0
 
 
 def zero_layers(net: Any, ctx: Context) -> dict[str, str]:
-    """Layer name -> why its weights start at zero, for every layer whose weights do (not
-    given by the weights file, not shared, not written by the run's bilinear surgery)."""
+    """Layer name -> why its weights start at zero, for every layer whose weights do: given as
+    all zeros by the weights file (judged like a zero filler), or not given by it, not shared
+    and not written by the run's bilinear surgery."""
     train = in_phase(net, "TRAIN")
     filled = {layer.name for i, layer in enumerate(train) if ctx.surgery and surgery_fills(train, i)}
     out: dict[str, str] = {}
     for layer in unique_layers(net):
+        if layer.name in ctx.zero_weight_layers and layer.type in LEARNABLE:
+            out[layer.name] = FROM_FILE
+            continue
         if layer.name in ctx.weight_layers or layer.name in filled or shares_params(net, layer):
             continue
         if layer.type in LEARNABLE:
@@ -259,6 +266,10 @@ def _listed(names: list[str]) -> str:
     return ", ".join(quoted) if len(quoted) <= 4 else f"{quoted[0]}, {quoted[1]}, ... {quoted[-1]}"
 
 
+FILE_FIX = (
+    "the weights file gives it zeros: save it with other weights, or rename the layer in the net so "
+    'the file does not give it and a weight_filler { type: "msra" } fills it'
+)
 SCRATCH_FIX = (
     'add weight_filler { type: "msra" } (ReLU nets; "xavier" otherwise) and '
     'bias_filler { type: "constant" value: 0 }, or pass --weights with a caffemodel '
@@ -267,7 +278,11 @@ SCRATCH_FIX = (
 
 
 def _stuck_finding(layer: Any, what: str, verdict: str, by: list[str], backbone: list[str]) -> Finding:
-    head = f"{layer.type} '{layer.name}' has {what} and no weights file provides it: every weight starts at 0"
+    head = (
+        f"{layer.type} '{layer.name}' gets {what}: every weight starts at 0"
+        if what == FROM_FILE
+        else f"{layer.type} '{layer.name}' has {what} and no weights file provides it: every weight starts at 0"
+    )
     if verdict == "input-zero" and by and set(by) <= set(backbone):
         return Finding(
             "error",
@@ -299,7 +314,8 @@ def _stuck_finding(layer: Any, what: str, verdict: str, by: list[str], backbone:
             f"{head}: Caffe's default filler is constant 0, so the layer outputs only its bias "
             "and sends no gradient to the layers below it, which never learn."
         )
-    return Finding("error", "zero-init", layer.name, text, SCRATCH_FIX, {"reason": verdict, "by": by})
+    fix = FILE_FIX if what == FROM_FILE else SCRATCH_FIX
+    return Finding("error", "zero-init", layer.name, text, fix, {"reason": verdict, "by": by})
 
 
 def _backbone_finding(backbone: str, names: list[str]) -> Finding:
@@ -324,7 +340,8 @@ def check_zero_init(net: Any, ctx: Context) -> list[Finding]:
     pretrained backbone given no weights, info for a classifier that learns from live features."""
     flow = analyse(net, ctx)
     stuck = [n for n in flow.zero if flow.verdict[n] != "recovers"]
-    backbone = _backbone(net, stuck)
+    # a backbone without weights is one finding; zeros a weights file gives are each their own
+    backbone = _backbone(net, [n for n in stuck if flow.zero[n] != FROM_FILE])
     members = backbone[1] if backbone else []
     out = [_backbone_finding(backbone[0], members)] if backbone else []
     for layer in unique_layers(net):
