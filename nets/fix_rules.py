@@ -132,6 +132,9 @@ def repair_zero_init(net: Any, f: Finding, fx: FixContext) -> list[Change]:
     target = next((x for x in net.layer if x.name == f.layer), None)
     if target is None:
         return []
+    if f.layer in fx.ctx.weight_layers:
+        fx.declined[(f.code, f.layer)] = "the weights file gives this layer (a filler would be overwritten)"
+        return []
     if target.type == "Scale":
         return edit_layers(
             net, f.layer, f.code, "a constant-0 scale outputs zeros: start at 1", lambda x: _scale_one(x)

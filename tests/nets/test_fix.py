@@ -9,9 +9,12 @@ import re
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from nets.doctor import diagnose
 from orchestrator.cli import main
+
+pytestmark = pytest.mark.caffe
 
 DATA_DIR = Path(__file__).parent / "data"
 CONV = 'weight_filler { type: "msra" } bias_filler { type: "constant" }'
@@ -134,7 +137,9 @@ def test_zero_init_msra_before_a_relu_xavier_otherwise(small_lmdb, tmp_path):
     assert 'type: "xavier"' in layer_block(r["net"], "conv1") and 'type: "msra"' in layer_block(r["net"], "conv2")
 
 
-def test_zero_init_leaves_a_layer_the_weights_file_fills(small_lmdb, tmp_path):
+@pytest.mark.parametrize("scale", [0.1, 0.0], ids=["trained", "zeros"])
+def test_zero_init_leaves_a_layer_the_weights_file_fills(small_lmdb, tmp_path, scale):
+    """A filler never reaches a layer the weights file gives, not even all-zero weights (said)."""
     from caffe.proto import caffe_pb2
 
     model = caffe_pb2.NetParameter()
@@ -142,10 +147,13 @@ def test_zero_init_leaves_a_layer_the_weights_file_fills(small_lmdb, tmp_path):
     for shape in ((8, 3, 3, 3), (8,)):
         blob = layer.blobs.add()
         blob.shape.dim.extend(shape)
-        blob.data.extend(np.random.default_rng(0).normal(0, 0.1, int(np.prod(shape))).tolist())
+        blob.data.extend((np.random.default_rng(0).normal(0, 1, int(np.prod(shape))) * scale).tolist())
     (tmp_path / "w.caffemodel").write_bytes(model.SerializeToString())
     r = run_fix(tmp_path, net_text(small_lmdb, conv=""), "--weights", str(tmp_path / "w.caffemodel"))
     assert r["diff"] == "" and "## Changes (0)" in r["changes"]
+    if scale == 0.0:
+        assert r["before"][("zero-init", "conv1")].severity == "error" and r["rc"] == 1
+        assert "the weights file gives this layer (a filler would be overwritten)" in r["changes"]
 
 
 BN_PER_PHASE = (
