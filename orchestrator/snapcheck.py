@@ -22,8 +22,6 @@ from typing import Any
 from orchestrator.contract import HOOKS, MANIFEST, SNAP_FILES, STATE, WEIGHTS, snapshot_iteration, snapshot_relpath
 
 CORRUPT = ".corrupt"  # suffix of a quarantined snapshot folder
-# solver history blobs per learnable parameter (Caffe's solvers; Adam and AdaDelta keep two)
-HISTORY_PER_PARAM = {"SGD": 1, "Nesterov": 1, "AdaGrad": 1, "RMSProp": 1, "AdaDelta": 2, "Adam": 2}
 
 
 def sha256_file(path: Path) -> str:
@@ -53,11 +51,16 @@ def _manifest_problem(p: Path) -> str | None:
     return None
 
 
-def _count(blob: Any) -> int:
-    """Numbers a BlobProto's shape calls for (the legacy 4-D fields when it has no shape)."""
+def _dims(blob: Any) -> tuple[int, ...]:
+    """A BlobProto's shape (the legacy 4-D fields when it has no shape)."""
     if blob.HasField("shape"):
-        return math.prod(blob.shape.dim)
-    return blob.num * blob.channels * blob.height * blob.width
+        return tuple(int(d) for d in blob.shape.dim)
+    return (blob.num, blob.channels, blob.height, blob.width)
+
+
+def _count(blob: Any) -> int:
+    """Numbers the blob's shape calls for."""
+    return math.prod(_dims(blob))
 
 
 def _parse(message: Any, path: Path) -> str | None:
@@ -70,10 +73,10 @@ def _parse(message: Any, path: Path) -> str | None:
     return None
 
 
-def _learnable_counts(net: Any) -> list[int] | str:
-    """Element counts of the net's learnable parameters in Caffe's order (a shared parameter once),
-    or what is wrong with a blob (fewer numbers than its shape: a cut file)."""
-    counts, seen = [], set()
+def _learnable(net: Any) -> list[tuple[str, int, tuple[int, ...]]] | str:
+    """(layer, blob index, shape) of the net's learnable parameters in Caffe's order (a shared
+    parameter once), or what is wrong with a blob (fewer numbers than its shape: a cut file)."""
+    out, seen = [], set()
     for layer in net.layer:
         for j, blob in enumerate(layer.blobs):
             held = max(len(blob.data), len(blob.double_data))
@@ -83,21 +86,24 @@ def _learnable_counts(net: Any) -> list[int] | str:
             if name and name in seen:
                 continue
             seen.add(name)
-            counts.append(_count(blob))
-    return counts
+            out.append((layer.name, j, _dims(blob)))
+    return out
 
 
-def _history_problem(state: Any, counts: list[int], solver_type: str | None) -> str | None:
-    """The state's history must be k blobs per learnable parameter, shaped like them."""
-    n, h = len(counts), len(state.history)
-    per = HISTORY_PER_PARAM.get(solver_type or "")
-    ok_len = h == n * per if per else (h == 0 if n == 0 else h % n == 0 and h > 0)
-    if not ok_len:
-        return f"{STATE}: {h} history blobs for {n} parameters (cut or from another net)"
+def _history_problem(state: Any, learnable: list[tuple[str, int, tuple[int, ...]]], solver_type: Any) -> str | None:
+    """The state's history must hold k whole blobs per learnable parameter, shaped like them
+    (statecheck's comparison, as `run --from-snapshot` makes it)."""
+    from orchestrator.run.statecheck import PER_BLOB, mismatch
+
     for i, blob in enumerate(state.history):
-        if _count(blob) != counts[i % n] or max(len(blob.data), len(blob.double_data)) != _count(blob):
-            return f"{STATE}: history blob {i} does not match parameter {i % n} of {WEIGHTS}"
-    return None
+        if max(len(blob.data), len(blob.double_data)) != _count(blob):
+            return f"{STATE}: history blob {i} is cut (fewer numbers than its shape)"
+    history = [_dims(b) for b in state.history]
+    if solver_type not in PER_BLOB:  # a snapshot without its config: whichever type fits the count
+        n = len(learnable)
+        solver_type = next((t for t, k in PER_BLOB.items() if len(history) == n * k), "SGD")
+    why = mismatch(history, learnable, solver_type)
+    return f"{STATE} and {WEIGHTS} do not fit each other ({why})" if why else None
 
 
 def _parse_problem(p: Path, iteration: int | None) -> str | None:
@@ -110,9 +116,9 @@ def _parse_problem(p: Path, iteration: int | None) -> str | None:
         return problem
     if not net.layer:
         return f"{WEIGHTS} holds no layers"
-    counts = _learnable_counts(net)
-    if isinstance(counts, str):
-        return counts
+    learnable = _learnable(net)
+    if isinstance(learnable, str):
+        return learnable
     if iteration is not None and state.iter != iteration:
         return f"{STATE} is at iteration {state.iter}, its folder says {iteration} (damaged)"
     try:
@@ -120,7 +126,7 @@ def _parse_problem(p: Path, iteration: int | None) -> str | None:
         solver_type = (config.get("solver") or {}).get("type")
     except (AttributeError, ValueError, OSError):
         solver_type = None  # hooks.json's own check names it
-    return _history_problem(state, counts, solver_type if isinstance(solver_type, str) else None)
+    return _history_problem(state, learnable, solver_type)
 
 
 def _hooks_problem(p: Path, iteration: int | None) -> str | None:

@@ -3,6 +3,7 @@ other files, killed processes, and values Caffe cannot hold (issue 22)."""
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
@@ -22,6 +23,8 @@ from orchestrator.runs_table import run_row
 from tests.conftest import REPO
 from tests.orchestrator.conftest import experiment, orchestrate, write_exp
 from tests.orchestrator.test_resume import wait_for_iter
+
+pytestmark = pytest.mark.caffe
 
 
 def no_traceback(r: subprocess.CompletedProcess[str]) -> None:
@@ -111,6 +114,17 @@ def test_kill_9_of_the_training_child_keeps_the_iterations(synth_lmdb, tmp_path)
     assert f"{trained}/3000" in orchestrate("runs", str(tmp_path)).stdout
 
 
+def lock_held(lock: Path) -> bool:
+    fd = os.open(lock, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        return False
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+
+
 def test_kill_9_of_the_parent_is_told_from_a_live_run(synth_lmdb, tmp_path):
     run = tmp_path / "run"
     exp = write_exp(tmp_path, experiment(synth_lmdb, solver={"max_iter": 3000}, validation={"interval": 1000}))
@@ -123,7 +137,7 @@ def test_kill_9_of_the_parent_is_told_from_a_live_run(synth_lmdb, tmp_path):
         proc.kill()  # the parent: the worker child dies with it (PDEATHSIG) and the lock goes with both
         proc.communicate(timeout=60)
     end = time.monotonic() + 60
-    while RunDir(run).lock_is_held() and time.monotonic() < end:
+    while lock_held(run / ".lock") and time.monotonic() < end:
         time.sleep(0.1)
     assert json.loads((run / "summary.json").read_text())["status"] == "running"  # what the killed run left
     trained = read_jsonl(run / "metrics.jsonl")[-1]["iter"]
@@ -165,6 +179,16 @@ def test_solver_floats_must_survive_float32(synth_lmdb, small_run, tmp_path, val
     assert (run / "config.yaml").read_bytes() == before["config.yaml"]
 
 
+def release_lock(run: Path) -> None:
+    """Close this process's descriptors of RUN/.lock."""
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            if os.readlink(f"/proc/self/fd/{fd}") == str(run / ".lock"):
+                os.close(int(fd))
+        except OSError:
+            pass
+
+
 def test_a_failed_resume_leaves_config_and_solver_as_they_were(small_run, tmp_path, monkeypatch, capsys):
     from common.errors import UserError
     from orchestrator.run import runner
@@ -180,6 +204,7 @@ def test_a_failed_resume_leaves_config_and_solver_as_they_were(small_run, tmp_pa
         runner.resume_run(str(run), ["solver.max_iter=20", "solver.base_lr=0.001"])
     assert {n: (run / n).read_bytes() for n in before} == before
     monkeypatch.undo()
+    release_lock(run)  # in a CLI process the lock goes with the process
     # the child fails before its first step: both files are put back
     monkeypatch.setattr(runner, "supervise", lambda *a, **k: 2)
     assert runner.resume_run(str(run), ["solver.max_iter=20", "solver.base_lr=0.001"]) == 2

@@ -24,6 +24,8 @@ from orchestrator.run.resume import plan_resume
 from orchestrator.rundir import RunDir
 from tests.orchestrator.conftest import experiment, orchestrate, write_exp
 
+pytestmark = pytest.mark.caffe
+
 NEWEST, OLDER = 20, 10
 KINDS = ("missing", "empty", "truncated", "garbage")
 FILES = (WEIGHTS, STATE, HOOKS, MANIFEST)
@@ -108,6 +110,7 @@ def check_resume_plan(run: Path, cell: tuple[str, str, str, str], capsys: pytest
     plan = plan_resume(str(run), ["solver.max_iter=30"])
     assert plan is not None
     rd, _, iteration, notes = plan
+    assert rd.lock_fd is not None
     os.close(rd.lock_fd)
     err = capsys.readouterr().err
     assert iteration == take
@@ -185,3 +188,50 @@ def test_a_damaged_snapshot_asked_for_by_name_is_refused(base_run, tmp_path):
     no_traceback(r.stdout + r.stderr)
     assert r.returncode == 2 and WEIGHTS in r.stderr and "iter_10" in r.stderr
     assert quarantined(run, OLDER).is_dir() and not out.exists()
+
+
+def edit_proto(f: Path, kind: str, change: object) -> None:
+    from caffe.proto import caffe_pb2
+
+    msg = getattr(caffe_pb2, kind)()
+    msg.ParseFromString(f.read_bytes())
+    change(msg)  # type: ignore[operator]
+    f.write_bytes(msg.SerializeToString())
+
+
+def drop_last_layer_with_blobs(net: object) -> None:
+    layers = net.layer  # type: ignore[attr-defined]
+    del layers[max(i for i, x in enumerate(layers) if len(x.blobs))]
+
+
+@pytest.mark.parametrize(
+    "name, kind, change, says",
+    [  # files that parse, but not as Caffe wrote them (a cut at a message boundary, an edit)
+        (STATE, "SolverState", lambda s: s.history.pop(), "history blobs"),
+        (STATE, "SolverState", lambda s: setattr(s, "iter", 999), "iteration 999"),
+        (STATE, "SolverState", lambda s: s.history[0].data.pop(), "history blob 0 is cut"),
+        (WEIGHTS, "NetParameter", drop_last_layer_with_blobs, "do not fit"),
+        (WEIGHTS, "NetParameter", lambda n: next(x for x in n.layer if x.blobs).blobs[0].data.pop(), "numbers"),
+    ],
+)
+def test_a_manifest_less_snapshot_is_checked_beyond_parsing(base_run, tmp_path, name, kind, change, says):
+    run = copy(base_run, tmp_path, "proto")
+    for m in (run / "snapshots").glob(f"iter_*/{MANIFEST}"):
+        m.unlink()
+    edit_proto(run / "snapshots" / f"iter_{NEWEST}" / name, kind, change)
+    found, damaged = RunDir(run).intact_snapshot(check_older=True)
+    assert found is not None and found[0] == OLDER
+    assert len(damaged) == 1 and name in damaged[0][1] and says in damaged[0][1], damaged
+
+
+def test_predict_renames_nothing_while_a_run_owns_the_folder(base_run, tmp_path, capsys):
+    run = copy(base_run, tmp_path, "live")
+    damage(run, (WEIGHTS, "truncated", "newest", "present"))
+    owner = RunDir(run)
+    fd = owner.acquire_lock()  # a run or resume at work in the folder
+    try:
+        it, _ = choose_snapshot(RunDir(run), "best")
+    finally:
+        os.close(fd)
+    assert it == OLDER and WEIGHTS in capsys.readouterr().err
+    assert (run / "snapshots" / f"iter_{NEWEST}").is_dir() and not quarantined(run, NEWEST).exists()
