@@ -14,6 +14,7 @@ from typing import Any
 
 from common.errors import UserError
 from common.findings import Finding
+from orchestrator.contract import EXIT_FINDINGS, EXIT_OK
 
 NET, SOLVER, CHANGES, DIFF, EXPERIMENT = (
     "train_val.prototxt",
@@ -174,7 +175,7 @@ def _fix(args: argparse.Namespace) -> int:
         shutil.rmtree(old, ignore_errors=True)
     print(f"{n} change{'s' if n != 1 else ''} written to {out} ({CHANGES}, {DIFF}); the doctor on the result:")
     print(format_findings(after))
-    return 1 if any(f.severity == "error" for f in after) else 0
+    return EXIT_FINDINGS if any(f.severity == "error" for f in after) else EXIT_OK
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -228,6 +228,12 @@ def test_deconv_group_becomes_one_bilinear_kernel_per_class(small_lmdb, tmp_path
     assert {"group: 4", "bias_term: false", 'type: "bilinear"', "decay_mult: 0.0"} <= set(added(r["diff"]))
 
 
+def test_a_learned_decoder_is_left_as_it_is(small_lmdb, tmp_path):
+    text = deconv_net(small_lmdb, 1, 'weight_filler { type: "msra" }').replace("lr_mult: 0 }", "lr_mult: 1 }")
+    r = run_fix(tmp_path, text)
+    assert not any(k[0].startswith("deconv-") for k in r["before"]) and r["diff"] == "" and r["rc"] == 0
+
+
 def test_deconv_not_bilinear_is_repaired_when_nothing_else_fills_it(small_lmdb, tmp_path):
     """With the run's surgery off (the experiment's surgery.bilinear: false) the prototxt must
     fill it; with the surgery on, the doctor's info stays and nothing changes."""
