@@ -16,13 +16,14 @@ from common.errors import UserError
 from data_prep.sizes import parse_size  # the data stage's own --resize parser
 from orchestrator.config import schema
 from orchestrator.config.checks import Thresholds
-from orchestrator.config.schema import Check, Count, Limits, NonNegFloat, NonNegInt, PosFloat, rule
+from orchestrator.config.schema import Check, Count, Float32, Limits, NonNegFloat, NonNegInt, PosFloat, rule
 from orchestrator.contract import MetricName
 
 # Limits shared by several fields here (schema has the common ones); the others are declared inline.
 Fraction = Annotated[float, Limits(ge=0, lt=1)]  # moving-average decays
 Label = Annotated[int, Limits(ge=0, le=255)]  # labels are stored as uint8
 Classes = Annotated[int, Limits(ge=1, le=255)]
+F32 = Float32()  # the solver's floats: 32-bit in Caffe
 
 
 def _is_wxh(text: str) -> bool:
@@ -117,7 +118,7 @@ class NetCfg:
     num_classes: Count | None = None
     ignore_label: NonNegInt | None = None
     width: Count = 16
-    depth: Count = 3
+    depth: Annotated[int, Limits(ge=1, le=6, hint="the compact net's pooling stages")] = 3
     batch_norm: bool = False
     filler: Literal["msra", "xavier"] = "msra"
     loss: Literal["softmax", "infogain"] = "softmax"
@@ -139,6 +140,13 @@ class NetCfg:
             return f"must be below depth ({self.depth}): only the pooling stages under the last can be fused"
         return None
 
+    @rule("width", "depth")
+    def _widest_fits_int32(self) -> str | None:
+        widest = self.width * 2 ** (self.depth - 1)  # the compact net doubles its channels per stage
+        if widest <= schema.INT_MAX:
+            return None
+        return f"is too large: the widest layer would get width * 2^(depth-1) = {widest} channels (> {schema.INT_MAX})"
+
     @rule("class_weighting", "loss")
     def _weighting_needs_infogain(self) -> str | None:
         ok = self.class_weighting == "median_frequency" or self.loss == "infogain"
@@ -152,20 +160,20 @@ class SolverCfg:
 
     prototxt: str | None = None
     type: Literal["SGD", "Nesterov", "Adam", "AdaGrad", "RMSProp", "AdaDelta"] = "SGD"
-    base_lr: PosFloat = 0.01
+    base_lr: Annotated[PosFloat, F32] = 0.01
     lr_policy: Literal["fixed", "step", "multistep", "poly", "exp", "inv", "sigmoid"] = "fixed"
-    gamma: float = 0.1  # > 0 except for sigmoid, where a negative gamma decays (see _gamma_sign)
-    power: NonNegFloat = 0.9
+    gamma: Annotated[float, F32] = 0.1  # > 0 except for sigmoid, where a negative gamma decays (see _gamma_sign)
+    power: Annotated[NonNegFloat, F32] = 0.9
     stepsize: Count = 1000
     stepvalue: list[Count] = field(default_factory=list)
-    momentum: Fraction | None = None  # None: the type's own (TYPE_DEFAULTS)
-    momentum2: Fraction = 0.999  # Adam's beta2
-    delta: PosFloat | None = None  # Adam, AdaGrad, RMSProp, AdaDelta: their epsilon
-    rms_decay: Fraction | None = None  # RMSProp's moving average of squared gradients
-    weight_decay: NonNegFloat = 0.0005
+    momentum: Annotated[Fraction, F32] | None = None  # None: the type's own (TYPE_DEFAULTS)
+    momentum2: Annotated[Fraction, F32] = 0.999  # Adam's beta2
+    delta: Annotated[PosFloat, F32] | None = None  # Adam, AdaGrad, RMSProp, AdaDelta: their epsilon
+    rms_decay: Annotated[Fraction, F32] | None = None  # RMSProp's moving average of squared gradients
+    weight_decay: Annotated[NonNegFloat, F32] = 0.0005
     iter_size: Count = 1
     max_iter: Count = 1000
-    clip_gradients: Annotated[float, Limits(gt=0, also=(-1,), hint="-1 turns clipping off")] = -1.0
+    clip_gradients: Annotated[float, Limits(gt=0, also=(-1,), hint="-1 turns clipping off"), F32] = -1.0
 
     @rule("stepvalue", "lr_policy")
     def _stepvalue(self) -> str | None:

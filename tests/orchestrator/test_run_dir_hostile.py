@@ -165,6 +165,15 @@ def test_max_iter_at_int32_max_makes_a_solver_caffe_can_read(small_run, tmp_path
     assert p.max_iter == 2**31 - 1 and p.test_interval == 2**31 - 1  # never reached: the hooks validate
 
 
+@pytest.mark.parametrize(
+    "net, says", [({"width": 2**31 - 1}, "net.width: is too large"), ({"depth": 40}, "net.depth: must be")]
+)
+def test_net_sizes_that_overflow_caffe_are_refused_by_validate(synth_lmdb, tmp_path, net, says):
+    r = orchestrate("validate", str(write_exp(tmp_path, experiment(synth_lmdb, net=net))))
+    no_traceback(r)
+    assert r.returncode == 2 and says in r.stdout + r.stderr
+
+
 @pytest.mark.parametrize("value", ["1e308", "1e-50"])
 def test_solver_floats_must_survive_float32(synth_lmdb, small_run, tmp_path, value):
     exp = write_exp(tmp_path, experiment(synth_lmdb, solver={"base_lr": float(value)}))
