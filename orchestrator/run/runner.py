@@ -218,6 +218,9 @@ def open_run_dir(path: str, fresh: bool) -> tuple[RunDir, bool]:
                 f"{run.root} exists and was not created by orchestrate run (no {MARKER} marker): refusing to {verb} it",
                 "choose another --run-dir (or another name:)",
             )
+        foreign = run.foreign_files()
+        if foreign:  # a marker copied along with other files: never delete those
+            raise foreign_error(run.root, foreign)
         run.acquire_lock()
         trained = bool(run.snapshot_dirs() or read_jsonl(run.metrics))
         if trained and not fresh:
@@ -241,9 +244,6 @@ def _discard(run: RunDir, created: bool) -> None:
     if created:
         shutil.rmtree(run.root, ignore_errors=True)
         return
-        foreign = run.foreign_files()
-        if foreign:  # a marker copied along with other files: never delete those
-            raise foreign_error(run.root, foreign)
     for p in list(run.root.iterdir()) if run.root.exists() else []:
         if p.is_dir() and not p.is_symlink():
             shutil.rmtree(p, ignore_errors=True)
