@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-IGNORE_GREY = np.array([128, 128, 128], np.uint8)
+IGNORE_GREY = np.array([200, 200, 200], np.uint8)  # lighter than any pixel of the dimmed grey image
 WRONG_RED = np.array([230, 25, 25], np.uint8)
 
 
@@ -46,16 +46,28 @@ def write_index_png(path: Path, classes: np.ndarray, palette: np.ndarray) -> Non
     im.save(path)
 
 
-def overlay(image_bgr: np.ndarray, classes: np.ndarray, palette: np.ndarray, alpha: float = 0.5) -> np.ndarray:
-    """H x W x 3 RGB: the image blended with the class colours."""
-    rgb = image_bgr[..., ::-1].astype(np.float32)
+def grey(image_bgr: np.ndarray) -> np.ndarray:
+    """H x W x 3 float32: the image's luminance in all three channels."""
+    img = image_bgr.astype(np.float32)
+    if img.ndim == 2:
+        img = img[..., None]
+    if img.shape[2] == 1:
+        return np.repeat(img, 3, axis=2)
+    lum = 0.114 * img[..., 0] + 0.587 * img[..., 1] + 0.299 * img[..., 2]
+    return np.repeat(lum[..., None], 3, axis=2)
+
+
+def overlay(image_bgr: np.ndarray, classes: np.ndarray, palette: np.ndarray, alpha: float = 0.6) -> np.ndarray:
+    """H x W x 3 RGB: the class colours on a grey copy of the image (the image's own colours
+    would read as classes: a red object as the class drawn red)."""
     colours = palette[classes.astype(np.int64) % len(palette)].astype(np.float32)
-    return np.clip((1 - alpha) * rgb + alpha * colours, 0, 255).astype(np.uint8)
+    return np.clip((1 - alpha) * grey(image_bgr) + alpha * colours, 0, 255).astype(np.uint8)
 
 
 def error_map(image_bgr: np.ndarray, classes: np.ndarray, label: np.ndarray, ignore_label: int | None) -> np.ndarray:
-    """H x W x 3 RGB: the image darkened, wrong pixels red, ignored pixels grey."""
-    out = (image_bgr[..., ::-1].astype(np.float32) * 0.45).astype(np.uint8)
+    """H x W x 3 RGB: the image in dark grey (its own red never reads as an error), wrong pixels
+    red, ignored pixels light grey."""
+    out = (grey(image_bgr) * 0.4).astype(np.uint8)
     ignored = label == ignore_label if ignore_label is not None else np.zeros(label.shape, bool)
     out[(classes != label) & ~ignored] = WRONG_RED
     out[ignored] = IGNORE_GREY
@@ -77,38 +89,45 @@ def normalised(conf: np.ndarray) -> np.ndarray:
 
 
 def plot_confusion(conf: np.ndarray, names: list[str], path: Path, title: str = "") -> None:
-    """confusion.png: the row-normalised confusion matrix with class names and percentages."""
+    """confusion.png: the row-normalised confusion matrix (each true class's pixels in %, so
+    rare classes show as clearly as common ones), class names on both axes, a colour bar;
+    cell digits and names shrink with the class count and stay readable up to ~30 classes."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    norm = normalised(conf)
+    norm = 100 * normalised(conf)
     n = len(names)
-    size = max(4.0, 0.55 * n + 2)
-    fig, ax = plt.subplots(figsize=(size, size))
-    ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
-    ax.set_xticks(range(n), names, rotation=60, ha="right")
-    ax.set_yticks(range(n), names)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
+    empty = np.asarray(conf).sum(axis=1) == 0
+    names = [f"{name} (no pixels)" if e else name for name, e in zip(names, empty, strict=True)]
+    cell = 0.5 if n <= 12 else 0.42
+    fig, ax = plt.subplots(figsize=(max(5.0, cell * n + 3.2), max(4.2, cell * n + 2.4)))
+    im = ax.imshow(norm, cmap="Blues", vmin=0, vmax=100)
+    label_size = 10 if n <= 12 else 8 if n <= 24 else 7
+    ax.set_xticks(range(n), names, rotation=60, ha="right", fontsize=label_size)
+    ax.set_yticks(range(n), names, fontsize=label_size)
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    digits = 9 if n <= 12 else 7 if n <= 20 else 6
     for i in range(n):
         for j in range(n):
-            if norm[i, j] >= 0.005:
+            if norm[i, j] >= 0.5:
                 ax.text(
                     j,
                     i,
-                    f"{100 * norm[i, j]:.0f}",
+                    f"{norm[i, j]:.0f}",
                     ha="center",
                     va="center",
-                    fontsize=7,
-                    color="white" if norm[i, j] > 0.5 else "black",
+                    fontsize=digits,
+                    color="white" if norm[i, j] > 50 else "black",
                 )
-    if title:
-        ax.set_title(title)
+    bar = fig.colorbar(im, ax=ax, fraction=0.046, pad=0.03)
+    bar.set_label("% of the true class's pixels")
+    ax.set_title((title + "\n" if title else "") + "confusion, row-normalised % (each row sums to 100)", fontsize=10)
     fig.tight_layout()
     tmp = path.with_name(path.stem + ".tmp.png")
-    fig.savefig(tmp, dpi=90)
+    fig.savefig(tmp, dpi=100)
     plt.close(fig)
     tmp.replace(path)
 

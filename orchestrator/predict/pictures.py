@@ -14,8 +14,10 @@ import numpy as np
 from orchestrator.contract import BEST_INFO, CONFUSION, RUN_FILES, class_labels
 from orchestrator.predict import deploy as dep
 from orchestrator.predict import overlay
+from orchestrator.predict.panel import panel
 
 BEST_DIR = RUN_FILES["best"]
+PANEL_SUFFIX = "_panel.png"  # one picture per example: image | ground truth | prediction | errors
 
 
 def val_samples(val_dir: Path, k: int) -> list[tuple[str, np.ndarray, np.ndarray]]:
@@ -104,11 +106,9 @@ class BestPictures:
                 x -= np.asarray(self.pre.mean_bgr, np.float32)
             x *= self.pre.scale
             cls = _forward(self.net, self.info, x.transpose(2, 0, 1)[None])[0]
-            over = overlay.overlay(img, cls, self.palette)
-            err = overlay.error_map(img, cls, label, self.ignore)
-            overlay.write_rgb_png(self.root / f"{name}_overlay.png", over)
-            overlay.write_rgb_png(self.root / f"{name}_error.png", err)
-            out += [(f"{name}_overlay", over), (f"{name}_error", err)]
+            pic = panel(img, cls, label, self.palette, self.names, self.ignore, f"{name}, iteration {iteration}")
+            overlay.write_rgb_png(self.root / f"{name}{PANEL_SUFFIX}", pic)
+            out.append((name, pic))
         if confusion is not None:
             overlay.plot_confusion(
                 np.asarray(confusion),

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ from orchestrator import metrics
 from orchestrator.contract import EXIT_BAD_INPUT, EXIT_OK, class_labels
 from orchestrator.predict import deploy as dep
 from orchestrator.predict import overlay
+from orchestrator.predict.panel import panel
 
 # a pixel the net gives no class (outside the scores of a net that crops its label inside)
 NO_CLASS = 255
@@ -167,6 +169,12 @@ def _read(pair: list[Any], lut: Any) -> tuple[np.ndarray, np.ndarray | None]:
     return img, lab
 
 
+def speed_line(images: int, seconds: float, net_seconds: float) -> str:
+    """What `predict` says about its speed: all the work, and the net's forward passes alone."""
+    line = f"{images} image(s) in {seconds:.1f} s: {images / max(seconds, 1e-9):.1f} images/s"
+    return line + (f" (the net alone: {images / net_seconds:.1f} images/s)" if net_seconds > 0 else "")
+
+
 def run(job: dict[str, Any], folder: Path) -> None:
     """Predict every image of the job into `folder`."""
     from data_prep.progress import Progress
@@ -183,17 +191,23 @@ def run(job: dict[str, Any], folder: Path) -> None:
     names = class_labels(job.get("class_names"), nc)
     conf = np.zeros((nc, nc), np.int64)
     pairs, stems = job["pairs"], _names(job["pairs"])
-    bar = Progress(len(pairs), "predict", quiet=job.get("quiet", False), stream=sys.stdout)
+    bar = Progress(len(pairs), "predict", unit="images", quiet=job.get("quiet", False), stream=sys.stdout)
+    net_seconds = 0.0
     for start in range(0, len(pairs), job["batch"]):
         chunk = [_read(p, lut) for p in pairs[start : start + job["batch"]]]
-        for (img, lab), cls, stem in zip(chunk, pred.classes([c[0] for c in chunk]), stems[start:], strict=False):
+        t0 = time.perf_counter()
+        batch = pred.classes([c[0] for c in chunk])
+        net_seconds += time.perf_counter() - t0
+        for (img, lab), cls, stem in zip(chunk, batch, stems[start:], strict=False):
             overlay.write_index_png(folder / f"{stem}.png", cls, pal)
             overlay.write_rgb_png(folder / f"{stem}_overlay.png", overlay.overlay(img, cls, pal))
+            overlay.write_rgb_png(folder / f"{stem}_panel.png", panel(img, cls, lab, pal, names, ignore, stem))
             if lab is not None:
                 overlay.write_rgb_png(folder / f"{stem}_error.png", overlay.error_map(img, cls, lab, ignore))
                 scored = cls != NO_CLASS if pred.info.label_offset is not None else slice(None)
                 conf += metrics.confusion(cls[scored], lab[scored], nc, ignore)
             bar.update()
+    print(speed_line(len(pairs), bar.elapsed(), net_seconds), flush=True)
     if job["eval"]:
         result = {
             **metrics.scores(conf),

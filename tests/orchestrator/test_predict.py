@@ -47,6 +47,9 @@ def test_predict_eval_equals_the_best_validation(trained, synth_lmdb, tmp_path):
         assert np.asarray(pred).max() < 5
         assert Image.open(out / f"{img.stem}_overlay.png").size == pred.size
         assert (out / f"{img.stem}_error.png").exists()
+        # image | ground truth | prediction | errors, the 32x32 image scaled up to 256
+        assert Image.open(out / f"{img.stem}_panel.png").size[0] >= 4 * 256
+    assert "12 image(s) in " in r.stdout and " images/s (the net alone: " in r.stdout
     assert not list(tmp_path.glob(".pred.partial-*"))
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from PIL import Image
 
 from orchestrator.rundir import read_jsonl
 from orchestrator.train.hooks.tensorboard import read_scalars
@@ -118,14 +119,16 @@ def test_best_validation_pictures_in_the_run_dir_and_report(finished_run):
     assert json.loads((run / "net_meta.json").read_text())["class_names"] == CLASS_NAMES
     assert "| background |" in report and "| class 0 |" not in report
     for name in info["images"]:
-        assert (run / "best" / f"{name}_overlay.png").stat().st_size > 0
-        assert f"best/{name}_overlay.png" in report
+        # one panel per example: 4 columns of the 32x32 image scaled up 8x, titles and a legend
+        w, h = Image.open(run / "best" / f"{name}_panel.png").size
+        assert w >= 4 * 256 and h > 256
+        assert f"best/{name}_panel.png" in report
     assert (run / "best" / "confusion.png").exists() and "best/confusion.png" in report
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     acc = EventAccumulator(str(run / "tb"), size_guidance={"images": 0})
     acc.Reload()
-    assert f"best/{info['images'][0]}_overlay" in acc.Tags()["images"]
+    assert f"best/{info['images'][0]}" in acc.Tags()["images"]
 
 
 def test_doctor_env_says_whether_tensorboard_starts(tmp_path):
