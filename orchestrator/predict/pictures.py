@@ -12,8 +12,8 @@ from typing import Any
 import numpy as np
 
 from orchestrator.contract import BEST_INFO, CONFUSION, RUN_FILES, class_labels
-from orchestrator.predict import deploy as dep
 from orchestrator.predict import overlay
+from orchestrator.predict.forward import DeployNet
 from orchestrator.predict.panel import panel
 
 BEST_DIR = RUN_FILES["best"]
@@ -63,49 +63,32 @@ class BestPictures:
         self.num_classes, self.ignore = num_classes, ignore_label
         self.names = class_labels(class_names, num_classes)
         self.run_dir, self.mean = run_dir, mean_bgr
-        self.net: Any = None
+        self.net: DeployNet | None = None
         self.failed: str | None = None  # why no pictures can be made (then none are tried again)
         self.palette = overlay.default_palette()
 
-    def _build(self, train_net: Any) -> None:
-        import caffe
-
-        from nets.prototxt import load_net
-        from orchestrator.predict.worker import _net_files
-
+    def _build(self, train_net: Any) -> DeployNet:
         self.root.mkdir(exist_ok=True)
         h, w = self.samples[0][1].shape[:2]
-        deploy_path, val = _net_files(self.run_dir, self.root, (h, w))
-        deploy = load_net(deploy_path)
         # Caffe aborts the whole training process on a net that does not fit together: what
-        # would make it abort is checked here first (derive_deploy checks what it derives)
-        problems = dep.check_deploy(deploy)
-        if problems:
-            raise ValueError(f"{deploy_path.name} would not build: " + "; ".join(problems))
-        self.info = dep.deploy_info(deploy, val)
-        self.pre = dep.preprocess_of(val, self.mean)
-        self.net = caffe.Net(str(deploy_path), caffe.TEST)
-        self.net.share_with(train_net)
+        # would make it abort is checked first (derive_deploy checks what it derives)
+        net = DeployNet(self.run_dir, self.root, (h, w), self.mean, check=True)
+        net.net.share_with(train_net)
+        return net
 
     def render(self, train_net: Any, iteration: int, confusion: list[list[int]] | None) -> list[tuple[str, np.ndarray]]:
         """Write the pictures of this (best) iteration; returns (tag, RGB) for TensorBoard."""
-        from orchestrator.predict.worker import _forward
-
         if not self.samples or self.failed:
             return []
         if self.net is None:
             try:
-                self._build(train_net)
+                self.net = self._build(train_net)
             except Exception as e:  # no pictures is never a reason to stop training
                 self.failed = str(getattr(e, "message", None) or e)
                 return []
         out = []
         for name, img, label in self.samples:
-            x = img.astype(np.float32)
-            if self.pre.mean_bgr is not None:
-                x -= np.asarray(self.pre.mean_bgr, np.float32)
-            x *= self.pre.scale
-            cls = _forward(self.net, self.info, x.transpose(2, 0, 1)[None])[0]
+            [cls] = self.net.classes([img])
             pic = panel(img, cls, label, self.palette, self.names, self.ignore, f"{name}, iteration {iteration}")
             overlay.write_rgb_png(self.root / f"{name}{PANEL_SUFFIX}", pic)
             out.append((name, pic))

@@ -1,6 +1,7 @@
 """The child of `orchestrate predict`: `python -m orchestrator.predict.worker JOB.json`.
 
-Builds the run's deploy net with the chosen snapshot, preprocesses each image as the data
+Builds the run's deploy net with the chosen snapshot (orchestrator.predict.forward, shared with
+the best-validation pictures), preprocesses each image as the data
 stage and the val net did (resize, mean, scale, BGR), runs the net at the image's size (or on
 tiles for a net with a fixed input size), brings the classes back to the original size with
 nearest-neighbour, and writes per image a paletted class PNG, an overlay and (with a label)
@@ -21,77 +22,12 @@ from common.child import flush_and_exit
 from common.errors import UserError
 from orchestrator import metrics
 from orchestrator.contract import EXIT_BAD_INPUT, EXIT_OK, class_labels
-from orchestrator.predict import deploy as dep
-from orchestrator.predict import overlay
+from orchestrator.predict import forward, overlay
 from orchestrator.predict.panel import panel
 
-# a pixel the net gives no class (outside the scores of a net that crops its label inside)
-NO_CLASS = 255
 
-
-def _net_files(run: Path, folder: Path, size: tuple[int, int]) -> tuple[Path, Any]:
-    """The deploy prototxt to build (the run's, or one derived from its val net) and the val net."""
-    from nets.prototxt import load_net
-
-    val_path = run / "val.prototxt" if (run / "val.prototxt").exists() else run / "train.prototxt"
-    val = load_net(val_path)
-    if (run / "deploy.prototxt").exists():
-        return run / "deploy.prototxt", val
-    from google.protobuf import text_format
-
-    derived = folder / "deploy.prototxt"
-    h, w = size
-    try:
-        deploy = dep.derive_deploy(val, h, w)
-    except ValueError as e:
-        raise UserError(
-            f"{val_path}: no deploy net can be derived from it: {e}",
-            f"write the net's deploy form as {run / 'deploy.prototxt'} (an Input layer for the image)",
-        ) from None
-    derived.write_text(text_format.MessageToString(deploy))
-    return derived, val
-
-
-def _forward(net: Any, info: dep.DeployInfo, batch: np.ndarray) -> np.ndarray:
-    """Class ids (N x H x W) of a preprocessed batch (N x 3 x H x W) at its own size."""
-    blob = net.blobs[info.input_blob]
-    if blob.data.shape != batch.shape:
-        blob.reshape(*batch.shape)
-        net.reshape()
-    blob.data[...] = batch
-    net.forward()
-    scores = net.blobs[info.score_blob].data
-    (sh, sw), (h, w) = scores.shape[2:], batch.shape[2:]
-    if (sh, sw) != (h, w) and info.label_offset is not None and sh <= h and sw <= w:
-        # the net scores the centre its label crop keeps (valid convolutions): no class outside it
-        oy, ox = info.label_offset
-        out = np.full((len(batch), h, w), NO_CLASS, np.int64)
-        out[:, oy : oy + sh, ox : ox + sw] = scores.argmax(axis=1)
-        return out
-    if scores.shape[2:] != batch.shape[2:]:
-        raise UserError(
-            f"the net's scores '{info.score_blob}' are {scores.shape[2]}x{scores.shape[3]} for an "
-            f"input of {batch.shape[2]}x{batch.shape[3]}: not full resolution",
-            "crop the upsampled scores to the input (Crop with the data blob), as FCN does",
-        )
-    return scores.argmax(axis=1)
-
-
-def _tiled(net: Any, info: dep.DeployInfo, x: np.ndarray) -> np.ndarray:
-    """A fixed-size net over an image: tiles of its input size (edges padded by reflection), stitched."""
-    _, _, th, tw = info.input_shape
-    _, c, h, w = x.shape
-    ph, pw = -h % th, -w % tw
-    padded = np.pad(x, ((0, 0), (0, 0), (0, ph), (0, pw)), mode="reflect" if min(h, w) > 1 else "edge")
-    out = np.zeros((1, h + ph, w + pw), np.int64)
-    for y in range(0, h + ph, th):
-        for x0 in range(0, w + pw, tw):
-            out[:, y : y + th, x0 : x0 + tw] = _forward(net, info, padded[:, :, y : y + th, x0 : x0 + tw])
-    return out[:, :h, :w]
-
-
-class Predictor:
-    """The net and what it needs, built once for all images."""
+class Predictor(forward.DeployNet):
+    """The snapshot's deploy net on the job's device, built once for all images."""
 
     def __init__(self, job: dict[str, Any], folder: Path) -> None:
         import caffe
@@ -101,40 +37,9 @@ class Predictor:
         else:
             caffe.set_device(int(job["device"].split(":")[1]))
             caffe.set_mode_gpu()
-        deploy_path, val = _net_files(Path(job["run"]), folder, tuple(job.get("input_size") or (64, 64)))
-        from nets.prototxt import load_net
-
-        self.info = dep.deploy_info(load_net(deploy_path), val)
-        self.pre = dep.preprocess_of(val, job.get("mean_bgr"))
-        self.net = caffe.Net(str(deploy_path), job["weights"], caffe.TEST)
-        self.resize = tuple(job["resize"]) if job.get("resize") else None
-
-    def input_of(self, image: np.ndarray) -> np.ndarray:
-        """1 x 3 x H x W float32: resized as the data stage did, minus the mean, scaled."""
-        from data_prep.decode import resize
-
-        img = resize(image, self.resize, nearest=False) if self.resize else image
-        x = img.astype(np.float32)
-        if self.pre.mean_bgr is not None:
-            x -= np.asarray(self.pre.mean_bgr, np.float32)
-        x *= self.pre.scale
-        return x.transpose(2, 0, 1)[None]
-
-    def classes(self, batch: list[np.ndarray]) -> list[np.ndarray]:
-        """Class ids at each image's original size."""
-        from data_prep.decode import resize
-
-        xs = [self.input_of(im) for im in batch]
-        if self.info.fully_convolutional and len({x.shape for x in xs}) == 1:
-            preds = list(_forward(self.net, self.info, np.concatenate(xs)))
-        elif self.info.fully_convolutional:
-            preds = [_forward(self.net, self.info, x)[0] for x in xs]
-        else:
-            preds = [_tiled(self.net, self.info, x)[0] for x in xs]
-        return [
-            resize(p.astype(np.uint8), (im.shape[1], im.shape[0]), nearest=True) if p.shape != im.shape[:2] else p
-            for p, im in zip(preds, batch, strict=True)
-        ]
+        h, w = job.get("input_size") or (64, 64)
+        resize = (int(job["resize"][0]), int(job["resize"][1])) if job.get("resize") else None
+        super().__init__(Path(job["run"]), folder, (h, w), job.get("mean_bgr"), weights=job["weights"], resize=resize)
 
 
 def _names(pairs: list[list[Any]]) -> list[str]:
@@ -204,7 +109,7 @@ def run(job: dict[str, Any], folder: Path) -> None:
             overlay.write_rgb_png(folder / f"{stem}_panel.png", panel(img, cls, lab, pal, names, ignore, stem))
             if lab is not None:
                 overlay.write_rgb_png(folder / f"{stem}_error.png", overlay.error_map(img, cls, lab, ignore))
-                scored = cls != NO_CLASS if pred.info.label_offset is not None else slice(None)
+                scored = cls != forward.NO_CLASS if pred.info.label_offset is not None else slice(None)
                 conf += metrics.confusion(cls[scored], lab[scored], nc, ignore)
             bar.update()
     print(speed_line(len(pairs), bar.elapsed(), net_seconds), flush=True)

@@ -1,0 +1,142 @@
+"""One way from an image to its classes, shared by `predict` (orchestrator.predict.worker) and
+the best validation's pictures (orchestrator.predict.pictures): the run's deploy net (its own
+deploy.prototxt, or one derived from its val net by orchestrator.predict.deploy), the
+preprocessing the data stage and the val net applied (resize, mean, scale, BGR), the forward
+pass at the image's size (or on tiles for a net with a fixed input size), and the classes
+brought back to the image's own size by nearest neighbour."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from common.errors import UserError
+from orchestrator.contract import RUN_FILES
+from orchestrator.predict import deploy as dep
+
+# a pixel the net gives no class (outside the scores of a net that crops its label inside)
+NO_CLASS = 255
+
+
+def net_files(run: Path, folder: Path, size: tuple[int, int]) -> tuple[Path, Any]:
+    """The deploy prototxt to build (the run's, or one derived from its val net into `folder`
+    for an input of `size` (H, W)) and the val net."""
+    from nets.prototxt import load_net
+
+    val_path = run / RUN_FILES["val_net"]
+    val_path = val_path if val_path.exists() else run / RUN_FILES["train_net"]
+    val = load_net(val_path)
+    if (run / RUN_FILES["deploy_net"]).exists():
+        return run / RUN_FILES["deploy_net"], val
+    from google.protobuf import text_format
+
+    derived = folder / RUN_FILES["deploy_net"]
+    h, w = size
+    try:
+        deploy = dep.derive_deploy(val, h, w)
+    except ValueError as e:
+        raise UserError(
+            f"{val_path}: no deploy net can be derived from it: {e}",
+            f"write the net's deploy form as {run / RUN_FILES['deploy_net']} (an Input layer for the image)",
+        ) from None
+    derived.write_text(text_format.MessageToString(deploy))
+    return derived, val
+
+
+def forward(net: Any, info: dep.DeployInfo, batch: np.ndarray) -> np.ndarray:
+    """Class ids (N x H x W) of a preprocessed batch (N x 3 x H x W) at its own size."""
+    blob = net.blobs[info.input_blob]
+    if blob.data.shape != batch.shape:
+        blob.reshape(*batch.shape)
+        net.reshape()
+    blob.data[...] = batch
+    net.forward()
+    scores = net.blobs[info.score_blob].data
+    (sh, sw), (h, w) = scores.shape[2:], batch.shape[2:]
+    if (sh, sw) != (h, w) and info.label_offset is not None and sh <= h and sw <= w:
+        # the net scores the centre its label crop keeps (valid convolutions): no class outside it
+        oy, ox = info.label_offset
+        out = np.full((len(batch), h, w), NO_CLASS, np.int64)
+        out[:, oy : oy + sh, ox : ox + sw] = scores.argmax(axis=1)
+        return out
+    if scores.shape[2:] != batch.shape[2:]:
+        raise UserError(
+            f"the net's scores '{info.score_blob}' are {scores.shape[2]}x{scores.shape[3]} for an "
+            f"input of {batch.shape[2]}x{batch.shape[3]}: not full resolution",
+            "crop the upsampled scores to the input (Crop with the data blob), as FCN does",
+        )
+    return scores.argmax(axis=1)
+
+
+def tiled(net: Any, info: dep.DeployInfo, x: np.ndarray) -> np.ndarray:
+    """A fixed-size net over an image: tiles of its input size (edges padded by reflection), stitched."""
+    _, _, th, tw = info.input_shape
+    _, c, h, w = x.shape
+    ph, pw = -h % th, -w % tw
+    padded = np.pad(x, ((0, 0), (0, 0), (0, ph), (0, pw)), mode="reflect" if min(h, w) > 1 else "edge")
+    out = np.zeros((1, h + ph, w + pw), np.int64)
+    for y in range(0, h + ph, th):
+        for x0 in range(0, w + pw, tw):
+            out[:, y : y + th, x0 : x0 + tw] = forward(net, info, padded[:, :, y : y + th, x0 : x0 + tw])
+    return out[:, :h, :w]
+
+
+class DeployNet:
+    """A run's deploy net with its input and score blobs and its preprocessing, built once:
+    with `weights` (predict), or weightless to share a training net's (share_with, pictures).
+    `check` refuses, before Caffe sees it, a deploy net that would make Caffe abort (inside a
+    training process an abort would end the run)."""
+
+    def __init__(
+        self,
+        run: Path,
+        folder: Path,
+        size: tuple[int, int],
+        mean_bgr: list[float] | None,
+        *,
+        weights: str | None = None,
+        resize: tuple[int, int] | None = None,
+        check: bool = False,
+    ) -> None:
+        import caffe
+
+        from nets.prototxt import load_net
+
+        deploy_path, val = net_files(run, folder, size)
+        deploy = load_net(deploy_path)
+        problems = dep.check_deploy(deploy) if check else []
+        if problems:
+            raise ValueError(f"{deploy_path.name} would not build: " + "; ".join(problems))
+        self.info = dep.deploy_info(deploy, val)
+        self.pre = dep.preprocess_of(val, mean_bgr)
+        self.net = caffe.Net(str(deploy_path), *([weights] if weights else []), caffe.TEST)
+        self.resize = resize  # the data stage's (width, height), for images not yet resized
+
+    def input_of(self, image: np.ndarray) -> np.ndarray:
+        """1 x 3 x H x W float32: resized as the data stage did, minus the mean, scaled."""
+        from data_prep.decode import resize
+
+        img = resize(image, self.resize, nearest=False) if self.resize else image
+        x = img.astype(np.float32)
+        if self.pre.mean_bgr is not None:
+            x -= np.asarray(self.pre.mean_bgr, np.float32)
+        x *= self.pre.scale
+        return x.transpose(2, 0, 1)[None]
+
+    def classes(self, batch: list[np.ndarray]) -> list[np.ndarray]:
+        """Class ids of H x W x 3 BGR images, each at its own original size."""
+        from data_prep.decode import resize
+
+        xs = [self.input_of(im) for im in batch]
+        if self.info.fully_convolutional and len({x.shape for x in xs}) == 1:
+            preds = list(forward(self.net, self.info, np.concatenate(xs)))
+        elif self.info.fully_convolutional:
+            preds = [forward(self.net, self.info, x)[0] for x in xs]
+        else:
+            preds = [tiled(self.net, self.info, x)[0] for x in xs]
+        return [
+            resize(p.astype(np.uint8), (im.shape[1], im.shape[0]), nearest=True) if p.shape != im.shape[:2] else p
+            for p, im in zip(preds, batch, strict=True)
+        ]
