@@ -118,6 +118,45 @@ def class_labels(names: list[str] | None, num_classes: int) -> list[str]:
     return names + [f"class {i}" for i in range(len(names), num_classes)]
 
 
+PREDICT_WORKER_MODULE = "orchestrator.predict.worker"  # predict's child: `python -m ... JOB_FILE`
+
+
+@dataclass(frozen=True)
+class PredictJob:
+    """What `orchestrate predict` (orchestrator.predict.predict) hands its Caffe child
+    (orchestrator.predict.worker) in JOB_FILE: the snapshot, the images, and what the run and
+    its data stage say about them (classes, resize, palette, mean, input size)."""
+
+    run: str  # the run directory
+    weights: str  # the snapshot's caffemodel
+    iteration: int
+    snapshot: str  # run-relative snapshot folder (eval.json, the confusion matrix's title)
+    pairs: tuple[tuple[str, str | None, str], ...]  # (image, label or None, where: file and line)
+    device: str = "cpu"  # cpu or gpu:N
+    eval: bool = False
+    batch: int = 1
+    quiet: bool = False
+    num_classes: int | None = None  # None: the net's score channels
+    ignore_label: int | None = None
+    class_names: tuple[str, ...] | None = None
+    resize: tuple[int, int] | None = None  # the data stage's (width, height)
+    palette: str | None = None  # the data stage's palette file (colour-coded labels)
+    mean_bgr: tuple[float, ...] | None = None  # the data stage's mean
+    input_size: tuple[int, int] | None = None  # (H, W) of the data stage's images: a derived deploy net's input
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=1)
+
+    @classmethod
+    def from_json(cls, text: str) -> PredictJob:
+        """The job as to_json wrote it (JSON's lists back to tuples)."""
+        d = json.loads(text)
+        d["pairs"] = tuple((str(i), lab, str(w)) for i, lab, w in d["pairs"])
+        for k in ("class_names", "resize", "mean_bgr", "input_size"):
+            d[k] = tuple(d[k]) if d.get(k) is not None else None
+        return cls(**d)
+
+
 # ------------------------------------------------------------------ run directory names
 MARKER = ".segorch-run"  # written when `orchestrate run` creates the folder: only such a folder is ever emptied
 LOCK = ".lock"

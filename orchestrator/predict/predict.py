@@ -16,7 +16,18 @@ from common.child import run_child
 from common.datastats import read_stats
 from common.errors import UserError
 from data_prep.sources import IMAGE_EXTS, Pair, pair_folders, read_list
-from orchestrator.contract import EXIT_BAD_INPUT, EXIT_OK, WEIGHTS, RunMeta, snapshot_relpath
+from orchestrator.contract import (
+    EVAL_FILE,
+    EXIT_BAD_INPUT,
+    EXIT_OK,
+    JOB_FILE,
+    PREDICT_WORKER_MODULE,
+    RUN_FILES,
+    WEIGHTS,
+    PredictJob,
+    RunMeta,
+    snapshot_relpath,
+)
 from orchestrator.run.supervisor import abort_finding
 from orchestrator.rundir import RunDir, require_run_dir
 from orchestrator.snapcheck import set_aside, verify_snapshot
@@ -132,6 +143,11 @@ def class_names(exp: dict[str, Any], meta: RunMeta) -> list[str] | None:
     return list(names) if isinstance(names, list) else None
 
 
+def _tuple(v: Any) -> Any:
+    """A JSON list as a tuple (PredictJob is immutable), None as None."""
+    return tuple(v) if v is not None else None
+
+
 def _prepare_out(out: Path) -> Path:
     """A fresh partial folder beside `out`; `out` may not hold anything but an earlier prediction."""
     if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / MARKER).exists())):
@@ -172,38 +188,36 @@ def predict(
     stats = _data_stats(exp)
     out_dir = Path(out).resolve()
     tmp = _prepare_out(out_dir)
-    job = {
-        "run": str(run.root),
-        "weights": str(snap / WEIGHTS),
-        "iteration": iteration,
-        "snapshot": snapshot_relpath(iteration),
-        "pairs": [[str(p.image), str(p.label) if p.label else None, p.where] for p in pairs],
-        "device": device,
-        "eval": evaluate,
-        "batch": batch,
-        "quiet": quiet,
-        "num_classes": meta.num_classes,
-        "ignore_label": meta.ignore_label,
-        "class_names": class_names(exp, meta),
-        "resize": stats.get("resize"),
-        "palette": stats.get("palette"),
-        "mean_bgr": stats.get("mean_bgr"),
-        "input_size": [stats["height"], stats["width"]] if stats.get("height") else None,
-    }
-    (tmp / "job.json").write_text(json.dumps(job, indent=1))
+    job = PredictJob(
+        run=str(run.root),
+        weights=str(snap / WEIGHTS),
+        iteration=iteration,
+        snapshot=snapshot_relpath(iteration),
+        pairs=tuple((str(p.image), str(p.label) if p.label else None, p.where) for p in pairs),
+        device=device,
+        eval=evaluate,
+        batch=batch,
+        quiet=quiet,
+        num_classes=meta.num_classes,
+        ignore_label=meta.ignore_label,
+        class_names=_tuple(class_names(exp, meta)),
+        resize=_tuple(stats.get("resize")),
+        palette=stats.get("palette"),
+        mean_bgr=_tuple(stats.get("mean_bgr")),
+        input_size=(stats["height"], stats["width"]) if stats.get("height") else None,
+    )
+    (tmp / JOB_FILE).write_text(job.to_json())
     print(f"predicting {len(pairs)} image(s) with {run.root.name}/snapshots/{snap.name}", flush=True)
     try:
-        child, _ = run_child(
-            ["-m", "orchestrator.predict.worker", str(tmp / "job.json")], tmp / "caffe.log", stdout=None
-        )
+        child, _ = run_child(["-m", PREDICT_WORKER_MODULE, str(tmp / JOB_FILE)], tmp / RUN_FILES["log"], stdout=None)
         if child.returncode != 0:
-            log = (tmp / "caffe.log").read_text(errors="replace")
+            log = (tmp / RUN_FILES["log"]).read_text(errors="replace")
             err = [x[len("error: ") :] for x in log.splitlines() if x.startswith("error: ")]
             reason = err[-1] if err else str(abort_finding("predict-failed", child))
             print(f"predict failed: {reason}", file=sys.stderr)
             return EXIT_BAD_INPUT
-        (tmp / "job.json").unlink()
-        (tmp / MARKER).write_text(json.dumps({"run": str(run.root), "snapshot": job["snapshot"]}) + "\n")
+        (tmp / JOB_FILE).unlink()
+        (tmp / MARKER).write_text(json.dumps({"run": str(run.root), "snapshot": job.snapshot}) + "\n")
         if out_dir.exists():
             shutil.rmtree(out_dir)
         os.replace(tmp, out_dir)
@@ -212,7 +226,7 @@ def predict(
     if evaluate:
         from orchestrator.predict.overlay import class_table
 
-        result = json.loads((out_dir / "eval.json").read_text())
+        result = json.loads((out_dir / EVAL_FILE).read_text())
         print(class_table(result, result["class_names"]))
     print(f"predictions: {out_dir}")
     return EXIT_OK

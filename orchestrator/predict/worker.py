@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,7 @@ import numpy as np
 from common.child import flush_and_exit
 from common.errors import UserError
 from orchestrator import metrics
-from orchestrator.contract import EXIT_BAD_INPUT, EXIT_OK, class_labels
+from orchestrator.contract import CONFUSION, EVAL_FILE, EXIT_BAD_INPUT, EXIT_OK, PredictJob, class_labels
 from orchestrator.predict import forward, overlay
 from orchestrator.predict.panel import panel
 
@@ -29,20 +30,20 @@ from orchestrator.predict.panel import panel
 class Predictor(forward.DeployNet):
     """The snapshot's deploy net on the job's device, built once for all images."""
 
-    def __init__(self, job: dict[str, Any], folder: Path) -> None:
+    def __init__(self, job: PredictJob, folder: Path) -> None:
         import caffe
 
-        if job["device"] == "cpu":
+        if job.device == "cpu":
             caffe.set_mode_cpu()
         else:
-            caffe.set_device(int(job["device"].split(":")[1]))
+            caffe.set_device(int(job.device.split(":")[1]))
             caffe.set_mode_gpu()
-        h, w = job.get("input_size") or (64, 64)
-        resize = (int(job["resize"][0]), int(job["resize"][1])) if job.get("resize") else None
-        super().__init__(Path(job["run"]), folder, (h, w), job.get("mean_bgr"), weights=job["weights"], resize=resize)
+        size = job.input_size or (64, 64)
+        mean = list(job.mean_bgr) if job.mean_bgr else None
+        super().__init__(Path(job.run), folder, size, mean, weights=job.weights, resize=job.resize)
 
 
-def _names(pairs: list[list[Any]]) -> list[str]:
+def _names(pairs: Sequence[Sequence[Any]]) -> list[str]:
     """Output names: the image's stem, made unique."""
     seen: dict[str, int] = {}
     out = []
@@ -53,7 +54,7 @@ def _names(pairs: list[list[Any]]) -> list[str]:
     return out
 
 
-def _read(pair: list[Any], lut: Any) -> tuple[np.ndarray, np.ndarray | None]:
+def _read(pair: Sequence[Any], lut: Any) -> tuple[np.ndarray, np.ndarray | None]:
     """The image (BGR) and its label ids, as the data stage reads them (labels through `lut`,
     the data stage's palette lookup for colour-coded labels)."""
     from data_prep.decode import _Problem, read_image, read_label
@@ -80,26 +81,24 @@ def speed_line(images: int, seconds: float, net_seconds: float) -> str:
     return line + (f" (the net alone: {images / net_seconds:.1f} images/s)" if net_seconds > 0 else "")
 
 
-def run(job: dict[str, Any], folder: Path) -> None:
+def run(job: PredictJob, folder: Path) -> None:
     """Predict every image of the job into `folder`."""
     from data_prep.progress import Progress
     from data_prep.sources import palette_lut, read_palette
 
     pred = Predictor(job, folder)
-    nc = int(job.get("num_classes") or pred.net.blobs[pred.info.score_blob].channels)
-    ignore = job.get("ignore_label")
-    colours = (
-        read_palette(Path(job["palette"]), nc, ignore if ignore is not None else 255) if job.get("palette") else None
-    )
+    nc = int(job.num_classes or pred.net.blobs[pred.info.score_blob].channels)
+    ignore = job.ignore_label
+    colours = read_palette(Path(job.palette), nc, ignore if ignore is not None else 255) if job.palette else None
     pal = overlay.palette_from_file(colours) if colours else overlay.default_palette()
     lut = palette_lut(colours) if colours else None
-    names = class_labels(job.get("class_names"), nc)
+    names = class_labels(list(job.class_names or []), nc)
     conf = np.zeros((nc, nc), np.int64)
-    pairs, stems = job["pairs"], _names(job["pairs"])
-    bar = Progress(len(pairs), "predict", unit="images", quiet=job.get("quiet", False), stream=sys.stdout)
+    pairs, stems = job.pairs, _names(job.pairs)
+    bar = Progress(len(pairs), "predict", unit="images", quiet=job.quiet, stream=sys.stdout)
     net_seconds = 0.0
-    for start in range(0, len(pairs), job["batch"]):
-        chunk = [_read(p, lut) for p in pairs[start : start + job["batch"]]]
+    for start in range(0, len(pairs), job.batch):
+        chunk = [_read(p, lut) for p in pairs[start : start + job.batch]]
         t0 = time.perf_counter()
         batch = pred.classes([c[0] for c in chunk])
         net_seconds += time.perf_counter() - t0
@@ -113,21 +112,21 @@ def run(job: dict[str, Any], folder: Path) -> None:
                 conf += metrics.confusion(cls[scored], lab[scored], nc, ignore)
             bar.update()
     print(speed_line(len(pairs), bar.elapsed(), net_seconds), flush=True)
-    if job["eval"]:
+    if job.eval:
         result = {
             **metrics.scores(conf),
             "images": len(pairs),
-            "iteration": job["iteration"],
-            "snapshot": job["snapshot"],
+            "iteration": job.iteration,
+            "snapshot": job.snapshot,
             "class_names": names,
             "confusion": conf.tolist(),
         }
-        (folder / "eval.json").write_text(json.dumps(result, indent=1))
+        (folder / EVAL_FILE).write_text(json.dumps(result, indent=1))
         overlay.plot_confusion(
             conf,
             names,
-            folder / "confusion.png",
-            f"{Path(job['run']).name} {job['snapshot']}: mIoU {result['mean_iu']:.3f}",
+            folder / CONFUSION,
+            f"{Path(job.run).name} {job.snapshot}: mIoU {result['mean_iu']:.3f}",
         )
 
 
@@ -137,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     job_file = Path(args[0])
     code = EXIT_OK
     try:
-        run(json.loads(job_file.read_text()), job_file.parent)
+        run(PredictJob.from_json(job_file.read_text()), job_file.parent)
     except UserError as e:
         print(f"error: {e.message}" + (f" (fix: {e.fix})" if e.fix else ""), file=sys.stderr)
         code = EXIT_BAD_INPUT

@@ -148,3 +148,29 @@ def test_parent_never_imports_the_worker_or_its_hooks() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_predict_job_round_trips_through_its_file() -> None:
+    """PredictJob is what predict's parent writes and its child reads: every field survives
+    the JSON file, lists come back as tuples, and an unknown key is refused (not ignored)."""
+    from orchestrator.contract import PredictJob
+
+    job = PredictJob(
+        run="/r",
+        weights="/r/snapshots/iter_4/weights.caffemodel",
+        iteration=4,
+        snapshot="snapshots/iter_4",
+        pairs=(("a.png", "a_L.png", "list.txt:1"), ("b.png", None, "b.png")),
+        eval=True,
+        batch=2,
+        num_classes=3,
+        ignore_label=255,
+        class_names=("sky", "road", "car"),
+        resize=(480, 360),
+        mean_bgr=(104.0, 117.0, 123.0),
+        input_size=(360, 480),
+    )
+    assert PredictJob.from_json(job.to_json()) == job
+    assert PredictJob.from_json(PredictJob("/r", "w", 0, "s", ()).to_json()).class_names is None
+    with pytest.raises(TypeError):
+        PredictJob.from_json(json.dumps({**json.loads(job.to_json()), "colour": 1}))
