@@ -11,6 +11,28 @@ os.environ.setdefault("GLOG_minloglevel", "2")
 
 REPO = Path(__file__).resolve().parents[1]
 CAMVID = REPO.parent / "shared" / "datasets" / "camvid"
+SKIP_IN_CI = "skipped under CI=true, where every test must run"
+
+
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> pytest.TestReport | None:
+    """Under CI=true a skip is a failure (CI has Caffe's tools, root for tmpfs mounts, Ray and
+    CamVid, so nothing there has a reason to skip), except a test marked `gpu`."""
+    if os.environ.get("CI") != "true" or call.excinfo is None or item.get_closest_marker("gpu"):
+        return None
+    if not call.excinfo.errisinstance(pytest.skip.Exception):
+        return None
+    report = pytest.TestReport.from_item_and_call(item, call)
+    report.outcome = "failed"
+    report.longrepr = f"{SKIP_IN_CI}: {call.excinfo.value}"
+    return report
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collectreport(report: pytest.CollectReport) -> None:
+    """A whole module skipped at import (pytest.importorskip) is a failure under CI=true too."""
+    if os.environ.get("CI") == "true" and report.skipped:
+        report.outcome = "failed"
+        report.longrepr = f"{SKIP_IN_CI}: {report.longrepr}"
 
 
 @pytest.fixture(scope="session")

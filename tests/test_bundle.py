@@ -36,6 +36,8 @@ PACKAGED = (
 sys.path.insert(0, str(REPO / "caffe_build" / "bundle"))
 from elfdeps import outside_libraries  # noqa: E402
 
+pytestmark = [pytest.mark.caffe, pytest.mark.bundle, pytest.mark.slow]
+
 
 def newest_source() -> float:
     """mtime of the newest file the bundle is made from (tracked or new, not ignored)."""

@@ -14,6 +14,7 @@ import sys
 import tomllib
 from pathlib import Path
 
+import pytest
 from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
 from packaging.utils import canonicalize_name
@@ -157,6 +158,8 @@ def import_all(vpy: Path, names: list[str], cwd: Path) -> dict:
     return json.loads(r.stdout)
 
 
+@pytest.mark.caffe
+@pytest.mark.slow
 def test_pyproject_alone_installs_what_every_module_imports(tmp_path: Path) -> None:
     """A fresh venv from the same base Python, and in it a plain install of a copy of the
     project (pyproject.toml and the packages, nothing else), with the lock as constraints only

@@ -11,6 +11,8 @@ import numpy as np
 import pytest
 from dp_helpers import caffe_datum_array, read_lmdb
 
+pytestmark = pytest.mark.caffe
+
 CAMVID_CLASSES, VOID = 11, 11
 
 

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import cv2
 import numpy as np
+import pytest
 
 from data_prep.datum import blobproto_bytes, datum_to_array, encoded_datum, parse_datum, raw_datum, raw_datum_hwc
+
+pytestmark = pytest.mark.caffe
 
 
 def test_raw_datum_is_caffe_datum() -> None:

@@ -49,6 +49,7 @@ def test_lossy_detected_by_content_not_name(data: Path, tmp_path: Path, capsys: 
     assert rc == 0, err
 
 
+@pytest.mark.caffe
 def test_allow_lossy_labels(data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """Accepted on request, with a warning in stats.json; the counts show why it is not the default."""
     _many_class_labels(data, ".jpg", ".jpg")

@@ -15,6 +15,8 @@ from PIL import Image
 from common.errors import UserError
 from data_prep.build import build_dataset, build_split
 
+pytestmark = pytest.mark.caffe
+
 OPTS: dict[str, Any] = dict(num_classes=5, ignore_label=255, quiet=True, workers=2)
 
 

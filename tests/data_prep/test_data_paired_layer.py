@@ -14,6 +14,8 @@ from dp_helpers import coded_pairs, write_pairs
 from data_prep.build import build_dataset
 from data_prep.paired import PairedBatcher, parse_params
 
+pytestmark = pytest.mark.caffe
+
 MEAN = [10.0, 20.0, 30.0]
 
 

@@ -57,6 +57,7 @@ def _start_blocked_build(data: Path, out: Path) -> subprocess.Popen[bytes]:
     return proc
 
 
+@pytest.mark.caffe
 def test_killed_build_cleaned_live_build_kept(data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "out"
     proc = _start_blocked_build(data, out)

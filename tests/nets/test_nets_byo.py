@@ -16,6 +16,8 @@ from nets.graph import Context
 from nets.prototxt import load_net
 from orchestrator.cli import main
 
+pytestmark = pytest.mark.caffe
+
 DATA = (
     'layer { name: "data" type: "Input" top: "data" top: "{label}" input_param { '
     "shape { dim: 1 dim: 3 dim: 16 dim: 16 } shape { dim: 1 dim: 1 dim: 16 dim: 16 } } }\n"

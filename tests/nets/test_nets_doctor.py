@@ -12,6 +12,8 @@ from common.errors import UserError
 from common.findings import Finding
 from nets.doctor import diagnose, format_findings
 
+pytestmark = pytest.mark.caffe
+
 DATA_DIR = Path(__file__).parent / "data"
 STATS = {"num_classes": 4, "ignore_label": 255}
 

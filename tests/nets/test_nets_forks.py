@@ -12,6 +12,8 @@ from nets.doctor import diagnose
 from orchestrator.cli import main
 from tests.nets import public
 
+pytestmark = pytest.mark.caffe
+
 
 @pytest.mark.parametrize("name", public.FORK_NETS)
 def test_fork_net_is_answered_with_every_fork_token_at_once(name, capsys):

@@ -14,6 +14,8 @@ from common.errors import UserError
 from nets.graph import LEARNABLE
 from nets.prototxt import parse_net, read_meta
 
+pytestmark = pytest.mark.caffe
+
 K = 4
 
 

@@ -14,6 +14,8 @@ from nets.doctor import diagnose
 from orchestrator.cli import main
 from tests.nets import public
 
+pytestmark = pytest.mark.caffe
+
 
 @pytest.fixture(scope="module")
 def weights(tmp_path_factory: pytest.TempPathFactory) -> dict[tuple[str, ...], Path]:

@@ -11,6 +11,8 @@ from nets.graph import Context
 from nets.prototxt import parse_net
 from nets.zeroinit import zero_layers
 
+pytestmark = pytest.mark.caffe
+
 DATA = """
 layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 1 dim: 3 dim: 64 dim: 64 } } }
 layer { name: "label" type: "Input" top: "label" input_param { shape { dim: 1 dim: 1 dim: 64 dim: 64 } } }

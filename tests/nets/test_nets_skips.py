@@ -12,6 +12,8 @@ from nets.doctor import diagnose
 from nets.prototxt import parse_net
 from tests.nets.test_nets_generate import K, layers_by_type, source
 
+pytestmark = pytest.mark.caffe
+
 
 def skip_net(lmdb: tuple[str, str], skips: int, batch: int = 2, **kw) -> nets.GeneratedNet:
     return nets.generate(

@@ -10,6 +10,8 @@ from common.errors import UserError
 from nets.prototxt import weight_layer_names
 from nets.weights import plan, transplant
 
+pytestmark = pytest.mark.caffe
+
 SOURCE = """
 layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 1 dim: 4 dim: 3 dim: 3 } } }
 layer { name: "conv1" type: "Convolution" bottom: "data" top: "conv1"

@@ -13,6 +13,8 @@ from common.child import ChildResult, parse_glog_fatal, run_child
 from orchestrator.run.supervisor import abort_finding
 from tests.orchestrator.conftest import unet
 
+pytestmark = pytest.mark.caffe
+
 
 def _solver(path: Path, net: Path, kind: str, extra: str = "") -> Path:
     path.write_text(

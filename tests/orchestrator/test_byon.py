@@ -18,6 +18,8 @@ from orchestrator.train.hooks.validation import validate
 from orchestrator.train.worker import apply_surgery
 from tests.orchestrator.conftest import experiment, orchestrate, write_exp
 
+pytestmark = pytest.mark.caffe
+
 # a user's net on the synthetic data (5 classes, ignore 255), with its own blob names:
 # the label top is `gt`, the class scores `cls_score` (no blob is called score or label)
 DATA_LAYERS = """

@@ -14,6 +14,8 @@ import pytest
 from orchestrator.rundir import read_jsonl
 from tests.orchestrator.conftest import orchestrate, write_exp
 
+pytestmark = [pytest.mark.caffe, pytest.mark.slow]
+
 DATA = Path(__file__).parent / "data"
 PREFIX = "camvid-120x90/"  # the nets' sources, relative to where a user runs them
 

@@ -14,6 +14,8 @@ from orchestrator.config import experiment as cfgmod
 from tests.conftest import REPO
 from tests.orchestrator.conftest import experiment, orchestrate, write_exp
 
+pytestmark = [pytest.mark.caffe, pytest.mark.slow]
+
 RECIPE = REPO / "experiments" / "camvid-full.yaml"
 
 

@@ -16,6 +16,8 @@ from orchestrator.rundir import read_jsonl
 from tests.conftest import REPO
 from tests.orchestrator.conftest import experiment, orchestrate, unet, user_net, write_exp
 
+pytestmark = pytest.mark.caffe
+
 
 def test_derived_deploy_drops_what_depends_on_the_label_and_keeps_what_the_score_needs():
     net = parse_net(unet("/nowhere", 2))

@@ -17,6 +17,8 @@ from orchestrator.rundir import read_jsonl
 from tests.conftest import REPO
 from tests.orchestrator.conftest import experiment, orchestrate, user_net, write_exp
 
+pytestmark = pytest.mark.caffe
+
 
 def caffe_tool() -> Path:
     """The `caffe` binary of the build that pycaffe comes from."""

@@ -14,6 +14,8 @@ from PIL import Image
 from orchestrator.rundir import read_jsonl
 from tests.orchestrator.conftest import experiment, orchestrate, user_net, write_exp
 
+pytestmark = pytest.mark.caffe
+
 
 @pytest.fixture(scope="module")
 def trained(synth_lmdb: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:

@@ -10,11 +10,14 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from nets import bilinear
 from orchestrator.rundir import read_jsonl
 from tests.conftest import REPO
 from tests.orchestrator.conftest import experiment, orchestrate, write_exp
+
+pytestmark = pytest.mark.caffe
 
 
 def start(exp_path: Path, run: Path) -> subprocess.Popen[str]:

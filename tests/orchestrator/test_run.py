@@ -5,9 +5,12 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 
 from orchestrator.rundir import read_jsonl
 from tests.orchestrator.conftest import experiment, orchestrate, write_exp
+
+pytestmark = pytest.mark.caffe
 
 
 def test_normal_run_completes_and_loss_falls(synth_lmdb, tmp_path):
@@ -116,6 +119,7 @@ def test_caffe_abort_becomes_a_finding(synth_lmdb, tmp_path):
     assert invalid and invalid[0]["layer"] == "crop" and "crop" in invalid[0]["message"].lower()
 
 
+@pytest.mark.gpu
 def test_gpu_on_a_machine_without_gpu_fails_cleanly(synth_lmdb, tmp_path):
     """`device: gpu:0` follows the machine: with a CUDA build and a GPU that Caffe can open
     (asked in a child: Caffe aborts when it cannot), the run trains; otherwise it ends

@@ -20,6 +20,8 @@ from tests.conftest import REPO
 from tests.orchestrator.conftest import experiment, orchestrate, write_exp
 from tests.orchestrator.test_resume import wait_for_iter
 
+pytestmark = pytest.mark.caffe
+
 
 def no_traceback(r: subprocess.CompletedProcess[str]) -> None:
     assert "Traceback" not in r.stdout + r.stderr, r.stderr[-3000:]

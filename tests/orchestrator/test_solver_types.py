@@ -16,6 +16,8 @@ from orchestrator.run.runner import solver_text
 from orchestrator.rundir import RunDir
 from tests.orchestrator.conftest import experiment, orchestrate, write_exp
 
+pytestmark = pytest.mark.caffe
+
 TYPES = ("SGD", "Nesterov", "AdaGrad", "RMSProp", "AdaDelta", "Adam")
 # a value other than Caffe's default for each kind of field (and inside the schema's limits)
 _STRINGS = {"type": "Nesterov", "lr_policy": "step", "regularization_type": "L1"}

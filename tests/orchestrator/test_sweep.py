@@ -19,7 +19,7 @@ import yaml
 from tests.conftest import REPO
 from tests.orchestrator.conftest import experiment, orchestrate
 
-pytest.importorskip("ray")
+pytestmark = [pytest.mark.caffe, pytest.mark.ray, pytest.mark.slow]
 
 
 def free_port() -> int:
@@ -107,10 +107,9 @@ def test_a_broken_net_stops_the_sweep_before_any_trial(synth_lmdb, tmp_path):
     base = yaml.safe_load((tmp_path / "base.yaml").read_text())
     base["net"] = {"prototxt": str(net), "num_classes": 5, "ignore_label": 255}
     (tmp_path / "base.yaml").write_text(yaml.safe_dump(base))
-    t0 = time.monotonic()
     r = orchestrate("sweep", str(sweep), "--out", str(tmp_path / "out"))
     assert r.returncode == 2 and "before any trial" in r.stderr and "trials trial_000, trial_001, trial_002" in r.stderr
-    assert not (tmp_path / "out").exists() and time.monotonic() - t0 < 120
+    assert not (tmp_path / "out").exists()
 
 
 def test_a_killed_sweep_resumes_without_rerunning_finished_trials(synth_lmdb, tmp_path):

@@ -23,7 +23,7 @@ from orchestrator.train.hooks.tensorboard import read_scalars
 from tests.orchestrator.conftest import experiment, orchestrate, write_exp
 from tests.orchestrator.test_resume import start, wait_for_iter
 
-pytest.importorskip("tensorboard")
+pytestmark = pytest.mark.caffe
 
 
 def test_event_files_survive_a_kill_and_resume_without_duplicates(synth_lmdb, tmp_path):

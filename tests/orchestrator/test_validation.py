@@ -5,11 +5,14 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 
 from orchestrator import metrics
 from orchestrator.rundir import read_jsonl
 from orchestrator.train.hooks.validation import validate
 from tests.orchestrator.conftest import experiment, orchestrate, write_exp
+
+pytestmark = pytest.mark.caffe
 
 NET = """
 layer { name: "score" type: "Input" top: "score" input_param { shape { dim: 2 dim: 3 dim: 2 dim: 3 } } }
