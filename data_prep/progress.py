@@ -78,6 +78,18 @@ class Progress:
             self.stream.write(text + "\n")
         self.stream.flush()
 
+    def note(self, text: str) -> None:
+        """A line that stays (a validation's result): on a terminal it goes above the bar, which
+        is drawn again below it at the next update."""
+        if self.quiet:
+            return
+        if self.tty:
+            self.stream.write("\r" + text.ljust(self._width) + "\n")
+            self._open = False
+        else:
+            self.stream.write(text + "\n")
+        self.stream.flush()
+
     def close(self) -> None:
         """End an unfinished terminal line (a stop, an error), so what follows starts on its own line."""
         if self._open:

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
+
+from orchestrator.contract import class_labels
 
 
 def confusion(pred: np.ndarray, label: np.ndarray, num_classes: int, ignore_label: int | None) -> np.ndarray:
@@ -38,3 +42,14 @@ def scores(conf: np.ndarray) -> dict[str, object]:
         "fw_iu": float((freq[present] * iu[present]).sum()),
         "per_class_iu": [float(v) if s else None for v, s in zip(iu, seen, strict=True)],
     }
+
+
+def validation_line(val: dict[str, Any], names: list[str] | None, worst: int = 2) -> str:
+    """One persistent console line per validation: mIoU, pixel accuracy, the worst classes."""
+    line = f"val @ {val['iter']}: mIoU {val['mean_iu']:.3f}  pixel acc {val['pixel_accuracy']:.3f}"
+    per = [(iu, i) for i, iu in enumerate(val.get("per_class_iu") or []) if iu is not None]
+    if len(per) > 1:
+        labels = class_labels(names, len(val["per_class_iu"]))
+        low = sorted(per)[:worst]
+        line += "  worst: " + ", ".join(f"{labels[i]} {iu:.2f}" for iu, i in low)
+    return line

@@ -323,6 +323,9 @@ def run_experiment(
             file=sys.stderr,
         )
         return EXIT_BAD_INPUT
+    from orchestrator.run.console import start_lines
+
+    print("\n".join(start_lines(exp, run, findings, force)), flush=True)
     return supervise(run)
 
 

@@ -253,3 +253,8 @@ def closing_line(run: RunDir, summary: dict[str, Any]) -> None:
         )
     print(f"curves: {run.curves}\nreport: {run.report}\nsummary: {run.summary}")
     _findings_lines(summary)
+    from orchestrator.run.console import next_step
+
+    step = next_step(run, summary)
+    if step:
+        print(step)

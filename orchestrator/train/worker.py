@@ -99,7 +99,7 @@ def build_hooks(solver: Any, exp: cfgmod.Experiment, meta: RunMeta, preflight: l
         hooks.append(LrPlateauHook(p.metric, p.patience, p.min_delta, p.factor, p.min_lr))
     if exp.early_stop.enabled:
         hooks.append(EarlyStopHook(exp.early_stop.metric, exp.early_stop.patience, exp.early_stop.min_delta))
-    hooks += [MetricsWriter(exp.progress.log_interval), ProgressHook(exp.progress.quiet)]
+    hooks += [MetricsWriter(exp.progress.log_interval), ProgressHook(exp.progress.quiet, class_names=meta.class_names)]
     if exp.progress.tensorboard:
         hooks.append(TensorBoardHook(exp.progress.log_interval, exp.snapshot.interval, meta.class_names))
     s = exp.snapshot

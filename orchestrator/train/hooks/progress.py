@@ -7,15 +7,17 @@ import sys
 from typing import TextIO
 
 from data_prep.progress import Progress
+from orchestrator.metrics import validation_line
 from orchestrator.train.loop import Context, Hook
 
 
 class ProgressHook(Hook):
     name = "progress"
 
-    def __init__(self, quiet: bool, stream: TextIO | None = None) -> None:
+    def __init__(self, quiet: bool, stream: TextIO | None = None, class_names: list[str] | None = None) -> None:
         self.quiet = quiet
         self.stream = stream or sys.stdout
+        self.class_names = class_names
         self.bar: Progress | None = None
 
     def before_train(self, ctx: Context) -> None:
@@ -28,6 +30,8 @@ class ProgressHook(Hook):
         detail = f"loss {ctx.loss:.4f} lr {ctx.lr:.3g}"
         if ctx.val is not None:
             detail += f" val mIoU {ctx.val['mean_iu']:.3f}"
+        if ctx.val is not None:  # a line of its own that the bar does not overwrite
+            self.bar.note(validation_line(ctx.val, self.class_names))
         self.bar.set(ctx.iteration, detail=detail, force=ctx.val is not None or ctx.stopping)
 
     def after_train(self, ctx: Context) -> None:

@@ -1,0 +1,104 @@
+"""What `orchestrate run/resume` tells a person on the console, besides the progress bar: a few
+lines at the start (where, on what, with which data and net, the doctor's verdict) and, at the
+end, the command that comes next (resume after Ctrl-C, predict after a finished run)."""
+
+from __future__ import annotations
+
+import os
+import shlex
+from pathlib import Path
+from typing import Any
+
+from common.datastats import read_stats
+from common.findings import Finding
+from orchestrator.config import experiment as cfgmod
+from orchestrator.contract import RunMeta, Status, class_labels
+from orchestrator.rundir import RunDir
+
+
+def shown_path(p: Path) -> str:
+    """A path as a person would type it: relative to the current folder when inside it."""
+    try:
+        rel = p.resolve().relative_to(Path.cwd().resolve())
+        return shlex.quote(str(rel) or ".")
+    except ValueError:
+        return shlex.quote(str(p))
+
+
+def blas_threads() -> str:
+    """The BLAS threads the Caffe child will use (OpenBLAS/OpenMP take every core unless told)."""
+    for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        if os.environ.get(var):
+            return f"{os.environ[var]} ({var})"
+    return f"{len(os.sched_getaffinity(0))} (all cores; set OPENBLAS_NUM_THREADS to change)"
+
+
+def _images(d: str | None) -> int | None:
+    stats = read_stats(d, required=False) if d else {}
+    n = stats.get("num_records")
+    return int(n) if n is not None else None
+
+
+def net_line(exp: cfgmod.Experiment, meta: RunMeta) -> str:
+    """The net in a few words: generated (arch, size, loss) or the user's prototxt; its classes."""
+    n = exp.net
+    if n.prototxt:
+        what = f"your prototxt {n.prototxt}"
+    else:
+        what = f"generated {n.arch} (width {n.width}, depth {n.depth}), loss {n.loss} {n.normalization}"
+    names = class_labels(meta.class_names, meta.num_classes or 0)
+    if names:
+        shown = ", ".join(names[:8]) + (f", ... ({len(names)} in all)" if len(names) > 8 else "")
+        what += f"; {len(names)} classes: {shown}"
+    return what
+
+
+def verdict_line(findings: list[Finding], forced: bool) -> str:
+    """The doctor's verdict: ok, or how many errors and warnings and which."""
+    errors = [f.code for f in findings if f.severity == "error"]
+    warnings = [f.code for f in findings if f.severity == "warning"]
+    if not errors and not warnings:
+        return "ok, no findings"
+    parts = []
+    if errors:
+        parts.append(f"{len(errors)} error(s) ({', '.join(sorted(set(errors)))})")
+    if warnings:
+        parts.append(f"{len(warnings)} warning(s) ({', '.join(sorted(set(warnings)))})")
+    tail = "; training anyway (--force)" if errors and forced else "; details above"
+    return ", ".join(parts) + tail
+
+
+def start_lines(exp: cfgmod.Experiment, run: RunDir, findings: list[Finding], forced: bool = False) -> list[str]:
+    """The few lines printed before training starts."""
+    meta = RunMeta.read(run.meta)
+    train, val = _images(exp.data.train), _images(exp.data.val)
+    data = f"{train if train is not None else '?'} train images"
+    if exp.data.val:
+        data += f", {meta.val_images} val images each validation"
+        if val is not None and meta.val_images < val:
+            data += f" (of {val})"
+    else:
+        data += ", no validation (data.val not set)"
+    device = exp.device if exp.gpu_id is not None else f"cpu, BLAS threads {blas_threads()}"
+    return [
+        f"run dir:  {shown_path(run.root)}",
+        f"device:   {device}",
+        f"data:     {data}",
+        f"net:      {net_line(exp, meta)}",
+        f"doctor:   {verdict_line(findings, forced)}",
+    ]
+
+
+def next_step(run: RunDir, summary: dict[str, Any]) -> str | None:
+    """The command that comes next for a run that ended with `summary`."""
+    where = shown_path(run.root)
+    status = summary.get("status")
+    if status == Status.INTERRUPTED and run.snapshot_dirs():
+        return f"continue with: orchestrate resume {where}"
+    best = (summary.get("best") or {}).get("snapshot")
+    if status in (Status.COMPLETED, Status.EARLY_STOPPED) and best:
+        return (
+            f"segment images with the best snapshot ({best}): "
+            f"orchestrate predict {where} --images YOUR_IMAGES/ --out {shown_path(run.root / 'pred')}"
+        )
+    return None
