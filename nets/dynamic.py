@@ -13,7 +13,7 @@ from typing import Any
 from common.child import ChildResult, run_child
 from common.findings import Finding
 from nets.graph import CLASS_LOSSES, in_phase, lr_mults, signal_bottoms
-from nets.probe import MARK
+from nets.probe import MARK, label_inputs
 
 ROOT = Path(__file__).resolve().parent.parent
 # a zero accuracy or loss is a number, not a dead layer
@@ -162,6 +162,8 @@ def findings_from_stats(
     not) are its findings, not these: `zero_output` layers output zeros at the first step,
     `no_gradient` layers get no gradient at the first step."""
     out: list[Finding] = _surgery_findings(stats, net) + _label_findings(stats)
+    # a label of zeros is class 0 everywhere (a label cropped to a background corner), not a dead layer
+    labels = set(label_inputs(net, stats.get("phase", "TRAIN")))
     zero: dict[str, bool] = {}
     bad: dict[str, bool] = {}
     for layer in stats["layers"]:
@@ -189,6 +191,7 @@ def findings_from_stats(
                 and not all(zero.get(b, False) for b in signal)
                 and not inherited_bad
                 and layer["name"] not in zero_output
+                and top not in labels
             ):
                 out.append(
                     Finding(

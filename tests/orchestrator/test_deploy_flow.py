@@ -70,7 +70,7 @@ def test_unet_with_label_crop_trains_validates_draws_and_predicts(synth_lmdb, tm
     assert r.returncode == 0, r.stderr[-3000:]
     summary = json.loads((run / "summary.json").read_text())
     assert summary["status"] == "completed" and summary["iterations"] == 20
-    assert (run / "best" / "best.json").exists() and list((run / "best").glob("*_overlay.png"))
+    assert (run / "best" / "best.json").exists() and list((run / "best").glob("val_*.png"))
     assert not any(f["code"] == "pictures-failed" for f in summary.get("findings", []))
     out = tmp_path / "pred"
     r = orchestrate("predict", str(run), "--list", str(synth_lmdb / "raw" / "val.txt"), "--out", str(out), "--eval")

@@ -11,6 +11,8 @@ from common.child import run_child
 from orchestrator.run.statecheck import mismatch
 from tests.orchestrator.conftest import experiment, orchestrate, user_net, write_exp
 
+pytestmark = pytest.mark.caffe
+
 
 def test_mismatch_says_what_differs():
     net = [("conv1", 0, (8, 3, 3, 3)), ("conv1", 1, (8,)), ("score", 0, (5, 8, 1, 1)), ("score", 1, (5,))]

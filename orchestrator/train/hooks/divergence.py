@@ -13,12 +13,16 @@ NEVER_ZERO_CHECKED = {"BatchNorm", "Accuracy", "SoftmaxWithLoss", "InfogainLoss"
 
 
 def exempt_blobs(net: Any) -> set[str]:
-    """Blobs that may be all zero in a healthy net: data/label tops, BatchNorm's statistics, losses."""
+    """Blobs that may be all zero in a healthy net: data/label tops, BatchNorm's statistics, losses,
+    and whatever a loss or Accuracy reads as labels (a label cropped inside the net to a corner
+    of class 0 is all zero)."""
     out: set[str] = set()
     for name, layer in zip(net._layer_names, net.layers, strict=True):
         if layer.type in DATA_TYPES or layer.type in NEVER_ZERO_CHECKED:
             out.update(net.top_names[name])
             out.update(f"{name}/{i}" for i in range(len(layer.blobs)))
+        if layer.type.endswith("Loss") or layer.type == "Accuracy":
+            out.update(list(net.bottom_names[name])[1:])
     return out
 
 
