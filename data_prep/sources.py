@@ -152,8 +152,8 @@ def _read_palette(
         parts = [t for t in re.split(r"[\s,]+", text) if t]
         fix = "write 'name id R G B' (or 'name id #rrggbb') per line"
         try:
-            if len(parts) == 3 and _HEX.match(parts[2]):
-                hx = _HEX.match(parts[2]).group(1)  # type: ignore[union-attr]
+            if len(parts) == 3 and (hex_match := _HEX.match(parts[2])):
+                hx = hex_match.group(1)
                 rgb = (int(hx[0:2], 16), int(hx[2:4], 16), int(hx[4:6], 16))
             elif len(parts) == 5:
                 rgb = (int(parts[2]), int(parts[3]), int(parts[4]))

@@ -51,7 +51,7 @@ def _start_blocked_build(data: Path, out: Path) -> subprocess.Popen[bytes]:
     deadline = time.monotonic() + 120  # a liveness guard, not a speed check
     while not any((p / "labels" / "data.mdb").exists() for p in _partials(out.parent, out.name)):
         if proc.poll() is not None:
-            pytest.fail(f"the build ended early (rc {proc.returncode}): {proc.stderr.read().decode()}")  # type: ignore[union-attr]
+            pytest.fail(f"the build ended early (rc {proc.returncode}): {proc.communicate()[1].decode()}")
         assert time.monotonic() < deadline, "the blocked build never created its partial folder"
         time.sleep(0.05)
     return proc
