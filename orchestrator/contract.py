@@ -86,17 +86,20 @@ class Verdict:
 
 @dataclass(frozen=True)
 class WorkerArgs:
-    """The child's command line: the run directory, the snapshot iteration to resume, and
-    findings the parent adds to the run's (what a resume changed)."""
+    """The child's command line: the run directory, the snapshot iteration to resume, findings
+    the parent adds to the run's (what a resume changed), and whether the solver file's base_lr
+    wins over the one lr-on-plateau restores (the user changed solver.base_lr on resume)."""
 
     run_dir: str
     resume: int | None = None
     notes: tuple[Finding, ...] = ()
+    keep_solver_lr: bool = False
 
     def argv(self) -> list[str]:
         """`python -m WORKER_MODULE` plus these arguments."""
         out = ["-m", WORKER_MODULE, self.run_dir]
         out += ["--resume", str(self.resume)] if self.resume is not None else []
+        out += ["--keep-solver-lr"] if self.keep_solver_lr else []
         return out + (["--notes", json.dumps([n.to_dict() for n in self.notes])] if self.notes else [])
 
     @classmethod
@@ -107,8 +110,10 @@ class WorkerArgs:
         ap.add_argument("run_dir")
         ap.add_argument("--resume", type=int, metavar="ITER", help="restore snapshots/iter_ITER first")
         ap.add_argument("--notes", default="[]", help="JSON list of findings to add (resume changes)")
+        ap.add_argument("--keep-solver-lr", action="store_true", help="the solver file's base_lr wins (set on resume)")
         a = ap.parse_args(argv)
-        return cls(a.run_dir, a.resume, tuple(Finding.from_dict(d) for d in json.loads(a.notes)))
+        notes = tuple(Finding.from_dict(d) for d in json.loads(a.notes))
+        return cls(a.run_dir, a.resume, notes, a.keep_solver_lr)
 
 
 def class_labels(names: list[str] | None, num_classes: int) -> list[str]:

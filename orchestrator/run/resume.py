@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Any
+from typing import Any, NamedTuple
 
 import yaml
 
@@ -39,9 +39,21 @@ def _saved_config(snapshot: Any) -> dict[str, Any] | None:
     return saved.get("config")
 
 
-def plan_resume(path: str, overrides: list[str]) -> tuple[RunDir, cfgmod.Experiment, int, list[Finding]] | None:
-    """(run, experiment, snapshot iteration, notes for the run's findings), or None when the
-    run is finished and nothing asks it to continue (the reason is printed)."""
+class ResumePlan(NamedTuple):
+    """What a resume does: the run, its experiment (with the edits), the snapshot iteration, notes
+    for the run's findings, and whether the user set a new solver.base_lr (it wins over one that
+    lr-on-plateau had reduced: WorkerArgs.keep_solver_lr)."""
+
+    run: RunDir
+    exp: cfgmod.Experiment
+    iteration: int
+    notes: list[Finding]
+    keep_solver_lr: bool = False
+
+
+def plan_resume(path: str, overrides: list[str]) -> ResumePlan | None:
+    """The resume's plan, or None when the run is finished and nothing asks it to continue (the
+    reason is printed)."""
     run = require_run_dir(path)
     run.acquire_lock()
     notes = _stale_status(run)
@@ -87,7 +99,7 @@ def plan_resume(path: str, overrides: list[str]) -> tuple[RunDir, cfgmod.Experim
         )
     for _, p in run.snapshot_dirs():  # a moved or copied run: Caffe's own tools find the weights
         relink_snapshot(p)
-    return run, exp, iteration, notes
+    return ResumePlan(run, exp, iteration, notes, keep_solver_lr="solver.base_lr" in allowed)
 
 
 def _damaged_note(line: str, skipped: bool) -> Finding:

@@ -343,7 +343,7 @@ def resume_run(path: str, overrides: Sequence[str] = ()) -> int:
     plan = plan_resume(path, list(overrides))
     if plan is None:
         return EXIT_OK
-    run, exp, iteration, notes = plan
+    run, exp, iteration, notes, keep_solver_lr = plan
     # this folder's paths and the new settings; the other fields of the run's own solver stay.
     # Both files are made before either is written, and put back when the resume fails before
     # training a step: a failed resume leaves the run as it found it.
@@ -351,7 +351,7 @@ def resume_run(path: str, overrides: Sequence[str] = ()) -> int:
     new = {run.solver: solver_text(exp, run, run.val_net.exists(), run.solver), run.config: cfgmod.to_yaml(exp)}
     for f, text in new.items():
         f.write_text(text)
-    rc = supervise(run, resume=iteration, notes=notes)
+    rc = supervise(run, resume=iteration, notes=notes, keep_solver_lr=keep_solver_lr)
     if rc == Status.FAILED.exit_code and run.trained_iterations() <= iteration:
         for f, data in old.items():
             f.write_bytes(data)

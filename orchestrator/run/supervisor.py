@@ -139,15 +139,17 @@ def _read_verdict(fd: int) -> Verdict | None:
     return Verdict.decode(b"".join(chunks).decode(errors="replace"))
 
 
-def supervise(run: RunDir, resume: int | None = None, notes: list[Finding] | None = None) -> int:
-    """Run the worker child (resuming snapshot `resume`, adding `notes` to the run's findings);
-    forward SIGINT/SIGTERM; settle the verdict."""
+def supervise(
+    run: RunDir, resume: int | None = None, notes: list[Finding] | None = None, keep_solver_lr: bool = False
+) -> int:
+    """Run the worker child (resuming snapshot `resume`, adding `notes` to the run's findings,
+    `keep_solver_lr`: WorkerArgs); forward SIGINT/SIGTERM; settle the verdict."""
     offset = run.log.stat().st_size if run.log.exists() else 0
     # this invocation starts as running: a stale status of an earlier one is never reported
     run.write_summary(status=Status.RUNNING, stop_reason=None)
     run.reserve_space()
     r, w = os.pipe()
-    proc = _start(run, WorkerArgs(str(run.root), resume, tuple(notes or ())), w)
+    proc = _start(run, WorkerArgs(str(run.root), resume, tuple(notes or ()), keep_solver_lr), w)
     os.close(w)
 
     def forward(signum: int, frame: object) -> None:

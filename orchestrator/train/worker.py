@@ -224,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
     ctx = loop.Context(solver=solver, exp=exp, run=run)
     if args.resume is not None:
         ctx.start_iter = restore(solver, run, hooks, args.resume, exp)
-        if any(n.code == "resume-changes" and "solver.base_lr" in n.data for n in args.notes):
+        if args.keep_solver_lr:  # the user set a new solver.base_lr on resume (the parent decided)
             for h in hooks:
                 if isinstance(h, LrPlateauHook):
                     h.keep_solver_lr()

@@ -63,6 +63,10 @@ def test_worker_args_round_trip() -> None:
     assert argv[:3] == ["-m", "orchestrator.train.worker", "/runs/a"]
     assert WorkerArgs.parse(argv[2:]) == args
     assert WorkerArgs.parse(WorkerArgs("/runs/b").argv()[2:]) == WorkerArgs("/runs/b", None, ())
+    # keeping the user's lr is the parent's typed decision, not read from a finding's data
+    assert not WorkerArgs.parse(argv[2:]).keep_solver_lr
+    kept = WorkerArgs("/runs/a", 40, (), keep_solver_lr=True)
+    assert "--keep-solver-lr" in kept.argv() and WorkerArgs.parse(kept.argv()[2:]) == kept
 
 
 START = "start.solverstate"

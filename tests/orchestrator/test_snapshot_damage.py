@@ -109,7 +109,7 @@ def check_resume_plan(run: Path, cell: tuple[str, str, str, str], capsys: pytest
     take, bad = expected(cell)
     plan = plan_resume(str(run), ["solver.max_iter=30"])
     assert plan is not None
-    rd, _, iteration, notes = plan
+    rd, _, iteration, notes, _ = plan
     assert rd.lock_fd is not None
     os.close(rd.lock_fd)
     err = capsys.readouterr().err
