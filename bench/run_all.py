@@ -1,5 +1,6 @@
 """`make bench`: every benchmark in one run on this machine, then one line per benchmark,
-exactly `NAME ratio=X.XX` (higher is better, except sweep-concurrency: a time ratio, lower is better)."""
+exactly `NAME ratio=X.XX` (higher is better, except sweep-concurrency and data-build-scale: time ratios,
+lower is better)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ SCRIPTS = [
     ["bench/bench_stats.py"],
     ["bench/bench_lmdb.py", "--only", "lmdb"],
     ["bench/bench_sweep.py"],
+    ["bench/bench_data_scale.py"],
 ]
 NAMES = (
     "overhead-default",
@@ -21,6 +23,8 @@ NAMES = (
     "stats-bindings-vs-numpy",
     "lmdb-vs-convert_imageset",
     "sweep-concurrency",
+    "data-build-scale",
+    "paired-vs-data",
 )
 
 

@@ -143,3 +143,40 @@ def test_infogain_loss_layer_uses_the_weights(camvid_db: Path, tmp_path: Path) -
     lab = label[:, 0].astype(int)
     picked = np.take_along_axis(p, lab[:, None], 1)[:, 0]
     assert loss == pytest.approx(float(-(w[lab] * np.log(picked)).sum() / lab.size), rel=1e-4)
+
+
+# sha256 over every (key, value) of the images and labels LMDBs, as the data stage of 2026-12-01
+# (commit 565203f, before label maps, layouts and the data checks) built CamVid's train.txt
+CAMVID_DIGESTS = {
+    None: (
+        "1c5d0ce041c1f9e2987c8f03953973c3e2da222f68bcd951b1a88fdb18589ed2",
+        "fc66f04039a2d24b07b60bb04e118ab0ae7831cd5d30f1cba6946a3214ce6509",
+    ),
+    (240, 180): (
+        "e3f96e19a4ce2d2c8c148af159744b2c36bbff90ae0f8639c2b761841a2f4c71",
+        "3fcc212d345438ec1ae017444dce7156dbbcb2bf5e0152b9702ff60c2a314890",
+    ),
+}
+
+
+def _digest(db: Path) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    for k, v in read_lmdb(db):
+        h.update(k)
+        h.update(v)
+    return h.hexdigest()
+
+
+@pytest.mark.parametrize("resize", [None, (240, 180)], ids=["full", "240x180"])
+def test_camvid_builds_byte_identical_to_before(
+    camvid: Path, camvid_db: Path, tmp_path: Path, resize: tuple[int, int] | None
+) -> None:
+    from data_prep.build import build_dataset
+
+    db = camvid_db
+    if resize is not None:
+        db = tmp_path / "db"
+        build_dataset(db, num_classes=11, ignore_label=11, list_file=camvid / "train.txt", resize=resize, quiet=True)
+    assert (_digest(db / "images"), _digest(db / "labels")) == CAMVID_DIGESTS[resize]
