@@ -135,6 +135,9 @@ def repair_zero_init(net: Any, f: Finding, fx: FixContext) -> list[Change]:
     if f.layer in fx.ctx.weight_layers:
         fx.declined[(f.code, f.layer)] = "the weights file gives this layer (a filler would be overwritten)"
         return []
+    if f.data.get("reason") == "no-loss":
+        fx.declined[(f.code, f.layer)] = "a net without a loss (a deploy net) takes every weight from a weights file"
+        return []
     if target.type == "Scale":
         return edit_layers(
             net, f.layer, f.code, "a constant-0 scale outputs zeros: start at 1", lambda x: _scale_one(x)
