@@ -74,7 +74,7 @@ def test_unet_with_label_crop_trains_validates_draws_and_predicts(synth_lmdb, tm
     assert not any(f["code"] == "pictures-failed" for f in summary.get("findings", []))
     out = tmp_path / "pred"
     r = orchestrate("predict", str(run), "--list", str(synth_lmdb / "raw" / "val.txt"), "--out", str(out), "--eval")
-    assert (out / "eval.json").exists(), r.stderr[-3000:]
+    assert r.returncode == 0 and (out / "eval.json").exists(), r.stderr[-3000:]
     best = next(v for v in read_jsonl(run / "val.jsonl") if v["iter"] == summary["best"]["iteration"])
     assert abs(json.loads((out / "eval.json").read_text())["mean_iu"] - best["mean_iu"]) < 1e-6
 

@@ -129,6 +129,16 @@ def test_validate_names_every_combination_caffe_refuses_at_once(tmp_path):
         assert words in e.value.message
 
 
+def test_validate_refuses_adagrad_set_on_the_command_line_over_a_momentum(synth_lmdb, tmp_path):
+    exp = write_exp(tmp_path, experiment(synth_lmdb, solver={"type": "SGD", "momentum": 0.9}))
+    r = orchestrate("validate", str(exp), "--set", "solver.type=AdaGrad", "--set", "solver.rms_decay=2")
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert "Momentum cannot be used with AdaGrad" in r.stderr and "solver.rms_decay" in r.stderr
+    assert (
+        orchestrate("validate", str(exp), "--set", "solver.type=RMSProp", "--set", "solver.momentum=0").returncode == 0
+    )
+
+
 @pytest.mark.parametrize("kind", TYPES)
 def test_each_solver_type_trains_from_the_schema_and_from_a_file(synth_lmdb, tmp_path, kind):
     """Six iterations of each type, once from the YAML schema, once from a solver file with the
