@@ -178,7 +178,7 @@ def likely_forks(hits: list[Hit]) -> list[str]:
         for fork in hit.info.forks:
             score[fork] = score.get(fork, 0) + 1
     best = max(score.values(), default=0)
-    return [FORKS[f] for f, s in score.items() if s == best]
+    return [FORKS[f] for f in FORKS if score.get(f) == best]
 
 
 def _describe(hit: Hit, same_layers: bool) -> str:

@@ -137,7 +137,7 @@ REGISTRY: dict[str, PublicNet] = {
         11,
         data_layers=(),
         label_tops=(),
-        backbone=VGG16[:-2] + ("fc6", "fc7"),
+        backbone=VGG16,
         size=436,
         ignore_label=None,
         score="ctx_final",
@@ -145,7 +145,11 @@ REGISTRY: dict[str, PublicNet] = {
         notes="dilated front end (VGG16, dilation 2 and 4, no padding) + context module (dilations 1..16); "
         "a deploy net: net-level input 'data' and a Softmax, no label and no loss. Geometry: input S gives "
         "scores of (S - 372) / 8 (436 -> 8x8, 404 -> 4x4); a training net adds a label of that size (or an "
-        "upsampling) and SoftmaxWithLoss on ctx_final. VGG16 at 436x436 is slow on a CPU",
+        "upsampling) and SoftmaxWithLoss on ctx_final. No layer has a filler: the VGG16 layers take ImageNet "
+        "weights, but 'final' (the front end's classifier) and the context module (ctx_*) come from "
+        "dilation's own training (identity-initialised context), so without the full published caffemodel "
+        "the doctor rightly reports them as zero-init errors (tests use full_weights). VGG16 at 436x436 is "
+        "slow on a CPU (check ~40 s)",
     ),
     "digits-binary-segmentation": PublicNet(
         "digits-binary-segmentation.train_val.prototxt",
