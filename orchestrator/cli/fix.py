@@ -35,6 +35,7 @@ class Inputs:
     weights: str | None = None
     surgery: bool = True
     experiment: str | None = None
+    solver_param: Any = None  # an experiment's solver: its file with the YAML's base_lr/momentum on top
 
 
 def _inputs(args: argparse.Namespace) -> Inputs:
@@ -54,8 +55,12 @@ def _inputs(args: argparse.Namespace) -> Inputs:
             f"{args.experiment}: fix repairs a net of your own (net: prototxt:), this experiment generates its net",
             "generated nets need no fix; run `orchestrate check` on it",
         )
+    from orchestrator.config.solverfile import solver_param
+
+    param, fields = solver_param(exp.solver.prototxt), exp.solver.caffe_fields()
+    param.type, param.base_lr, param.momentum = fields["type"], fields["base_lr"], fields["momentum"]
     return Inputs(
-        exp.net.prototxt, exp.solver.prototxt, exp.data.train, exp.weights, exp.surgery.bilinear, args.experiment
+        exp.net.prototxt, exp.solver.prototxt, exp.data.train, exp.weights, exp.surgery.bilinear, args.experiment, param
     )
 
 
@@ -77,6 +82,16 @@ def _solver_text(solver: Any, net_path: str) -> str:
         if solver.HasField(name):
             setattr(solver, name, net_path)
     return text_format.MessageToString(solver)
+
+
+def _doctor_solver(solver: Any, path: Path) -> str | None:
+    """A solver the doctor reads (an experiment's, or the one being fixed), written to `path`."""
+    from google.protobuf import text_format
+
+    if solver is None:
+        return None
+    path.write_text(text_format.MessageToString(solver))
+    return str(path)
 
 
 def _write_h(path: Path, weights: list[float]) -> None:
@@ -111,8 +126,8 @@ def _experiment_yaml(src: str, out: Path, base_lr: float | None) -> str:
     solver = dict(raw.get("solver") or {})
     if solver.get("prototxt"):
         solver["prototxt"] = str(out / SOLVER)
-    if base_lr is not None and "base_lr" in solver:
-        solver["base_lr"] = base_lr
+    if base_lr is not None:  # the YAML's solver keys win over the solver file (a float32 there)
+        solver["base_lr"] = float(f"{base_lr:.6g}")
     raw["solver"] = solver
     return yaml.safe_dump(raw, sort_keys=False)
 
@@ -126,9 +141,16 @@ def _assemble(inputs: Inputs, args: argparse.Namespace, out: Path, tmp: Path) ->
 
     stats = load_data_stats(inputs.data) if inputs.data else None
     kw = dict(weights=inputs.weights, data_stats=stats, dynamic=not args.static, surgery=inputs.surgery)
-    before = diagnose(inputs.prototxt, solver=inputs.solver, **kw)  # type: ignore[arg-type]
+    solver = inputs.solver_param
+    if solver is None and inputs.solver:
+        solver = load_solver(inputs.solver)
+    given_lr = float(solver.base_lr) if solver is not None else None
+    solver_in = (
+        _doctor_solver(solver, tmp / ".solver_in.prototxt") if inputs.solver_param is not None else inputs.solver
+    )
+    before = diagnose(inputs.prototxt, solver=solver_in, **kw)  # type: ignore[arg-type]
     text = Path(inputs.prototxt).read_text()
-    net, solver = load_net(inputs.prototxt), load_solver(inputs.solver) if inputs.solver else None
+    net = load_net(inputs.prototxt)
     ctx = build_context(net, {}, stats, solver, inputs.weights, False, inputs.surgery)
     measured = next((f.data for f in before if f.code == "loss-normalization-lr" and f.data.get("pixels")), {})
     if measured:  # the probe's input size, where the prototxt alone does not tell it
@@ -146,12 +168,14 @@ def _assemble(inputs: Inputs, args: argparse.Namespace, out: Path, tmp: Path) ->
     for name, weights in result.files.items():
         _write_h(tmp / name, weights)
     probe = _probe_copy(result.net, out, tmp)
-    after = diagnose(probe, solver=str(tmp / SOLVER) if solver is not None else None, **kw)  # type: ignore[arg-type]
-    os.unlink(probe)
+    solver_out = str(tmp / SOLVER) if inputs.solver else _doctor_solver(solver, tmp / ".solver_out.prototxt")
+    after = diagnose(probe, solver=solver_out, **kw)  # type: ignore[arg-type]
+    for scratch in tmp.glob(".*"):
+        scratch.unlink()
     (tmp / DIFF).write_text(diff)
     (tmp / CHANGES).write_text(fix.changes_md(result, inputs.prototxt, after))
     if inputs.experiment:
-        lr = float(solver.base_lr) if solver is not None else None
+        lr = float(solver.base_lr) if solver is not None and float(solver.base_lr) != given_lr else None
         (tmp / EXPERIMENT).write_text(_experiment_yaml(inputs.experiment, out, lr))
     return len(result.changes), after
 

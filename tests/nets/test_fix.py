@@ -286,6 +286,24 @@ def test_averaged_loss_with_an_lr_for_a_sum_is_raised(small_lmdb, tmp_path):
     assert "base_lr: 0.01" in added(r["solver_diff"])
 
 
+def test_an_experiments_own_solver_keys_are_fixed_in_its_yaml(small_lmdb, tmp_path):
+    import yaml
+
+    (tmp_path / "net.prototxt").write_text(net_text(small_lmdb))
+    exp = {
+        "name": "x",
+        "data": {"train": stats_dir(tmp_path), "batch_size": 2},
+        "net": {"prototxt": str(tmp_path / "net.prototxt")},
+        "solver": {"type": "SGD", "base_lr": 1e-10, "momentum": 0.9, "max_iter": 10},
+    }
+    (tmp_path / "exp.yaml").write_text(yaml.safe_dump(exp))
+    assert main(["check", str(tmp_path / "exp.yaml")]) == 1  # loss-normalization-lr: an lr for a sum
+    assert main(["fix", str(tmp_path / "exp.yaml"), "--out", str(tmp_path / "out")]) == 0
+    fixed = yaml.safe_load((tmp_path / "out" / "experiment.yaml").read_text())
+    assert fixed["solver"]["base_lr"] == 0.01 and fixed["solver"]["max_iter"] == 10
+    assert main(["check", str(tmp_path / "out" / "experiment.yaml")]) == 0
+
+
 def test_ignore_label_and_num_output_from_stats(small_lmdb, tmp_path):
     r = run_fix(tmp_path, net_text(small_lmdb), "--data", stats_dir(tmp_path, num_classes=5))
     assert r["before"][("ignore-label-mismatch", "loss")].severity == "error"
