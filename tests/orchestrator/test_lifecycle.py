@@ -44,7 +44,8 @@ pytestmark = [pytest.mark.caffe, pytest.mark.slow]
 
 WIDTH = 16  # num_output divisor for the layers that are not classifiers
 CLASSES = 5
-# input side per net: the geometry must fit (dilation8: (S - 372) / 8 >= 2 scores a side)
+# input side per net where the registry's is larger than needed (dilation8: (S - 372) / 8 >= 2
+# scores a side); a net the registry gives a side above 64 trains at that side
 SIDE = {"dilation8-camvid": 388}
 # base_lr per net: FCN's losses are summed over the 32x32 pixels (normalize: false): 1e-6 acts like 1e-3 per pixel;
 # with random backbones on raw pixels, gradients are clipped (solver.clip_gradients)
@@ -139,18 +140,31 @@ def weights_for(name: str, net: Path, out: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def synth_big(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """8 train + 4 val synthetic images at 388x388 (dilation8's smallest useful input)."""
+def synth_at(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """side -> 8 train + 4 val synthetic images at side x side (made once per side)."""
     from data_prep.build import build_dataset
     from data_prep.synth import make_synthetic
 
-    root = tmp_path_factory.mktemp("big")
-    make_synthetic(root / "raw", seed=3, train=8, val=4, size=(388, 388))
-    for split in ("train", "val"):
-        build_dataset(
-            root / split, num_classes=5, ignore_label=255, list_file=root / "raw" / f"{split}.txt", quiet=True
-        )
-    return root
+    made: dict[int, Path] = {}
+
+    def at(side: int) -> Path:
+        if side not in made:
+            root = tmp_path_factory.mktemp(f"side{side}")
+            make_synthetic(root / "raw", seed=3, train=8, val=4, size=(side, side))
+            for split in ("train", "val"):
+                build_dataset(
+                    root / split, num_classes=5, ignore_label=255, list_file=root / "raw" / f"{split}.txt", quiet=True
+                )
+            made[side] = root
+        return made[side]
+
+    return at
+
+
+def side_of(name: str) -> int | None:
+    """The input side a net needs (None: any; the 32x32 set): SIDE, else the registry's when
+    its geometry does not fit any size (above 64)."""
+    return SIDE.get(name) or (REGISTRY[name].size if REGISTRY[name].size > 64 else None)
 
 
 def _kill_after_first_snapshot(exp: Path, run: Path) -> None:
@@ -174,7 +188,8 @@ def _kill_after_first_snapshot(exp: Path, run: Path) -> None:
 
 @pytest.mark.parametrize("name", BVLC_NETS)
 def test_public_net_lifecycle(name, synth_lmdb, request, tmp_path):
-    data = request.getfixturevalue("synth_big") if name in SIDE else synth_lmdb
+    side = side_of(name)
+    data = request.getfixturevalue("synth_at")(side) if side else synth_lmdb
     net = trainable(name, data, tmp_path)
     exp = experiment(
         data,
