@@ -62,9 +62,11 @@ def apply_surgery(net: Any, train_prototxt: str, exp: cfgmod.Experiment) -> list
 
 
 def build_hooks(solver: Any, exp: cfgmod.Experiment, meta: RunMeta, preflight: list[dict[str, Any]]) -> list[loop.Hook]:
-    """The hooks in their order, which is the order of the step's facts (loop.Context):
-    statistics before the rules, validation before lr-on-plateau, early stop and snapshots,
-    the writers after everything that adds to the step's record, the summary last."""
+    """The hooks in their order, which is the order of the step's facts (loop.Context): the
+    producers (signals, data state, statistics, rules, validation), the hooks that react to a
+    validation (pictures, lr-on-plateau, early stop: loop's after_validation event), the writers,
+    the snapshot, the summary last. What each hook needs before it, it declares (Hook.after);
+    loop.check_order refuses a list that breaks it."""
     hooks: list[loop.Hook] = [
         SignalHook(),
         DataStateHook(solver),
@@ -161,22 +163,20 @@ def restore_state(solver: Any, state_file: Path) -> None:
     through_temp_file(state.SerializeToString(), ".solverstate", solver.restore)
 
 
-def restore(solver: Any, run: RunDir, hooks: list[loop.Hook], iteration: int, exp: cfgmod.Experiment) -> int:
+def restore(solver: Any, run: RunDir, hooks: list[loop.Hook], iteration: int, exp: cfgmod.Experiment) -> list[Finding]:
     """Load snapshot `iteration` (chosen and verified by the parent) into the solver and hooks,
-    put Caffe's Data layers back at the same record, and trim the logs after it."""
+    put Caffe's Data layers back at the same record, and trim the logs after it; what of the
+    hooks' state could not be matched, as warnings."""
     snap = run.snapshot_dir(iteration)
     if not snap.is_dir():
         raise UserError(f"{snap}: snapshot not found", "resume with orchestrate resume RUN_DIR")
     solver.net.copy_from(str(snap / WEIGHTS))
     restore_state(solver, snap / STATE)
-    saved = json.loads((snap / HOOKS).read_text())["hooks"]
-    for h in hooks:
-        if h.name in saved:
-            h.load_state_dict(saved[h.name])
+    found = loop.restore_hooks(hooks, json.loads((snap / HOOKS).read_text())["hooks"])
     skip_data_batches(solver.net, iteration * exp.solver.iter_size, data_sources(str(run.train_net)))
     run.truncate_after(run.metrics, iteration)
     run.truncate_after(run.val, iteration)
-    return iteration
+    return found
 
 
 def start_fresh(ctx: loop.Context, meta: RunMeta) -> None:
@@ -223,7 +223,8 @@ def main(argv: list[str] | None = None) -> int:
     hooks = build_hooks(solver, exp, meta, preflight)
     ctx = loop.Context(solver=solver, exp=exp, run=run)
     if args.resume is not None:
-        ctx.start_iter = restore(solver, run, hooks, args.resume, exp)
+        ctx.findings += restore(solver, run, hooks, args.resume, exp)
+        ctx.start_iter = args.resume
         if args.keep_solver_lr:  # the user set a new solver.base_lr on resume (the parent decided)
             for h in hooks:
                 if isinstance(h, LrPlateauHook):

@@ -107,7 +107,7 @@ def test_hooks_run_in_list_order_and_the_run_completes(tmp_path: Path) -> None:
         ("b", "after", 3),
     ]
     assert ctx.status is Status.COMPLETED and ctx.stop_reason == "reached max_iter 3"
-    assert ctx.loss == pytest.approx(1 / 3) and ctx.lr == 0.1 and ctx.status.exit_code == 0
+    assert ctx.step.loss == pytest.approx(1 / 3) and ctx.step.lr == 0.1 and ctx.status.exit_code == 0
 
 
 def test_step_facts_reach_later_hooks_of_the_same_step_only(tmp_path: Path) -> None:
@@ -117,7 +117,7 @@ def test_step_facts_reach_later_hooks_of_the_same_step_only(tmp_path: Path) -> N
     def validate(ctx: loop.Context) -> None:
         if ctx.iteration in (2, 4):
             ctx.val, ctx.new_best, ctx.best = {"mean_iu": 0.5}, True, {"iteration": 2, "metrics": {"mean_iu": 0.5}}
-            ctx.record["x"] = 1
+            ctx.step.stats = []
 
     log: list[tuple[Any, ...]] = []
     ctx = loop.train(
@@ -129,7 +129,7 @@ def test_step_facts_reach_later_hooks_of_the_same_step_only(tmp_path: Path) -> N
     assert seen[("after", 2)] == ({"mean_iu": 0.5}, True)
     assert seen[("after", 3)] == (None, False)  # the loop reset it
     assert all(e[3:5] == (None, False) for e in log if e[1] == "after")
-    assert ctx.best == {"iteration": 2, "metrics": {"mean_iu": 0.5}} and ctx.record == {}
+    assert ctx.best == {"iteration": 2, "metrics": {"mean_iu": 0.5}} and ctx.step.stats is None
 
 
 def test_a_stop_request_ends_the_run_after_that_step_and_the_first_wins(tmp_path: Path) -> None:
@@ -340,12 +340,116 @@ def test_progress_bar_lines(tmp_path: Path) -> None:
     between steps, so nothing else does), with the shared bar's layout."""
     out = io.StringIO()
     log: list[tuple[Any, ...]] = []
-    val = Recorder("v", log, lambda ctx: setattr(ctx, "val", {"mean_iu": 0.25}) if ctx.iteration == 2 else None)
+    rec = {"iter": 2, "mean_iu": 0.25, "pixel_accuracy": 0.5}
+    val = Recorder("v", log, lambda ctx: setattr(ctx, "val", rec) if ctx.iteration == 2 else None)
     loop.train(context(tmp_path, FakeSolver(), max_iter=4), [val, ProgressHook(False, out)])
-    lines = out.getvalue().splitlines()
+    note, *lines = out.getvalue().splitlines()
+    assert note == "val @ 2: mIoU 0.250  pixel acc 0.500"  # the validation's own line, kept above the bar
     assert len(lines) == 2 and lines[0].startswith("train [############............] 2/4 ")
     assert "val mIoU 0.250" in lines[0] and "it/s ETA" in lines[0]
     assert lines[1].startswith("train [########################] 4/4 ") and "loss 1.0000 lr 0.1" in lines[1]
     quiet = io.StringIO()
     loop.train(context(tmp_path, FakeSolver(), max_iter=4), [ProgressHook(True, quiet)])
     assert quiet.getvalue() == ""
+
+
+class Reactor(Recorder):
+    """A Recorder that also logs after_validation, with what it saw."""
+
+    def after_validation(self, ctx: loop.Context) -> None:
+        self.log.append((self.name, "validation", ctx.iteration, ctx.val, ctx.new_best))
+
+
+def test_after_validation_runs_right_after_the_hook_that_validated(tmp_path: Path) -> None:
+    """Validation at 2 (in after_step) and at the end (in after_train): every hook, also one
+    before the validator in the list, hears after_validation once, right after the validator
+    and before the later hooks' after_step/after_train; a step without validation has none."""
+    log: list[tuple[Any, ...]] = []
+
+    class Val(Reactor):
+        def after_step(self, ctx: loop.Context) -> None:
+            super().after_step(ctx)
+            if ctx.iteration == 2:
+                ctx.val, ctx.new_best = {"iter": 2, "mean_iu": 0.5}, True
+
+        def after_train(self, ctx: loop.Context) -> None:
+            ctx.val = {"iter": ctx.iteration, "mean_iu": 0.4}
+            super().after_train(ctx)
+
+    loop.train(context(tmp_path, FakeSolver(), max_iter=3), [Reactor("a", log), Val("v", log), Reactor("b", log)])
+    at2 = [e[:2] for e in log if e[2] == 2]
+    assert at2 == [("a", "step"), ("v", "step"), ("a", "validation"), ("v", "validation"), ("b", "validation")] + [
+        ("b", "step")
+    ]
+    assert [e[:2] for e in log if e[2] == 3 and e[1] == "validation"] == [("a", "validation")] + [
+        ("v", "validation"),
+        ("b", "validation"),
+    ]
+    assert [e[0] for e in log if e[2] == 3 and e[1] == "after"] == ["a", "v", "b"]
+    assert log.index(("b", "validation", 3, {"iter": 3, "mean_iu": 0.4}, False)) < log.index(
+        ("b", "after", 3, {"iter": 3, "mean_iu": 0.4}, False, Status.COMPLETED)
+    )
+    assert not [e for e in log if e[1] == "validation" and e[2] == 1]
+
+
+def named(name: str, after: tuple[str, ...] = (), last: bool = False) -> loop.Hook:
+    hook = loop.Hook()
+    hook.name, hook.after, hook.last = name, after, last
+    return hook
+
+
+def test_order_the_hooks_declare_is_checked_before_training(tmp_path: Path) -> None:
+    ok = [named("stats"), named("divergence", ("stats",)), named("summary", last=True)]
+    loop.check_order(ok)
+    loop.check_order([named("divergence", ("stats",))])  # a hook that is not there sets no order
+    with pytest.raises(ValueError, match="'divergence' must come after 'stats'"):
+        loop.check_order([named("divergence", ("stats",)), named("stats")])
+    with pytest.raises(ValueError, match="'summary' must be the last hook"):
+        loop.check_order([named("summary", last=True), named("metrics")])
+    with pytest.raises(ValueError, match="'stats' is in the list twice"):
+        loop.check_order([named("stats"), named("stats")])
+    solver = FakeSolver()
+    with pytest.raises(ValueError, match="must come after"):  # train refuses before any hook runs
+        loop.train(context(tmp_path, solver, max_iter=3), [DivergenceHook(config.ChecksCfg(), None), named("stats")])
+    assert solver.iter == 0
+
+
+def test_the_workers_hook_list_keeps_the_declared_order(tmp_path: Path) -> None:
+    """build_hooks with every optional hook on satisfies what each hook declares."""
+    from orchestrator.contract import RunMeta
+    from orchestrator.train.worker import build_hooks
+
+    ctx = context(
+        tmp_path,
+        FakeSolver(),
+        data={"train": str(tmp_path), "val": str(tmp_path)},
+        early_stop={"enabled": True},
+        lr_on_plateau={"enabled": True},
+        progress={"tensorboard": True},
+    )
+    hooks = build_hooks(ctx.solver, ctx.exp, RunMeta(num_classes=3, val_images=4), [])
+    assert {"validation", "best_pictures", "lr_on_plateau", "early_stop", "tensorboard"} <= {h.name for h in hooks}
+    loop.check_order(hooks)
+    assert hooks[-1].name == "summary" and hooks[-2].name == "snapshot"
+
+
+def test_restore_warns_about_hook_states_it_cannot_match(capsys: pytest.CaptureFixture[str]) -> None:
+    """hooks.json as every snapshot so far wrote it ({name: state}) restores without a word; a
+    state nobody takes, a stateful hook without a saved state, a state its hook refuses: warnings."""
+    old = {
+        "validation": {"best": 0.5},
+        "lr_on_plateau": {"plateau": {"best": 0.6, "best_iter": 6, "bad": 1}, "base_lr": 0.05},
+        "tensorboard": {},
+    }
+    val, plateau = Validator(score), LrPlateauHook("mean_iu", 2, 0.0, 0.5, 0.01)
+    assert loop.restore_hooks([val, plateau], old) == []
+    assert val.best == 0.5 and plateau.base_lr == 0.05 and plateau.plateau.bad == 1
+    assert capsys.readouterr().out == ""
+    early = EarlyStopHook("mean_iu", 4, 0.0)
+    found = loop.restore_hooks([Validator(score), early], {**old, "validation": {}})
+    assert [(f.code, f.severity) for f in found] == [("hook-state-skipped", "warning")] * 3
+    text = " ".join(f.message for f in found)
+    assert "'lr_on_plateau' hook's state in the snapshot was not restored" in text
+    assert "'early_stop' hook's state is not in the snapshot" in text
+    assert "'validation' hook's state in the snapshot could not be read (KeyError" in text
+    assert capsys.readouterr().out.count("warning: resume: ") == 3

@@ -51,6 +51,7 @@ def prototxt_normalization(path: Any) -> str | None:
 
 class DivergenceHook(Hook):
     name = "divergence"
+    after = ("stats",)  # reads this step's statistics
 
     def __init__(self, thresholds: rules.Thresholds, normalization: str | None) -> None:
         self.t = thresholds
@@ -68,10 +69,11 @@ class DivergenceHook(Hook):
             self.normalization = prototxt_normalization(ctx.run.train_net)
 
     def after_step(self, ctx: Context) -> None:
-        found = rules.check_loss(ctx.iteration, ctx.loss, self.history, self.t)
-        self.history = (self.history + [ctx.loss])[-self.t.loss_window :]
-        if ctx.stats is not None:
-            found += rules.check_stats(ctx.iteration, ctx.stats, self.t, self.exempt)
+        step = ctx.step
+        found = rules.check_loss(ctx.iteration, step.loss, self.history, self.t)
+        self.history = (self.history + [step.loss])[-self.t.loss_window :]
+        if step.stats is not None:
+            found += rules.check_stats(ctx.iteration, step.stats, self.t, self.exempt)
         for f in found:
             if f.severity == "error":
                 ctx.findings.append(f)
@@ -81,7 +83,7 @@ class DivergenceHook(Hook):
                         ctx.iteration,
                         f,
                         ctx.last_stats,
-                        ctx.lr,
+                        step.lr,
                         self.normalization,
                         self.pixels,
                         self.batch,

@@ -15,7 +15,7 @@ class _PlateauHook(Hook):
         self.metric = metric
         self.plateau = Plateau(patience, min_delta)
 
-    def after_step(self, ctx: Context) -> None:
+    def after_validation(self, ctx: Context) -> None:
         if ctx.val is not None and ctx.val.get(self.metric) is not None:
             self.plateau.update(ctx.iteration, float(ctx.val[self.metric]))
             if self.plateau.exhausted:

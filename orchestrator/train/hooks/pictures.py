@@ -11,7 +11,7 @@ from orchestrator.train.loop import Context, Hook
 
 
 class BestPicturesHook(Hook):
-    """Runs after the validation hook; renders nothing for a run without a data-stage val dir."""
+    """Renders at a new best validation; nothing for a run without a data-stage val dir."""
 
     name = "best_pictures"
 
@@ -32,7 +32,7 @@ class BestPicturesHook(Hook):
 
         self.pictures = BestPictures(ctx.run.root, *self.args)
 
-    def _render(self, ctx: Context) -> None:
+    def after_validation(self, ctx: Context) -> None:
         if not (ctx.new_best and self.pictures is not None) or self.pictures.failed:
             return
         try:
@@ -50,9 +50,3 @@ class BestPicturesHook(Hook):
                     "once the net's deploy form is fixed",
                 )
             )
-
-    def after_step(self, ctx: Context) -> None:
-        self._render(ctx)
-
-    def after_train(self, ctx: Context) -> None:
-        self._render(ctx)

@@ -13,6 +13,7 @@ from orchestrator.train.loop import Context, Hook
 
 class ProgressHook(Hook):
     name = "progress"
+    after = ("signals", "divergence", "validation")  # a validation and a stop always show
 
     def __init__(self, quiet: bool, stream: TextIO | None = None, class_names: list[str] | None = None) -> None:
         self.quiet = quiet
@@ -27,7 +28,7 @@ class ProgressHook(Hook):
 
     def after_step(self, ctx: Context) -> None:
         assert self.bar is not None, "before_train makes the bar"
-        detail = f"loss {ctx.loss:.4f} lr {ctx.lr:.3g}"
+        detail = f"loss {ctx.step.loss:.4f} lr {ctx.step.lr:.3g}"
         if ctx.val is not None:
             detail += f" val mIoU {ctx.val['mean_iu']:.3f}"
         if ctx.val is not None:  # a line of its own that the bar does not overwrite

@@ -11,9 +11,14 @@ from orchestrator.train.loop import Context, Hook
 
 
 class SnapshotHook(Hook):
-    """Runs after validation (it reads ctx.new_best) and after the hooks whose state it saves."""
+    """Snapshots after the hooks whose state it saves, after TensorBoard (flushed first) and the
+    divergence rules (a diverged step is never saved)."""
 
     name = "snapshot"
+    after = (
+        *("data_state", "stats", "divergence", "validation", "best_pictures", "lr_on_plateau", "early_stop"),
+        *("metrics", "tensorboard"),  # this step's line and events are on disk before its snapshot
+    )
 
     def __init__(
         self, interval: int, keep_last: int, keep_best: bool, hook_states: Callable[[], dict[str, Any]]
@@ -32,24 +37,21 @@ class SnapshotHook(Hook):
         ctx.run.commit_snapshot(ctx.iteration, caffemodel, solverstate, self.hook_states(), to_dict(ctx.exp))
         ctx.run.prune_snapshots(self.keep_last, {self.best_iter} if self.best_iter is not None else set())
 
-    def _note_best(self, ctx: Context) -> bool:
-        """Keep this step's new best (when keep_best); True when there is one to snapshot."""
-        if not (ctx.new_best and self.keep_best):
-            return False
-        self.best_iter = ctx.iteration
-        return True
+    def after_validation(self, ctx: Context) -> None:
+        """A new best is kept (keep_best) and snapshotted at the end of its step."""
+        if ctx.new_best and self.keep_best:
+            self.best_iter = ctx.iteration
 
     def before_train(self, ctx: Context) -> None:
         self._publish(ctx)
 
     def after_step(self, ctx: Context) -> None:
-        new_best = self._note_best(ctx)
+        new_best = ctx.new_best and self.keep_best
         if (ctx.iteration % self.interval == 0 or new_best) and ctx.status is not Status.DIVERGED:
             self.snap(ctx)
         self._publish(ctx)
 
     def after_train(self, ctx: Context) -> None:
-        self._note_best(ctx)
         # a diverged state is not worth keeping: the last good snapshot stays the newest
         if ctx.status.weights_sound:
             self.snap(ctx)

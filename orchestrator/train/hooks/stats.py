@@ -14,6 +14,4 @@ class StatsHook(Hook):
 
     def after_step(self, ctx: Context) -> None:
         if ctx.iteration % self.interval == 0 or ctx.iteration == ctx.start_iter + 1:
-            ctx.stats = stats.collect(ctx.solver.net)
-            ctx.last_stats = ctx.stats
-            ctx.record["stats"] = stats.records(ctx.stats)
+            ctx.step.stats = ctx.last_stats = stats.collect(ctx.solver.net)

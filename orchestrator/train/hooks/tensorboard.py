@@ -70,6 +70,8 @@ class EventWriter:
 
 class TensorBoardHook(Hook):
     name = "tensorboard"
+    # the step's statistics and stop; the best validation's pictures (drawn in after_validation)
+    after = ("signals", "stats", "divergence", "validation", "best_pictures")
 
     def __init__(self, log_interval: int, snapshot_interval: int, class_names: list[str] | None = None) -> None:
         self.log_interval, self.snapshot_interval = log_interval, snapshot_interval
@@ -82,27 +84,27 @@ class TensorBoardHook(Hook):
     def after_step(self, ctx: Context) -> None:
         w, it = self.writer, ctx.iteration
         assert w is not None, "before_train opens the event file"
-        if it % self.log_interval == 0 or ctx.stats is not None or ctx.stopping:
-            if _finite(ctx.loss):
-                w.scalar("train/loss", ctx.loss, it)
-            w.scalar("train/lr", ctx.lr, it)
-            w.scalar("train/step_seconds", ctx.step_seconds, it)
-        if ctx.stats is not None:
-            for s in ctx.stats:
+        step = ctx.step
+        if it % self.log_interval == 0 or step.stats is not None or ctx.stopping:
+            if _finite(step.loss):
+                w.scalar("train/loss", step.loss, it)
+            w.scalar("train/lr", step.lr, it)
+            w.scalar("train/step_seconds", step.seconds, it)
+        if step.stats is not None:
+            for s in step.stats:
                 tag = f"{'params' if s.kind == 'param' else 'blobs'}/{s.name}"
                 for key, value in (("mean_abs_data", s.mean_abs_data), ("mean_abs_diff", s.mean_abs_diff)):
                     if _finite(value):
                         w.scalar(f"{tag}/{key}", value, it)
                 if s.kind == "param" and _finite(s.update_ratio):
                     w.scalar(f"{tag}/update_ratio", s.update_ratio, it)
-        self._validation(ctx)
         if it % self.snapshot_interval == 0 or ctx.new_best:
             # on disk before the snapshot hook (after this one) commits this iteration: a resume
             # from it finds every step up to it, and purges only what came later
             w.flush()
 
-    def _validation(self, ctx: Context) -> None:
-        """The validation's metrics and per-class IU, and the overlays of a new best."""
+    def after_validation(self, ctx: Context) -> None:
+        """The validation's metrics and per-class IU, and the pictures of a new best."""
         if ctx.val is None or self.writer is None:
             return
         val, it = ctx.val, ctx.iteration
@@ -117,7 +119,6 @@ class TensorBoardHook(Hook):
             self.writer.image(f"best/{tag}", np.asarray(rgb), it)
 
     def after_train(self, ctx: Context) -> None:
-        self._validation(ctx)  # the final validation runs in after_train
         if self.writer is not None:
             self.writer.close()
             self.writer = None

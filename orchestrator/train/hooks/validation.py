@@ -73,6 +73,7 @@ def validate(
 
 class ValidationHook(Hook):
     name = "validation"
+    after = ("signals", "divergence")  # no validation on a step that stops
 
     def __init__(
         self,

@@ -11,9 +11,10 @@ from orchestrator.train.loop import Context, Hook
 
 
 class MetricsWriter(Hook):
-    """Must run after the hooks that add to ctx.record (statistics)."""
+    """One metrics.jsonl line per logged step (ctx.step), and on the last step of a stop."""
 
     name = "metrics"
+    after = ("signals", "stats", "divergence", "validation")  # the statistics and any stop request
 
     def __init__(self, log_interval: int) -> None:
         self.log_interval = log_interval
@@ -23,16 +24,9 @@ class MetricsWriter(Hook):
         self.log = JsonlLog(ctx.run.metrics)  # kept open: one flushed line per record
 
     def after_step(self, ctx: Context) -> None:
-        if ctx.iteration % self.log_interval == 0 or "stats" in ctx.record or ctx.stopping:
-            rec = {
-                "iter": ctx.iteration,
-                "loss": ctx.loss,
-                "lr": ctx.lr,
-                "seconds": round(ctx.step_seconds, 5),
-                **ctx.record,
-            }
+        if ctx.iteration % self.log_interval == 0 or ctx.step.stats is not None or ctx.stopping:
             assert self.log is not None, "before_train opens the log"
-            self.log.write(rec)
+            self.log.write(ctx.step.metrics_line(ctx.iteration))
 
     def after_train(self, ctx: Context) -> None:
         if self.log is not None:
@@ -44,6 +38,7 @@ class SummaryWriter(Hook):
     """Last hook: the run's verdict in summary.json, then report.md and curves.png."""
 
     name = "summary"
+    last = True
 
     def __init__(self, preflight: list[dict[str, Any]]) -> None:
         self.preflight = preflight
