@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import os
 import sys
 import tempfile
@@ -28,6 +29,7 @@ from orchestrator.contract import EXIT_BAD_INPUT, EXIT_OK
 from orchestrator.rundir import RunDir
 from orchestrator.runs_table import run_row
 from orchestrator.sweep import sweepfile as sc
+from orchestrator.sweep.watch import TrialWatch
 
 MARKER = ".segorch-sweep"
 
@@ -102,6 +104,9 @@ def run_trials(
     cfg = plan["sweep"]
     gpu = {t["id"]: t["gpu"] for t in plan["trials"]}
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    print(f"starting Ray ({'cluster at ' + address if address else 'local'}) ...", flush=True)
+    # Ray's notice that a local cluster uses token authentication is for Ray's own CLI users
+    logging.getLogger("ray._private.authentication").setLevel(logging.ERROR)
     ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
     try:
         cpus = float(cfg["resources"]["cpus"])
@@ -130,9 +135,22 @@ def run_trials(
                 name="tune", storage_path=str(out / "ray"), verbose=0, failure_config=tune.FailureConfig(max_failures=0)
             ),
         )
-        tuner.fit()
+        print(f"running {len(ids)} trial(s); each trial's console: {out / 'trials'}/trial_NNN.log", flush=True)
+        with TrialWatch(out, ids):
+            tuner.fit()
     finally:
         ray.shutdown()
+        _no_colour_reset_at_exit()
+
+
+def _no_colour_reset_at_exit() -> None:
+    """Ray's CLI logger calls colorama.init(), whose exit hook writes ESC[0m to a terminal: a
+    stray escape code after the sweep's table."""
+    import atexit
+
+    for name, mod in list(sys.modules.items()):
+        if name.endswith("colorama.initialise") and hasattr(mod, "reset_all"):
+            atexit.unregister(mod.reset_all)
 
 
 def results(out: Path, plan: dict[str, Any]) -> list[dict[str, Any]]:
@@ -220,7 +238,11 @@ def sweep(
             raise UserError(
                 f"{folder} already exists", f"continue it with orchestrate sweep --resume {folder}, or choose --out"
             )
-        print(f"sweep {cfg.name}: {len(trials)} trial(s); checking {len({_net_key(e) for e in exps})} distinct net(s)")
+        print(
+            f"sweep {cfg.name}: {len(trials)} trial(s); checking {len({_net_key(e) for e in exps})} distinct net(s) "
+            "with the doctor ...",
+            flush=True,
+        )
         errors = doctor_once_per_net(exps)
         if errors:
             print("\n".join(str(f) for f in errors), file=sys.stderr)
