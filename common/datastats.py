@@ -5,11 +5,11 @@ error everywhere. In common/ because nets/ and data_prep/ may import only common
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from common.errors import UserError
+from common.jsonfile import read_json_object
 
 STATS_FILE = "stats.json"
 
@@ -29,12 +29,4 @@ def read_stats(data_dir: str | Path | None, *, key: str = "data", required: bool
             f"{key}: {data_dir} has no {STATS_FILE} (not built by `orchestrate data build`)",
             "build it with orchestrate data build, or add data.build to the experiment",
         )
-    try:
-        stats = json.loads(p.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise UserError(
-            f"{key}: {p} is not readable JSON ({e})", "rebuild the data with orchestrate data build"
-        ) from None
-    if not isinstance(stats, dict):
-        raise UserError(f"{key}: {p} must hold a JSON object", "rebuild the data with orchestrate data build")
-    return stats
+    return read_json_object(p, f"{key}: {p}", "rebuild the data with orchestrate data build")

@@ -16,6 +16,7 @@ from typing import Any, Literal, get_args
 
 from common.errors import UserError
 from common.findings import Finding
+from common.jsonfile import read_json_object
 
 WORKER_MODULE = "orchestrator.train.worker"  # the child: `python -m WORKER_MODULE` + WorkerArgs.argv()
 VERDICT_ENV = "SEGORCH_VERDICT_FD"  # the child writes its Verdict to this file descriptor
@@ -261,16 +262,11 @@ class RunMeta:
     def read(cls, path: Path) -> RunMeta:
         """net_meta.json of a run (any version so far); UserError naming the file when it is
         missing, damaged, or written by a newer version."""
+        fix = "start the run again with orchestrate run --fresh"
         try:
-            d = json.loads(path.read_text())
+            d = read_json_object(path, str(path), fix)
         except FileNotFoundError:
-            raise UserError(f"{path} is missing", "start the run again with orchestrate run --fresh") from None
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise UserError(
-                f"{path} is not readable JSON ({e})", "start the run again with orchestrate run --fresh"
-            ) from None
-        if not isinstance(d, dict):
-            raise UserError(f"{path} must hold a JSON object", "start the run again with orchestrate run --fresh")
+            raise UserError(f"{path} is missing", fix) from None
         version = d.get("meta_version", 1)
         if not isinstance(version, int) or version > META_VERSION:
             raise UserError(
