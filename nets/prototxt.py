@@ -5,6 +5,7 @@ and, for a parse error, the line."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -50,9 +51,41 @@ def _read_text(path: str | Path, what: str) -> str:
         ) from None
 
 
+_UNKNOWN_FIELD = re.compile(r'Message type "([\w.]+)" has no field named "(\w+)"')
+_UNKNOWN_VALUE = re.compile(r'Enum type "([\w.]+)" has no value named (\w+)')
+
+
+def did_you_mean(error: str) -> tuple[str, str] | None:
+    """("kernel_siz", "kernel_size") for a parse error about `kernel_siz`: the closest field (or
+    enum value) of the message the error names, as the YAML keys get."""
+    import difflib
+
+    from google.protobuf import descriptor_pool
+
+    pool = descriptor_pool.Default()
+    m = _UNKNOWN_FIELD.search(error)
+    try:
+        if m:
+            names = [f.name for f in pool.FindMessageTypeByName(m.group(1)).fields]
+        elif (m := _UNKNOWN_VALUE.search(error)) is not None:
+            names = [v.name for v in pool.FindEnumTypeByName(m.group(1)).values]
+        else:
+            return None
+    except KeyError:
+        return None
+    close = difflib.get_close_matches(m.group(2), names, n=1, cutoff=0.6)
+    return (m.group(2), close[0]) if close else None
+
+
 def _parse_error(e: Any, path: str | Path, what: str) -> UserError:
     line = e.GetLine() if hasattr(e, "GetLine") else None
     where = f"{path}, line {line}" if line else str(path)
+    close = did_you_mean(str(e))
+    if close:
+        return UserError(
+            f"cannot parse the {what} {where}: {e} (did you mean {close[1]!r}?)",
+            f"write {close[1]} instead of {close[0]} in the {what} at {where}",
+        )
     return UserError(
         f"cannot parse the {what} {where}: {e}", f"fix the {what} text at {where} (Caffe prototxt, text protobuf)"
     )
