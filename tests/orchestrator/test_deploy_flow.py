@@ -100,3 +100,37 @@ def test_pictures_that_cannot_be_made_are_a_warning_not_an_abort(synth_lmdb, tmp
     r = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr[-2000:]
     assert "failed:" in r.stdout and "'relu1' reads 'nothing'" in r.stdout
+
+
+def test_a_run_whose_pictures_cannot_be_made_completes_with_a_warning(synth_lmdb, tmp_path):
+    """Scores that read the label (a fixed, near-zero 1x1 convolution of it, summed in): training and
+    validation work, no deploy net can exist; the run completes, the pictures are a warning,
+    and predict says why (exit 2)."""
+    text = user_net(synth_lmdb, 4, with_val=True).replace('top: "score"', 'top: "pre"', 1)
+    text = text.replace(
+        'layer { name: "loss"',
+        'layer { name: "cheat" type: "Convolution" bottom: "label" top: "cheat" param { lr_mult: 0 }\n'
+        "  convolution_param { num_output: 5 kernel_size: 1 bias_term: false\n"
+        '    weight_filler { type: "gaussian" std: 0.001 } } }\n'
+        'layer { name: "mix" type: "Eltwise" bottom: "pre" bottom: "cheat" top: "score" }\n'
+        'layer { name: "loss"',
+    )
+    net = tmp_path / "net.prototxt"
+    net.write_text(text)
+    exp = experiment(
+        synth_lmdb,
+        net={"prototxt": str(net), "num_classes": 5, "ignore_label": 255},
+        solver={"max_iter": 10, "base_lr": 0.01},
+        validation={"interval": 5},
+        snapshot={"interval": 10},
+    )
+    run = tmp_path / "run"
+    r = orchestrate("run", str(write_exp(tmp_path, exp)), "--run-dir", str(run))
+    assert r.returncode == 0, r.stderr[-3000:]
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["status"] == "completed" and summary["iterations"] == 10
+    assert [v["iter"] for v in read_jsonl(run / "val.jsonl")] == [5, 10]
+    [warning] = [f for f in summary["findings"] if f["code"] == "pictures-failed"]
+    assert warning["severity"] == "warning" and "depend on the label input" in warning["message"]
+    r = orchestrate("predict", str(run), "--list", str(synth_lmdb / "raw" / "val.txt"), "--out", str(tmp_path / "p"))
+    assert r.returncode == 2 and "depend on the label input" in r.stderr and "Traceback" not in r.stderr
