@@ -36,9 +36,12 @@ def _resume(args: argparse.Namespace) -> int:
 
 def _validate(args: argparse.Namespace) -> int:
     from orchestrator.config import experiment as config
+    from orchestrator.run.console import path_notes
 
     exp = config.load_experiment(args.experiment, args.set or [])
     print(f"{args.experiment}: valid experiment '{exp.name}'")
+    for note in path_notes(exp):  # paths are checked when the run starts; say now what is missing
+        print(f"note: {note}")
     return EXIT_OK
 
 

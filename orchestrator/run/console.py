@@ -102,3 +102,33 @@ def next_step(run: RunDir, summary: dict[str, Any]) -> str | None:
             f"orchestrate predict {where} --images YOUR_IMAGES/ --out {shown_path(run.root / 'pred')}"
         )
     return None
+
+
+def path_notes(exp: cfgmod.Experiment) -> list[str]:
+    """What `validate` notes (never an error: a valid file may name data not built yet): the
+    experiment's paths that do not exist now, and what will make them."""
+    notes = []
+    b = exp.data.build
+    for key, d, lst in (
+        ("data.train", exp.data.train, b and b.train_list),
+        ("data.val", exp.data.val, b and b.val_list),
+    ):
+        if not d or (Path(d) / "stats.json").exists():
+            continue
+        source = Path(b.root) / lst if b and lst else None
+        if source is not None and source.exists():
+            notes.append(f"{key} {d} does not exist yet: `orchestrate run` builds it from {source}")
+        elif source is not None:
+            notes.append(
+                f"{key} {d} does not exist yet, nor its source data.build list {source}: make the raw data first"
+            )
+        else:
+            notes.append(f"{key} {d} does not exist yet: build it with `orchestrate data build ... --out {d}`")
+    for key, f in (
+        ("net.prototxt", exp.net.prototxt),
+        ("solver.prototxt", exp.solver.prototxt),
+        ("weights", exp.weights),
+    ):
+        if f and not Path(f).exists():
+            notes.append(f"{key} {f} does not exist")
+    return notes

@@ -65,3 +65,18 @@ def test_a_note_stays_above_the_bar_on_a_terminal():
     # the note ends its own line (a bar longer than it is blanked out) and names the worst class
     assert parts[2].endswith("\n") and parts[2].strip() == "val @ 5: mIoU 0.500  pixel acc 0.900  worst: b 0.10, a 0.90"
     assert "6/10" in parts[3]  # the bar again, below the note
+
+
+def test_validate_notes_data_that_does_not_exist_yet(synth_lmdb, tmp_path):
+    exp = experiment(synth_lmdb)
+    exp["data"] = {
+        "train": str(tmp_path / "lmdb" / "train"),
+        "val": str(tmp_path / "lmdb" / "val"),
+        "build": {"root": str(synth_lmdb / "raw"), "train_list": "train.txt", "val_list": "nope.txt", "num_classes": 5},
+    }
+    r = orchestrate("validate", str(write_exp(tmp_path, exp)))
+    assert r.returncode == 0, r.stderr  # a note, not an error
+    assert f"note: data.train {tmp_path / 'lmdb' / 'train'} does not exist yet: `orchestrate run` builds it" in r.stdout
+    assert "note: data.val" in r.stdout and "nor its source data.build list" in r.stdout
+    r = orchestrate("validate", str(write_exp(tmp_path, experiment(synth_lmdb))))
+    assert r.returncode == 0 and "note:" not in r.stdout
