@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from orchestrator.contract import class_labels
 from orchestrator.predict.overlay import IGNORE_GREY, WRONG_RED, error_map
 
 READABLE = 256  # images are scaled up by whole factors until their longer side reaches this
@@ -48,10 +49,9 @@ def _legend_items(
 ) -> list[tuple[tuple[int, int, int], str]]:
     """(colour, text) of each class present in the prediction or the label, then the markers."""
     present = set(np.unique(classes).tolist()) | (set(np.unique(label).tolist()) if label is not None else set())
+    labels = class_labels(names, max(present, default=0) + 1)
     items = [
-        (tuple(int(v) for v in palette[c % len(palette)]), names[c] if c < len(names) else f"class {c}")
-        for c in sorted(present)
-        if c != ignore and 0 <= c
+        (tuple(int(v) for v in palette[c % len(palette)]), labels[c]) for c in sorted(present) if c != ignore and 0 <= c
     ]
     if label is not None:
         items += [(tuple(int(v) for v in WRONG_RED), "wrong"), (tuple(int(v) for v in IGNORE_GREY), "ignored")]
