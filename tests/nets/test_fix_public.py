@@ -62,6 +62,23 @@ def test_fix_changes_nothing_fcn_chose(name, with_weights, tmp_path, capsys):
         assert rc == 1 and "pass its weights (--weights)" in changes
 
 
+@pytest.mark.parametrize("name", [n for n in FCN if n.startswith("voc-")])
+def test_fcn_nets_fit_voc_data_as_they_are(name, tmp_path, capsys):
+    """With VOC's stats.json (21 classes, void 255, VOC's mild imbalance) nothing changes either."""
+    import json
+
+    entry = public.REGISTRY[name]
+    (tmp_path / "data").mkdir()
+    weights = [0.6] + [5.0] * 20  # background ~3/4 of the pixels: weights span < 10x
+    stats = {"num_classes": 21, "ignore_label": 255, "class_weights": {"median_frequency": weights}}
+    (tmp_path / "data" / "stats.json").write_text(json.dumps(stats))
+    net = public.with_input_layer(name, tmp_path)
+    w = names_only_weights(entry.backbone, tmp_path / "w.caffemodel")
+    args = ["--prototxt", str(net), "--solver", str(public.solver(name)), "--weights", w, "--static"]
+    assert main(["fix", *args, "--data", str(tmp_path / "data"), "--out", str(tmp_path / "out")]) == 0
+    assert "## Changes (0)" in (tmp_path / "out" / "changes.md").read_text()
+
+
 @pytest.mark.parametrize("name", [n for n in public.BVLC_NETS if n not in FCN])
 def test_fix_on_other_bvlc_nets_is_idempotent(name, tmp_path, capsys):
     entry = public.REGISTRY[name]
