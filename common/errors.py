@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+EXIT_OK = 0  # a command done as asked
+EXIT_BAD_INPUT = 2  # what a UserError ends a command with (and a failed run, a pre-flight stop)
+
 
 class UserError(Exception):
     """Bad input: says what is wrong (naming the file, line or field) and how to fix it."""

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from common.errors import UserError
+from common.errors import EXIT_BAD_INPUT, EXIT_OK, UserError
 from data_prep import sizes
 
 BUILD_HELP = """Build Caffe LMDBs from raw images and per-pixel labels.
@@ -39,7 +39,7 @@ def parse_size(text: str) -> tuple[int, int]:
 def _help(parser: argparse.ArgumentParser) -> int:
     """`data` without a subcommand: its help, and exit 2."""
     parser.print_help()
-    return 2
+    return EXIT_BAD_INPUT
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -177,7 +177,7 @@ def build_handler(args: argparse.Namespace) -> int:
             _report(args.out / name, stats)
     else:
         _report(args.out, build_dataset(args.out, **common))
-    return 0
+    return EXIT_OK
 
 
 def _report(out: Path, stats: dict[str, Any]) -> None:
@@ -217,4 +217,4 @@ def synth_handler(args: argparse.Namespace) -> int:
         f"(HxW), {meta['num_classes']} classes, ignore {meta['ignore_label']} in {time.perf_counter() - t:.2f} s"
     )
     print(f"  train pixel share: {share}")
-    return 0
+    return EXIT_OK

@@ -14,15 +14,13 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, Literal, get_args
 
-from common.errors import UserError
+from common.errors import EXIT_BAD_INPUT, EXIT_OK, UserError
 from common.findings import Finding
 from common.jsonfile import read_json_object
 
 WORKER_MODULE = "orchestrator.train.worker"  # the child: `python -m WORKER_MODULE` + WorkerArgs.argv()
 VERDICT_ENV = "SEGORCH_VERDICT_FD"  # the child writes its Verdict to this file descriptor
-EXIT_OK = 0  # done as asked
 EXIT_FINDINGS = 1  # `check` / `doctor-env`: the doctor found errors, something required is missing
-EXIT_BAD_INPUT = 2  # a failed run, a refused input, a pre-flight stop
 
 # the scores of a validation (orchestrator.metrics.scores, val.jsonl, eval.json) that early stop,
 # lr-on-plateau and sweeps may monitor and TensorBoard plots
