@@ -9,7 +9,7 @@ import shlex
 from pathlib import Path
 from typing import Any
 
-from common.datastats import read_stats
+from common.datastats import STATS_FILE, read_stats
 from common.findings import Finding
 from orchestrator.config import experiment as cfgmod
 from orchestrator.contract import RunMeta, Status, class_labels
@@ -113,7 +113,7 @@ def path_notes(exp: cfgmod.Experiment) -> list[str]:
         ("data.train", exp.data.train, b and b.train_list),
         ("data.val", exp.data.val, b and b.val_list),
     ):
-        if not d or (Path(d) / "stats.json").exists():
+        if not d or (Path(d) / STATS_FILE).exists():
             continue
         source = Path(b.root) / lst if b and lst else None
         if source is not None and source.exists():
