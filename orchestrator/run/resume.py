@@ -99,7 +99,7 @@ def plan_resume(path: str, overrides: list[str]) -> ResumePlan | None:
         )
     for _, p in run.snapshot_dirs():  # a moved or copied run: Caffe's own tools find the weights
         relink_snapshot(p)
-    return ResumePlan(run, exp, iteration, notes, keep_solver_lr="solver.base_lr" in allowed)
+    return ResumePlan(run, exp, iteration, notes, keep_solver_lr=policy.keeps_solver_lr(allowed))
 
 
 def _damaged_note(line: str, skipped: bool) -> Finding:

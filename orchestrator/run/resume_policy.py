@@ -60,6 +60,12 @@ def split_changes(changes: dict[str, tuple[Any, Any]]) -> tuple[dict[str, tuple[
     return allowed, {k: v for k, v in changes.items() if k not in allowed}
 
 
+def keeps_solver_lr(allowed: dict[str, tuple[Any, Any]]) -> bool:
+    """A solver.base_lr set on resume wins over the one lr-on-plateau had reduced to (the child
+    hears it as WorkerArgs.keep_solver_lr); otherwise the reduced lr is restored."""
+    return "solver.base_lr" in allowed
+
+
 def describe(changes: dict[str, tuple[Any, Any]]) -> str:
     """'solver.base_lr 0.002 -> 0.5, solver.max_iter 40 -> 60'."""
     return ", ".join(f"{k} {old!r} -> {new!r}" for k, (old, new) in changes.items())

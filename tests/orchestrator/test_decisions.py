@@ -53,6 +53,7 @@ def test_a_resume_may_change_the_controller_and_the_solver_but_not_what_was_trai
     assert set(allowed) == {"solver.base_lr", "early_stop.patience", "name", "device"}
     assert set(refused) == {"solver.type", "data.train", "net.arch", "seed", "weights", "solverx.base_lr"}
     assert policy.describe({"solver.base_lr": (0.002, 0.5)}) == "solver.base_lr 0.002 -> 0.5"
+    assert policy.keeps_solver_lr(allowed) and not policy.keeps_solver_lr({"solver.max_iter": (40, 60)})
 
 
 @pytest.mark.parametrize(
