@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from data_prep import image_codecs
 from data_prep.datum import encoded_datum, raw_datum_hwc
 from data_prep.sources import Pair
 
@@ -84,14 +85,31 @@ def _check_complete(path: Path, buf: np.ndarray) -> None:
 
 
 def read_image(path: Path) -> np.ndarray:
-    """H x W x 3 uint8 BGR (OpenCV's order, which is Caffe's)."""
-    import cv2
-
+    """H x W x 3 uint8 BGR (OpenCV's order, which is Caffe's), as an image viewer shows it: EXIF
+    orientation applied, 16-bit scaled to 8, grey/palette/CMYK as colour. Refused: anything the
+    decoder calls corrupt (it would fill the damage with grey) and transparent pixels (no colour).
+    `data build` and `predict` both read images here."""
     buf = _read_bytes(path)
     _check_complete(path, buf)
-    img = cv2.imdecode(buf, cv2.IMREAD_COLOR)
+    img, said = image_codecs.decode_reporting(buf)
     if img is None:
-        raise _Problem(path, "not a readable image (unknown format or corrupt data)")
+        detail = f": {said}" if said else ""
+        raise _Problem(path, f"not a readable image (unknown format or corrupt data{detail})")
+    if said and buf[:2].tobytes() == b"\xff\xd8" and image_codecs.CORRUPT_JPEG.search(said):
+        raise _Problem(
+            path,
+            f"JPEG data is corrupt (the decoder says: {said}); "
+            "decoding it anyway would fill the damaged part with grey",
+        )
+    image_codecs.pass_on(said)
+    clear = image_codecs.transparent_pixels(buf.tobytes())
+    if clear:
+        raise _Problem(
+            path,
+            f"image has {clear} transparent pixel(s) (alpha < 255): their colour is undefined",
+            "flatten the image onto a background (e.g. save it as RGB without alpha), or leave the pair out "
+            "with --skip-bad",
+        )
     return img
 
 
@@ -129,7 +147,7 @@ def read_label(
 
     Lossy files are refused unless `allow_lossy`: JPEG blurs the edges between classes into ids
     that no annotator drew (a road/sky edge grows a rim of the classes numbered in between)."""
-    from PIL import Image
+    from PIL import Image, ImageOps
 
     buf = _read_bytes(path)
     _check_complete(path, buf)
@@ -145,8 +163,9 @@ def read_label(
                     LOSSY_FIX,
                 )
             im.load()
-            mode = im.mode
-            arr = np.asarray(im)
+            shown = ImageOps.exif_transpose(im)  # oriented as a viewer shows it, like read_image's image
+            mode = shown.mode
+            arr = np.asarray(shown)
     except (OSError, SyntaxError, ValueError) as e:
         raise _Problem(path, f"not a readable label image ({e})") from None
     return _label_ids(path, mode, arr, palette), lossy

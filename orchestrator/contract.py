@@ -21,6 +21,7 @@ from common.jsonfile import read_json_object
 WORKER_MODULE = "orchestrator.train.worker"  # the child: `python -m WORKER_MODULE` + WorkerArgs.argv()
 VERDICT_ENV = "SEGORCH_VERDICT_FD"  # the child writes its Verdict to this file descriptor
 EXIT_FINDINGS = 1  # `check` / `doctor-env`: the doctor found errors, something required is missing
+EXIT_BROKEN_PIPE = 141  # stdout's reader left (`orchestrate ... | head`): quiet, like a tool ended by SIGPIPE
 
 # the scores of a validation (orchestrator.metrics.scores, val.jsonl, eval.json) that early stop,
 # lr-on-plateau and sweeps may monitor and TensorBoard plots

@@ -1,5 +1,6 @@
 """`orchestrate`: the thin command line. Imports Caffe lazily; the only place that turns
-exceptions into exit codes (0 ok, 1 doctor errors, 2 bad config/input, 3 diverged, 130 interrupted)."""
+exceptions into exit codes (0 ok, 1 doctor errors, 2 bad config/input, 3 diverged, 130 interrupted,
+141 broken pipe)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import sys
 from collections.abc import Sequence
 
 from common.errors import UserError
-from orchestrator.contract import EXIT_BAD_INPUT, EXIT_OK, Status
+from orchestrator.contract import EXIT_BAD_INPUT, EXIT_BROKEN_PIPE, EXIT_OK, Status
 
 DESCRIPTION = """Train semantic-segmentation nets on BVLC Caffe: raw images to LMDBs, nets that start
 right, a doctor that finds the classic Caffe mistakes, supervised training with validation
@@ -21,7 +22,8 @@ EPILOG = """a first run:
   tensorboard --logdir runs/                   curves and pictures in a browser
 
 `orchestrate COMMAND --help` explains each command; README.md has the rest.
-exit codes: 0 ok, 1 the doctor found errors, 2 bad config or input, 3 diverged, 130 interrupted"""
+exit codes: 0 ok, 1 the doctor found errors, 2 bad config or input, 3 diverged, 130 interrupted,
+141 the reader of the output went away (`| head`), quietly"""
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -44,29 +46,62 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script."""
+    try:
+        return _main(argv)
+    except BrokenPipeError:  # `orchestrate check --json | head`: the reader has all it wanted
+        _drop_output()
+        return EXIT_BROKEN_PIPE
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = _parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit:  # --help, or argparse's own usage error: its text must reach the pipe now
+        sys.stdout.flush()
+        raise
     try:
         if args.version:
             from orchestrator.cli.envinfo import version_text
 
             print(version_text())
-            return EXIT_OK
+            return _flushed(EXIT_OK)
         if not getattr(args, "func", None):
             parser.print_help()
-            return EXIT_BAD_INPUT
-        return int(args.func(args))
+            return _flushed(EXIT_BAD_INPUT)
+        return _flushed(int(args.func(args)))
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return Status.INTERRUPTED.exit_code
+    except BrokenPipeError:
+        raise
     except OSError as e:  # disk full, permissions: one line naming the file, no traceback
         from orchestrator.rundir import io_error_text
 
         print(f"error: {io_error_text(e)}", file=sys.stderr)
         return EXIT_BAD_INPUT
+
+
+def _flushed(code: int) -> int:
+    """Flush stdout while a closed pipe can still be handled here (not in the interpreter's exit)."""
+    sys.stdout.flush()
+    return code
+
+
+def _drop_output() -> None:
+    """Point stdout and stderr at /dev/null, so the interpreter's final flush finds no broken pipe."""
+    import os
+
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            os.dup2(devnull, stream.fileno())
+        except (OSError, ValueError):  # not a real file (a test's capture): nothing to flush later
+            pass
+    os.close(devnull)
 
 
 if __name__ == "__main__":

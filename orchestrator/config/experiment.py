@@ -7,14 +7,13 @@ import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
 
 from common.errors import UserError
 from data_prep.sizes import parse_size  # the data stage's own --resize parser
-from orchestrator.config import schema
+from orchestrator.config import schema, yamlio
 from orchestrator.config.checks import Thresholds
 from orchestrator.config.schema import Check, Count, Float32, Limits, NonNegFloat, NonNegInt, PosFloat, rule
 from orchestrator.contract import MetricName
@@ -35,6 +34,13 @@ def _is_wxh(text: str) -> bool:
 
 
 _NAME = re.compile(r"\w[\w.-]{0,99}")  # starts like a word: never '.', '..', a hidden dir or an option
+NAME_BYTES = 100  # file systems allow 255 bytes per name; a run's files add suffixes (trial folders, .partial-PID)
+
+
+def is_plain_name(text: str, max_bytes: int = NAME_BYTES) -> bool:
+    """A name that is safe as one folder name: word characters, '.', '-', at most `max_bytes` bytes
+    in UTF-8 (a name of CJK characters takes 3 bytes each: 100 of them would be 300 bytes)."""
+    return bool(_NAME.fullmatch(text)) and len(text.encode("utf-8")) <= max_bytes
 
 
 @dataclass
@@ -305,10 +311,11 @@ class Experiment:
     name: Annotated[
         str,
         Check(
-            _NAME.fullmatch,
+            is_plain_name,
             (
                 "a plain name (it names the run directory runs/<name>): letters, digits, '.', '_' or '-', "
-                "starting with a letter, digit or '_', at most 100 characters"
+                f"starting with a letter, digit or '_', at most {NAME_BYTES} bytes in UTF-8 "
+                "(100 ASCII characters, 33 CJK ones)"
             ),
         ),
     ]
@@ -355,18 +362,16 @@ _PATH_KEYS = (
 )
 
 
+_SET_FIX = "quote it or close its brackets, e.g. --set solver.stepvalue=[100,200]"
+
+
 def parse_override(text: str) -> tuple[str, Any]:
     """'solver.base_lr=1e4' -> ('solver.base_lr', 10000.0 or '1e4'); values are YAML scalars."""
     if "=" not in text:
         raise UserError(f"--set {text!r}: expected dotted.key=value", "for example --set solver.base_lr=0.001")
     key, raw = text.split("=", 1)
-    try:
-        return key.strip(), yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError as e:
-        raise UserError(
-            f"--set {text!r}: not a YAML value ({e.problem or e})",
-            "quote it or close its brackets, e.g. --set solver.stepvalue=[100,200]",
-        ) from e
+    where = f"--set {yamlio.shown(text)}"
+    return key.strip(), yamlio.load_text(raw, where, _SET_FIX, "not a YAML value") if raw.strip() else ""
 
 
 def from_dict(
@@ -385,35 +390,18 @@ def from_dict(
     exp = schema.load(Experiment, raw, "", errors)
     if errors:
         raise UserError(
-            f"{source}: {len(errors)} problem(s) in the experiment:\n  - " + "\n  - ".join(errors),
+            f"{source}: {len(errors)} problem(s) in the experiment:" + yamlio.problem_list(errors),
             "correct the keys named above (orchestrate validate EXP.yaml lists them all)",
         )
     return exp
 
 
 def load_experiment(path: str | os.PathLike[str], overrides: Sequence[str] = ()) -> Experiment:
-    """Read an experiment YAML (safe loader), apply overrides, make paths absolute."""
-    p = Path(path)
-    if not p.is_file():
-        raise UserError(
-            f"{p}: experiment file not found", "give the path of an experiment YAML, e.g. experiments/demo.yaml"
-        )
-    try:
-        raw = yaml.safe_load(p.read_text(encoding="utf-8"))
-    except UnicodeDecodeError as e:
-        raise UserError(
-            f"{p}: not UTF-8 text (byte 0x{e.object[e.start]:02x} at offset {e.start})",
-            "save the experiment file as UTF-8",
-        ) from e
-    except OSError as e:
-        raise UserError(
-            f"{p}: cannot read the experiment file: {e.strerror}", "check the path and its permissions"
-        ) from e
-    except yaml.YAMLError as e:
-        raise UserError(f"{p}: not valid YAML: {e}", "fix the YAML syntax at the line shown") from e
-    if not isinstance(raw, dict):
-        raise UserError(f"{p}: the experiment must be a YAML mapping", "start from experiments/demo.yaml")
-    exp = from_dict(raw, overrides, str(p), solver_file=True)
+    """Read an experiment YAML (safe loader, bounded: yamlio), apply overrides, make paths absolute."""
+    raw = yamlio.load_mapping(
+        path, "experiment file", "give the path of an experiment YAML, e.g. experiments/demo.yaml"
+    )
+    exp = from_dict(raw, overrides, str(path), solver_file=True)
     return absolutize(exp)
 
 

@@ -20,6 +20,8 @@ import types
 from collections.abc import Callable
 from typing import Annotated, Any, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
 
+from orchestrator.config.yamlio import shown
+
 T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Any])
 _MISSING = dataclasses.MISSING
@@ -45,7 +47,7 @@ class Limits:
         if value in self.also or all(_COMPARE[op](value, b) for op, b in bounds):
             return None
         wanted = " and ".join(f"{op} {b:g}" for op, b in bounds) + "".join(f" or {v:g}" for v in self.also)
-        return f"must be {wanted}, got {value!r}" + (f" ({self.hint})" if self.hint else "")
+        return f"must be {wanted}, got {shown(value)}" + (f" ({self.hint})" if self.hint else "")
 
 
 _COMPARE = {">=": operator.ge, ">": operator.gt, "<=": operator.le, "<": operator.lt}
@@ -66,7 +68,7 @@ class Float32:
             return None
         return (
             f"must be between {-FLOAT32_MAX:.4g} and {FLOAT32_MAX:.4g} and not below 1.4e-45 in size "
-            f"(Caffe's solver keeps it in a 32-bit float, where it would be {as32!r}), got {value!r}"
+            f"(Caffe's solver keeps it in a 32-bit float, where it would be {as32!r}), got {shown(value)}"
         )
 
 
@@ -90,7 +92,7 @@ class Check:
                 return None
         except (TypeError, ValueError):
             pass
-        return f"must be {self.expected}, got {value!r}"
+        return f"must be {self.expected}, got {shown(value)}"
 
 
 def rule(*fields: str) -> Callable[[F], F]:
@@ -144,17 +146,17 @@ def convert(tp: Any, value: Any, path: str, errors: list[str]) -> Any:
             out = convert(a, value, path, trial)
             if not trial:
                 return out
-        errors.append(f"{path}: expected {_type_name(tp)}, got {value!r}")
+        errors.append(f"{path}: expected {_type_name(tp)}, got {shown(value)}")
         return None
     if origin is Literal:
         if value not in get_args(tp):
-            close = difflib.get_close_matches(str(value), [str(a) for a in get_args(tp)], n=1)
+            close = difflib.get_close_matches(shown(value), [str(a) for a in get_args(tp)], n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
-            errors.append(f"{path}: must be one of {_type_name(tp)}, got {value!r}{hint}")
+            errors.append(f"{path}: must be one of {_type_name(tp)}, got {shown(value)}{hint}")
         return value
     if origin is list:
         if not isinstance(value, list):
-            errors.append(f"{path}: expected a list, got {value!r}")
+            errors.append(f"{path}: expected a list, got {shown(value)}")
             return []
         (item,) = get_args(tp)
         return [convert(item, v, f"{path}[{i}]", errors) for i, v in enumerate(value)]
@@ -162,31 +164,31 @@ def convert(tp: Any, value: Any, path: str, errors: list[str]) -> Any:
         return load(tp, value, path, errors)
     if tp is bool:
         if not isinstance(value, bool):
-            errors.append(f"{path}: expected true or false, got {value!r}")
+            errors.append(f"{path}: expected true or false, got {shown(value)}")
         return value
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            errors.append(f"{path}: expected an integer, got {value!r}")
+            errors.append(f"{path}: expected an integer, got {shown(value)}")
         elif abs(value) > INT_MAX:
-            errors.append(f"{path}: must be <= {INT_MAX} (Caffe stores it in 32 bits), got {value!r}")
+            errors.append(f"{path}: must be <= {INT_MAX} (Caffe stores it in 32 bits), got {shown(value)}")
         return value
     if tp is float:
         if isinstance(value, bool):
-            errors.append(f"{path}: expected a number, got {value!r}")
+            errors.append(f"{path}: expected a number, got {shown(value)}")
             return value
         try:
             number = float(value)
         except OverflowError:  # an integer beyond any float
             number = math.inf
         except (TypeError, ValueError):
-            errors.append(f"{path}: expected a number, got {value!r}")
+            errors.append(f"{path}: expected a number, got {shown(value)}")
             return value
         if not math.isfinite(number):
             errors.append(f"{path}: must be a finite number, got {number!r}")
         return number
     if tp is str:
         if not isinstance(value, str):
-            errors.append(f"{path}: expected a string, got {value!r}")
+            errors.append(f"{path}: expected a string, got {shown(value)}")
         return value
     if tp is Any:
         return value
@@ -201,13 +203,14 @@ def load(cls: type[T], data: Any, path: str, errors: list[str]) -> T:
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        errors.append(f"{path or '<top>'}: expected a mapping, got {data!r}")
+        errors.append(f"{path or '<top>'}: expected a mapping, got {shown(data)}")
         data = {}
     kwargs: dict[str, Any] = {}
     for key, value in data.items():
-        where = f"{path}.{key}" if path else str(key)
+        name = key if isinstance(key, str) and len(key) <= 60 else shown(key)
+        where = f"{path}.{name}" if path else str(name)
         if key not in fields:
-            close = difflib.get_close_matches(str(key), list(fields), n=1)
+            close = difflib.get_close_matches(str(name), list(fields), n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else f" (known keys: {', '.join(fields)})"
             errors.append(f"{where}: unknown key{hint}")
             continue

@@ -22,19 +22,24 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import numpy as np
-import yaml
 
 from common.errors import UserError
 from orchestrator.config import experiment as cfgmod
-from orchestrator.config import schema
+from orchestrator.config import schema, yamlio
 from orchestrator.config.schema import Limits, rule
 from orchestrator.contract import MetricName
 
 Count = Annotated[int, Limits(ge=1)]
+SWEEP_NAME_BYTES = cfgmod.NAME_BYTES - 4  # its trials are named <name>-NNN, which must be a plain name too
 PlainName = Annotated[
-    str, schema.Check(cfgmod._NAME.fullmatch, "a plain name (letters, digits, '.', '_', '-'; it names the folder)")
+    str,
+    schema.Check(
+        lambda text: cfgmod.is_plain_name(text, SWEEP_NAME_BYTES),
+        f"a plain name (letters, digits, '.', '_', '-'; it names the folder), at most {SWEEP_NAME_BYTES} UTF-8 bytes",
+    ),
 ]
 KINDS = ("grid", "choice", "uniform", "loguniform")
+MAX_TRIALS = 10_000  # each trial is a training run: more is a typo (a grid product), never a plan
 
 
 @dataclass
@@ -106,20 +111,13 @@ def _space_as_list(raw: dict[str, Any]) -> None:
 def load_sweep(path: str | Path) -> SweepCfg:
     """Read and check a sweep file; UserError listing every problem."""
     p = Path(path)
-    if not p.is_file():
-        raise UserError(f"{p}: sweep file not found", "give the path of a sweep YAML")
-    try:
-        raw = yaml.safe_load(p.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError) as e:
-        raise UserError(f"{p}: not valid YAML: {e}", "fix the YAML at the line shown") from None
-    if not isinstance(raw, dict):
-        raise UserError(f"{p}: the sweep must be a YAML mapping", "see README, Sweeps")
+    raw = yamlio.load_mapping(p, "sweep file", "give the path of a sweep YAML (see README, Sweeps)")
     _space_as_list(raw)
     errors: list[str] = []
     cfg = schema.load(SweepCfg, raw, "", errors)
     if errors:
         raise UserError(
-            f"{p}: {len(errors)} problem(s) in the sweep:\n  - " + "\n  - ".join(errors), "correct the keys named above"
+            f"{p}: {len(errors)} problem(s) in the sweep:" + yamlio.problem_list(errors), "correct the keys named above"
         )
     return cfg
 
@@ -141,6 +139,12 @@ def plan_trials(cfg: SweepCfg) -> list[dict[str, Any]]:
     rng = np.random.RandomState(cfg.seed)
     grid = [p for p in cfg.space if p.grid is not None]
     drawn = [p for p in cfg.space if p.grid is None]
+    count = math.prod(len(p.grid or ()) for p in grid) * (cfg.samples if drawn else 1)
+    if count > MAX_TRIALS:
+        raise UserError(
+            f"the sweep {cfg.name} would have {count} trials (grid points x samples), more than {MAX_TRIALS}",
+            "shorten the grids or lower samples; draw values with choice/uniform instead of a full grid",
+        )
     trials = []
     for point in itertools.product(*[p.grid for p in grid if p.grid is not None]) if grid else [()]:
         for _ in range(cfg.samples if drawn else 1):
@@ -152,10 +156,9 @@ def plan_trials(cfg: SweepCfg) -> list[dict[str, Any]]:
 
 def trial_experiments(cfg: SweepCfg, trials: list[dict[str, Any]]) -> list[cfgmod.Experiment]:
     """Every trial's experiment, checked by the experiment schema (all problems at once)."""
-    base = Path(cfg.base)
-    if not base.is_file():
-        raise UserError(f"base: {cfg.base} not found", "give the path of the base experiment YAML")
-    raw = yaml.safe_load(base.read_text(encoding="utf-8"))
+    raw = yamlio.load_mapping(
+        cfg.base, "base experiment (the sweep's base:)", "give base: the path of a valid experiment YAML"
+    )
     out, problems = [], []
     for i, over in enumerate(trials):
         tree = copy.deepcopy(raw)
@@ -168,7 +171,8 @@ def trial_experiments(cfg: SweepCfg, trials: list[dict[str, Any]]) -> list[cfgmo
         except UserError as e:
             problems.append(e.message)
     if problems:
-        raise UserError("\n".join(problems), "change the space or the base experiment so every trial is valid")
+        shown = problems[:10] + ([f"... and {len(problems) - 10} more trials"] if len(problems) > 10 else [])
+        raise UserError("\n".join(shown), "change the space or the base experiment so every trial is valid")
     return out
 
 

@@ -120,6 +120,26 @@ def test_predict_errors_are_clear_and_leave_nothing(trained, synth_lmdb, tmp_pat
     assert "Traceback" not in r.stderr
 
 
+def test_predict_refuses_a_corrupt_jpeg(trained, synth_lmdb, tmp_path):
+    """200 garbage bytes mid-stream (end marker intact): libjpeg only warns and fills grey; predict
+    (its child, on Caffe) refuses the file by name instead of segmenting the grey."""
+    import cv2
+
+    images = tmp_path / "images"
+    images.mkdir()
+    src = synth_lmdb / "raw" / "images" / "val_0000.png"
+    jpg = cv2.imencode(".jpg", cv2.imread(str(src)))[1].tobytes()
+    mid = len(jpg) // 2
+    bad = images / "bad.jpg"
+    bad.write_bytes(
+        jpg[:mid] + np.random.default_rng(0).integers(0, 256, 200).astype(np.uint8).tobytes() + jpg[mid + 200 :]
+    )
+    out = tmp_path / "pred"
+    r = orchestrate("predict", str(trained), "--images", str(images), "--out", str(out))
+    assert r.returncode == 2 and str(bad) in r.stderr and "JPEG data is corrupt" in r.stderr, r.stderr[-1500:]
+    assert not out.exists() and "Traceback" not in r.stderr
+
+
 def test_a_caffe_abort_in_predict_is_reported(trained, synth_lmdb, tmp_path):
     broken = tmp_path / "run"
     shutil.copytree(trained, broken)
