@@ -80,16 +80,29 @@ def io_error_text(e: OSError) -> str:
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    """All complete records of a JSONL file (a torn last line from a crash is dropped)."""
-    if not path.exists():
+    """All complete records of a JSONL file (a torn last line from a crash, or any line that is
+    not a JSON object, is dropped)."""
+    if not path.is_file():
         return []
     out = []
-    for line in path.read_text().splitlines():
+    for line in path.read_bytes().splitlines():
         try:
-            out.append(json.loads(line))
-        except json.JSONDecodeError:
+            rec = json.loads(line)
+        except ValueError:  # not JSON, not UTF-8
             continue
+        if isinstance(rec, dict):
+            out.append(rec)
     return out
+
+
+def read_json(path: Path, default: Any) -> Any:
+    """A run file's JSON (summary.json, findings.json), or `default` when it is missing or
+    damaged and of another type than `default`: what it held is lost, the run goes on."""
+    try:
+        data = json.loads(path.read_bytes())
+    except (OSError, ValueError):
+        return default
+    return data if isinstance(data, type(default)) else default
 
 
 class JsonlLog:
@@ -248,7 +261,9 @@ class RunDir:
         os.replace(tmp, path)
 
     def summary_data(self) -> dict[str, Any]:
-        return json.loads(self.summary.read_text()) if self.summary.exists() else {}
+        """summary.json ({} when missing or damaged: the next write makes a whole one)."""
+        data: dict[str, Any] = read_json(self.summary, {})
+        return data
 
     def write_summary(self, **fields: Any) -> dict[str, Any]:
         """Merge fields into summary.json (atomically)."""

@@ -24,7 +24,7 @@ from common.findings import Finding
 from common.tempfiles import through_temp_file
 from orchestrator.config import experiment as cfgmod
 from orchestrator.contract import HOOKS, STATE, VERDICT_ENV, WEIGHTS, RunMeta, Status, Verdict, WorkerArgs
-from orchestrator.rundir import RunDir
+from orchestrator.rundir import RunDir, read_json
 from orchestrator.train import loop, surgery
 from orchestrator.train.hooks.data_state import DataStateHook
 from orchestrator.train.hooks.divergence import DivergenceHook
@@ -215,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
 
     exp = cfgmod.from_dict(yaml.safe_load(run.config.read_text()), source=str(run.config))
     meta = RunMeta.read(run.meta)
-    preflight = json.loads(run.findings.read_text()) if run.findings.exists() else []
+    preflight = read_json(run.findings, [])  # damaged: the run goes on without the pre-flight's
     import caffe
 
     set_device(exp)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import random
 import shutil
 import signal
 import subprocess
@@ -219,3 +220,27 @@ def test_a_failed_resume_leaves_config_and_solver_as_they_were(small_run, tmp_pa
     assert runner.resume_run(str(run), ["solver.max_iter=20", "solver.base_lr=0.001"]) == 2
     assert {n: (run / n).read_bytes() for n in before} == before
     assert "as they were before this resume" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------ the run's own files damaged
+@pytest.mark.parametrize(
+    "name, rc",
+    [  # logs and summaries are the run's notes: it goes on without them; its net and meta it needs
+        ("summary.json", 0),
+        ("findings.json", 0),
+        ("metrics.jsonl", 0),
+        ("val.jsonl", 0),
+        ("net_meta.json", 2),
+        ("solver.prototxt", 2),
+    ],
+)
+def test_a_damaged_run_file_is_no_traceback(small_run, tmp_path, name, rc):
+    run = a_copy(small_run, tmp_path)
+    (run / name).write_bytes(random.Random(name).randbytes(300))
+    r = orchestrate("resume", str(run), "--set", "solver.max_iter=12")
+    no_traceback(r)
+    assert r.returncode == rc, r.stderr[-1500:]
+    if rc == 2:
+        assert name in r.stderr, r.stderr[-1500:]
+    else:
+        assert json.loads((run / "summary.json").read_text())["iterations"] == 12
