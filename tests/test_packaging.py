@@ -63,10 +63,13 @@ def lock_pins() -> dict[str, str]:
 
 
 def project_modules(root: Path) -> list[str]:
-    """Every module of the project's packages in the source tree `root`."""
+    """Every module of the project's packages in the source tree `root` (but `__main__`s:
+    importing one runs the program, `python -m` is how they are used)."""
     names = []
     for pkg in PACKAGES:
         for f in sorted((root / pkg).rglob("*.py")):
+            if f.name == "__main__.py":
+                continue
             parts = f.relative_to(root).with_suffix("").parts
             names.append(".".join(parts[:-1] if parts[-1] == "__init__" else parts))
     return names
