@@ -89,6 +89,18 @@ def start_lines(exp: cfgmod.Experiment, run: RunDir, findings: list[Finding], fo
     ]
 
 
+def resume_lines(exp: cfgmod.Experiment, run: RunDir, iteration: int) -> list[str]:
+    """The start lines of a resume: from which iteration, and the run's own pre-flight verdict."""
+    import json
+
+    try:
+        findings = [Finding.from_dict(d) for d in json.loads(run.findings.read_text())]
+    except (OSError, ValueError, KeyError, TypeError):
+        findings = []
+    lines = start_lines(exp, run, findings)
+    return [f"resuming: from the snapshot at iteration {iteration} to {exp.solver.max_iter}"] + lines
+
+
 def next_step(run: RunDir, summary: dict[str, Any]) -> str | None:
     """The command that comes next for a run that ended with `summary`."""
     where = shown_path(run.root)

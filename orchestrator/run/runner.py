@@ -351,6 +351,9 @@ def resume_run(path: str, overrides: Sequence[str] = ()) -> int:
     new = {run.solver: solver_text(exp, run, run.val_net.exists(), run.solver), run.config: cfgmod.to_yaml(exp)}
     for f, text in new.items():
         f.write_text(text)
+    from orchestrator.run.console import resume_lines
+
+    print("\n".join(resume_lines(exp, run, iteration)), flush=True)
     rc = supervise(run, resume=iteration, notes=notes, keep_solver_lr=keep_solver_lr)
     if rc == Status.FAILED.exit_code and run.trained_iterations() <= iteration:
         for f, data in old.items():

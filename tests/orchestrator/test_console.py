@@ -80,3 +80,17 @@ def test_validate_notes_data_that_does_not_exist_yet(synth_lmdb, tmp_path):
     assert "note: data.val" in r.stdout and "nor its source data.build list" in r.stdout
     r = orchestrate("validate", str(write_exp(tmp_path, experiment(synth_lmdb))))
     assert r.returncode == 0 and "note:" not in r.stdout
+
+
+def test_resume_says_where_it_continues(synth_lmdb, tmp_path):
+    run = tmp_path / "run"
+    exp = experiment(synth_lmdb, solver={"max_iter": 400}, snapshot={"interval": 10}, validation={"interval": 200})
+    proc = start(write_exp(tmp_path, exp), run)
+    wait_for_iter(run, 15, proc)
+    proc.send_signal(signal.SIGINT)
+    proc.communicate(timeout=120)
+    r = orchestrate("resume", str(run), "--set", "solver.max_iter=30")
+    assert r.returncode == 0, r.stderr[-2000:]
+    [first] = [x for x in r.stdout.splitlines() if x.startswith("resuming: ")]
+    assert first.startswith("resuming: from the snapshot at iteration ") and first.endswith(" to 30")
+    assert f"run dir:  {run}" in r.stdout and "doctor:   " in r.stdout
