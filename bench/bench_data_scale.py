@@ -61,7 +61,7 @@ def make_sources(folder: Path, count: int) -> Path:
         for _ in range(6):
             cy, cx, r, c = rng.integers(0, H), rng.integers(0, W), rng.integers(40, 200), rng.integers(0, CLASSES)
             cv2.circle(img, (int(cx), int(cy)), int(r), tuple(int(v) for v in rng.integers(0, 256, 3)), -1)
-            cv2.circle(lab, (int(cx), int(cy)), int(r), int(c), -1)
+            cv2.circle(lab, (int(cx), int(cy)), int(r), (int(c),), -1)
         cv2.imwrite(str(folder / "img" / f"{i:05d}.png"), img)
         cv2.imwrite(str(folder / "lab" / f"{i:05d}.png"), lab)
     for i in range(DISTINCT, count):

@@ -9,6 +9,7 @@ past MAX_NODES or when an alias refers to itself), and values quoted in messages
 
 from __future__ import annotations
 
+import os
 import reprlib
 from pathlib import Path
 from typing import Any
@@ -118,13 +119,13 @@ def load_text(
     return raw
 
 
-def load_file(path: str | Path, what: str, fix: str) -> Any:
+def load_file(path: str | os.PathLike[str], what: str, fix: str) -> Any:
     """A YAML file read and parsed within bounds (see read_text and load_text)."""
     p = Path(path)
     return load_text(read_text(p, what, fix), str(p))
 
 
-def load_mapping(path: str | Path, what: str, fix: str) -> dict[str, Any]:
+def load_mapping(path: str | os.PathLike[str], what: str, fix: str) -> dict[str, Any]:
     """load_file, refusing a document that is not a mapping (empty, a list, a scalar)."""
     raw = load_file(path, what, fix)
     if not isinstance(raw, dict):

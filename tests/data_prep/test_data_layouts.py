@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -104,7 +105,7 @@ def test_voc_layout_reads_the_split_list_and_palette_indices(tmp_path: Path) -> 
 
 def test_suffix_rule_pairs_recursively_and_names_what_is_missing(tmp_path: Path) -> None:
     stored = _cityscapes(tmp_path / "cs")
-    kw = dict(num_classes=19, ignore_label=255, label_map="cityscapes", quiet=True)
+    kw: dict[str, Any] = dict(num_classes=19, ignore_label=255, label_map="cityscapes", quiet=True)
     suffixes = ("_leftImg8bit.png", "_gtFine_labelIds.png")
     imgs, labs = tmp_path / "cs" / "leftImg8bit" / "train", tmp_path / "cs" / "gtFine" / "train"
     stats = build_dataset(tmp_path / "o1", images=imgs, labels=labs, suffixes=suffixes, **kw)
@@ -135,7 +136,9 @@ def test_label_map_file_json_and_uncovered_values(tmp_path: Path) -> None:
             ids[0, 0] = 40 + i  # values the map does not cover, in two files
         labels.append(ids)
         _lab(tmp_path / "lab" / f"{i}.png", ids)
-    kw = dict(num_classes=2, ignore_label=255, quiet=True, images=tmp_path / "img", labels=tmp_path / "lab")
+    kw: dict[str, Any] = dict(
+        num_classes=2, ignore_label=255, quiet=True, images=tmp_path / "img", labels=tmp_path / "lab"
+    )
     with pytest.raises(UserError, match=r"label values \[41, 42\] are not covered.* in 2 label file\(s\)"):
         build_dataset(tmp_path / "bad", label_map=str(tmp_path / "map.txt"), **kw)
     assert not (tmp_path / "bad").exists()
@@ -150,7 +153,7 @@ def test_label_map_file_json_and_uncovered_values(tmp_path: Path) -> None:
 def test_checks_before_training(tmp_path: Path) -> None:
     """All-ignore images, a class absent from val, a weight span over 1000x, a train image copied
     into val under another name, a crop larger than the images, a resize that changes the aspect."""
-    lines = {"train": [], "val": []}
+    lines: dict[str, list[str]] = {"train": [], "val": []}
     for i in range(6):
         _img(tmp_path / "img" / f"t{i}.png", 40, 80)
         ids = np.zeros((40, 80), np.uint8)
