@@ -106,7 +106,7 @@ def pictures_section(best_dir: Path) -> list[str]:
     lines = [
         f"### Predictions at the best validation (iteration {meta['iteration']})",
         "",
-        "image | ground truth | prediction | errors (red: wrong, light grey: ignored)",
+        "image | ground truth | prediction | errors (magenta: wrong, light grey: ignored)",
         "",
     ]
     d = RUN_FILES["best"]

@@ -10,7 +10,8 @@ from typing import Any
 import numpy as np
 
 IGNORE_GREY = np.array([200, 200, 200], np.uint8)  # lighter than any pixel of the dimmed grey image
-WRONG_RED = np.array([230, 25, 25], np.uint8)
+# magenta: no class colour of the VOC map for the first 64 ids (reds are: 128,0,0 and 192,0,0)
+WRONG = np.array([255, 0, 255], np.uint8)
 
 
 def default_palette(n: int = 256) -> np.ndarray:
@@ -65,11 +66,11 @@ def overlay(image_bgr: np.ndarray, classes: np.ndarray, palette: np.ndarray, alp
 
 
 def error_map(image_bgr: np.ndarray, classes: np.ndarray, label: np.ndarray, ignore_label: int | None) -> np.ndarray:
-    """H x W x 3 RGB: the image in dark grey (its own red never reads as an error), wrong pixels
-    red, ignored pixels light grey."""
+    """H x W x 3 RGB: the image in dark grey (its own colours never read as an error), wrong
+    pixels magenta (no class colour), ignored pixels light grey."""
     out = (grey(image_bgr) * 0.4).astype(np.uint8)
     ignored = label == ignore_label if ignore_label is not None else np.zeros(label.shape, bool)
-    out[(classes != label) & ~ignored] = WRONG_RED
+    out[(classes != label) & ~ignored] = WRONG
     out[ignored] = IGNORE_GREY
     return out
 

@@ -12,9 +12,10 @@ from typing import Any
 import numpy as np
 
 from orchestrator.contract import class_labels
-from orchestrator.predict.overlay import IGNORE_GREY, WRONG_RED, error_map
+from orchestrator.predict.overlay import IGNORE_GREY, WRONG, error_map
 
 READABLE = 256  # images are scaled up by whole factors until their longer side reaches this
+LARGEST = 640  # and larger ones down (every k-th pixel) until it fits this: four columns stay on a screen
 GAP, PAD, SWATCH = 8, 6, 14
 INK, PAPER = (20, 20, 20), (255, 255, 255)
 
@@ -27,12 +28,17 @@ def _font(size: int) -> Any:
 
 
 def scale_for(h: int, w: int) -> int:
-    """The whole factor that brings the longer side to about READABLE pixels (1: large enough)."""
-    return max(1, READABLE // max(h, w, 1))
+    """The whole factor that brings the longer side to about READABLE pixels (1: large enough;
+    negative -k: shrink by k, an image longer than LARGEST)."""
+    side = max(h, w, 1)
+    return -((side + LARGEST - 1) // LARGEST) if side > LARGEST else max(1, READABLE // side)
 
 
 def upscale(rgb: np.ndarray, k: int) -> np.ndarray:
-    """Nearest-neighbour scaling by a whole factor: every pixel stays a crisp k x k block."""
+    """Nearest-neighbour scaling by a whole factor: every pixel a crisp k x k block (k > 1), or
+    every -k-th pixel (k < 0)."""
+    if k < 0:
+        return rgb[::-k, ::-k]
     return rgb if k == 1 else np.repeat(np.repeat(rgb, k, axis=0), k, axis=1)
 
 
@@ -54,7 +60,7 @@ def _legend_items(
         (tuple(int(v) for v in palette[c % len(palette)]), labels[c]) for c in sorted(present) if c != ignore and 0 <= c
     ]
     if label is not None:
-        items += [(tuple(int(v) for v in WRONG_RED), "wrong"), (tuple(int(v) for v in IGNORE_GREY), "ignored")]
+        items += [(tuple(int(v) for v in WRONG), "wrong"), (tuple(int(v) for v in IGNORE_GREY), "ignored")]
     return items  # type: ignore[return-value]
 
 
@@ -94,7 +100,7 @@ def panel(
         scored = label != ignore_label if ignore_label is not None else np.ones(label.shape, bool)
         wrong = float(((classes != label) & scored).sum()) / max(1, int(scored.sum()))
         tiles.append((f"errors: {100 * wrong:.1f}% wrong", error_map(image_bgr, classes, label, ignore_label)))
-    h, w = classes.shape[0] * k, classes.shape[1] * k
+    h, w = upscale(classes, k).shape[:2]
     font, big = _font(13), _font(15)
     width = len(tiles) * w + (len(tiles) + 1) * GAP
     probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))

@@ -39,11 +39,11 @@ def test_panel_scales_up_titles_columns_and_keeps_image_colours_out_of_the_overl
     # the image column holds the image scaled up by pixel repetition
     rows = np.where((pic == img[16, 16, ::-1]).all(axis=2).any(axis=1))[0]
     assert len(rows) >= 8 * 10
-    # the errors column: the red disk of the image is grey there; only wrong pixels are red
+    # the errors column: the red disk of the image is grey there; only wrong pixels are coloured
     err = overlay.error_map(img, pred, label, 255)
     assert (err[label == 1] == err[label == 1][:, :1]).all()  # grey: R == G == B
-    red = (err == overlay.WRONG_RED).all(axis=2)
-    assert red.sum() == 16 and red[28:32, 0:4].all()
+    wrong = (err == overlay.WRONG).all(axis=2)
+    assert wrong.sum() == 16 and wrong[28:32, 0:4].all()
     assert (err[0] == overlay.IGNORE_GREY).all()
     # the overlay of `predict` puts class colours on a grey image: the disk's red is gone where
     # the class is background
@@ -56,6 +56,11 @@ def test_panel_scales_up_titles_columns_and_keeps_image_colours_out_of_the_overl
     assert [t for _, t in _legend_items(pred, label, pal, NAMES, 255)] == NAMES + ["wrong", "ignored"]
     # without a label: image | prediction
     assert panel(img, pred, None, pal, NAMES, 255).shape[1] < pic.shape[1] * 0.6
+    # a large image is shown at every 3rd pixel: four 640-pixel columns, not four of 1920
+    big = np.zeros((1440, 1920), np.uint8)
+    assert scale_for(1440, 1920) == -3 and scale_for(360, 480) == 1
+    wide = panel(np.zeros((1440, 1920, 3), np.uint8), big, big, pal, NAMES, 255)
+    assert 4 * 640 <= wide.shape[1] < 4 * 640 + 100
 
 
 def test_confusion_matrix_readable_up_to_thirty_classes(tmp_path):
