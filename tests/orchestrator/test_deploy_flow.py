@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -54,22 +56,29 @@ def test_a_deploy_net_that_needs_the_label_is_refused_in_words():
     assert any("'c1_relu' reads 'c1'" in p for p in dep.check_deploy(broken))
 
 
-def test_unet_with_label_crop_trains_validates_draws_and_predicts(synth_lmdb, tmp_path):
-    """Before: the run died at its first best-validation pictures (Unknown bottom blob 'mask')."""
-    net = tmp_path / "unet.prototxt"
-    net.write_text(unet(synth_lmdb, 4))
+def train_user_net(data: Path, tmp_path: Path, text: str, iterations: int, val_every: int) -> tuple[Path, Any]:
+    """`orchestrate run` of a user's train_val net for `iterations`, validating every `val_every`;
+    (run dir, summary) of a run that completed them all."""
+    net = tmp_path / "net.prototxt"
+    net.write_text(text)
     exp = experiment(
-        synth_lmdb,
+        data,
         net={"prototxt": str(net), "num_classes": 5, "ignore_label": 255},
-        solver={"max_iter": 20, "base_lr": 0.002},
-        validation={"interval": 10},
+        solver={"max_iter": iterations, "base_lr": 0.002},
+        validation={"interval": val_every},
         snapshot={"interval": 10},
     )
     run = tmp_path / "run"
     r = orchestrate("run", str(write_exp(tmp_path, exp)), "--run-dir", str(run))
     assert r.returncode == 0, r.stderr[-3000:]
     summary = json.loads((run / "summary.json").read_text())
-    assert summary["status"] == "completed" and summary["iterations"] == 20
+    assert summary["status"] == "completed" and summary["iterations"] == iterations
+    return run, summary
+
+
+def test_unet_with_label_crop_trains_validates_draws_and_predicts(synth_lmdb, tmp_path):
+    """Before: the run died at its first best-validation pictures (Unknown bottom blob 'mask')."""
+    run, summary = train_user_net(synth_lmdb, tmp_path, unet(synth_lmdb, 4), 20, 10)
     assert (run / "best" / "best.json").exists() and list((run / "best").glob("val_*.png"))
     assert not any(f["code"] == "pictures-failed" for f in summary.get("findings", []))
     out = tmp_path / "pred"
@@ -115,20 +124,7 @@ def test_a_run_whose_pictures_cannot_be_made_completes_with_a_warning(synth_lmdb
         'layer { name: "mix" type: "Eltwise" bottom: "pre" bottom: "cheat" top: "score" }\n'
         'layer { name: "loss"',
     )
-    net = tmp_path / "net.prototxt"
-    net.write_text(text)
-    exp = experiment(
-        synth_lmdb,
-        net={"prototxt": str(net), "num_classes": 5, "ignore_label": 255},
-        solver={"max_iter": 10, "base_lr": 0.01},
-        validation={"interval": 5},
-        snapshot={"interval": 10},
-    )
-    run = tmp_path / "run"
-    r = orchestrate("run", str(write_exp(tmp_path, exp)), "--run-dir", str(run))
-    assert r.returncode == 0, r.stderr[-3000:]
-    summary = json.loads((run / "summary.json").read_text())
-    assert summary["status"] == "completed" and summary["iterations"] == 10
+    run, summary = train_user_net(synth_lmdb, tmp_path, text, 10, 5)
     assert [v["iter"] for v in read_jsonl(run / "val.jsonl")] == [5, 10]
     [warning] = [f for f in summary["findings"] if f["code"] == "pictures-failed"]
     assert warning["severity"] == "warning" and "depend on the label input" in warning["message"]
