@@ -6,13 +6,11 @@ only when complete, so a failed build leaves nothing that looks finished.
 
 from __future__ import annotations
 
-import errno
 import json
 import multiprocessing as mp
 import os
 from collections import Counter
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,23 +19,16 @@ import numpy as np
 
 from common.datastats import STATS_FILE
 from common.errors import UserError
-from data_prep import decode
+from data_prep import decode, labelmap
+from data_prep.checks import RecordFacts, all_ignore
 from data_prep.datum import blobproto_bytes
 from data_prep.fsutil import atomic_dir
+from data_prep.layouts import PairRule, scan_pairs
+from data_prep.lmdbio import LmdbWriter
 from data_prep.progress import Progress
 from data_prep.sources import Pair, pair_folders, palette_class_names, palette_lut, read_list, read_palette
-from data_prep.stats import ClassCounter, class_stats, infogain_matrix
-
-MAP_SIZE = 1 << 40  # virtual only: LMDB files grow with the data, like Caffe's own
-# LMDB grows lock.mdb with ftruncate and then writes it through mmap: on a full disk touching that
-# sparse page is a SIGBUS that kills the process. Writing the file's 8192 bytes (its size for the
-# default 126 readers) ourselves first makes a full disk an ENOSPC instead. The data file is written
-# with pwrite (never open it with writemap=True: every data page would be such a page).
-LOCK_FILE_BYTES = 8192
-# Commit (and fsync) every 16 MB: the disk writes overlap with the workers' decoding instead of
-# piling up at the end, and a transaction stays far below LMDB's dirty-page limit.
-COMMIT_BYTES = 16 << 20
-INFOGAIN_FILE, INDEX_FILE = "infogain_H.binaryproto", "index.txt"
+from data_prep.stats import ClassCounter, infogain_matrix
+from data_prep.statsfile import INDEX_FILE, INFOGAIN_FILE, stats_json
 
 
 @dataclass
@@ -57,6 +48,7 @@ class BuildOptions:
     # one name per class, in label order (stats.json's class_names, which runs, reports and
     # TensorBoard show); None: the palette's names, else dataset.json's beside the data
     class_names: list[str] | None = None
+    label_map: str | None = None  # a labelmap preset name or file: stored label values -> class ids
     extra: dict[str, Any] = field(default_factory=dict)  # recorded in stats.json as given
 
     def validate(self) -> None:
@@ -95,8 +87,9 @@ class BuildOptions:
         pal = None
         if self.palette is not None:
             pal = palette_lut(read_palette(self.palette, self.num_classes, self.ignore_label))
+        lut = None if self.label_map is None else labelmap.load_label_map(self.label_map).lut()
         return decode.DecodeOptions(
-            self.num_classes, self.ignore_label, self.resize, self.encoded, pal, self.allow_lossy_labels
+            self.num_classes, self.ignore_label, self.resize, self.encoded, pal, self.allow_lossy_labels, lut
         )
 
 
@@ -118,9 +111,14 @@ def source_folder(list_file: Path | None, root: Path | None, images: Path | None
 
 
 def resolve_pairs(
-    list_file: Path | None = None, root: Path | None = None, images: Path | None = None, labels: Path | None = None
+    list_file: Path | None = None,
+    root: Path | None = None,
+    images: Path | None = None,
+    labels: Path | None = None,
+    suffixes: tuple[str, str] | None = None,
 ) -> list[Pair]:
-    """Pairs from exactly one source: a list file (paths relative to `root`) or two folders."""
+    """Pairs from exactly one source: a list file (paths relative to `root`) or two folders
+    (matched by stem, or with `suffixes` (image, label) recursively by relative path and suffix)."""
     if (list_file is None) == (images is None and labels is None):
         raise UserError(
             "give either --list FILE or both --images DIR and --labels DIR",
@@ -130,6 +128,8 @@ def resolve_pairs(
         return read_list(Path(list_file), None if root is None else Path(root))
     if images is None or labels is None:
         raise UserError("--images and --labels go together", "pass both folders")
+    if suffixes is not None:
+        return scan_pairs(PairRule(Path(images), Path(labels), *suffixes))
     return pair_folders(Path(images), Path(labels))
 
 
@@ -161,54 +161,6 @@ def decode_all(pairs: list[Pair], opts: decode.DecodeOptions, workers: int) -> I
         yield from pool.imap(_task, pairs, chunksize=chunk)
 
 
-@contextmanager
-def _as_oserror(path: Path) -> Iterator[None]:
-    """lmdb.Error -> OSError naming the LMDB folder, so fsutil.atomic_dir can say what failed and why
-    (a full disk shows up as 'mdb_txn_commit: Input/output error')."""
-    import lmdb
-
-    try:
-        yield
-    except lmdb.Error as e:
-        raise OSError(errno.EIO, f"LMDB: {e}", str(path)) from e
-
-
-class LmdbWriter:
-    """Appends records under increasing keys, committing every COMMIT_BYTES."""
-
-    def __init__(self, path: Path) -> None:
-        import lmdb
-
-        self.path = Path(path)
-        self.path.mkdir(exist_ok=True)  # an image-only build writes into the temp folder itself
-        (self.path / "lock.mdb").write_bytes(bytes(LOCK_FILE_BYTES))
-        with _as_oserror(self.path):
-            self.env = lmdb.open(str(path), map_size=MAP_SIZE, subdir=True, meminit=False, lock=True)
-            self.txn = self.env.begin(write=True)
-        self.pending = 0
-
-    def put(self, key: bytes, value: bytes) -> None:
-        with _as_oserror(self.path):
-            self.txn.put(key, value, append=True)
-            self.pending += len(value)
-            if self.pending >= COMMIT_BYTES:
-                self.txn.commit()
-                self.txn, self.pending = self.env.begin(write=True), 0
-
-    def close(self) -> None:
-        """Commit what is pending and close."""
-        with _as_oserror(self.path):
-            self.txn.commit()
-            self.env.close()
-
-    def abort(self) -> None:
-        """Drop what is pending and close (after an error; never raises)."""
-        with suppress(Exception):
-            self.txn.abort()
-        with suppress(Exception):
-            self.env.close()
-
-
 def record_key(index: int, pair: Pair) -> bytes:
     """`00000007_name.png`: Caffe's convert_imageset style, sorted in write order."""
     return f"{index:08d}_{pair.key_name}".encode()
@@ -220,6 +172,15 @@ def _bad_error(bad: decode.Bad) -> UserError:
         bad.fix
         or "fix or replace the file (or its --num-classes/--ignore-label settings), remove "
         "the pair from the list, or pass --skip-bad to leave such pairs out",
+    )
+
+
+def _unmapped_error(bad: list[decode.Bad], label_map: str | None) -> UserError:
+    values = sorted({v for b in bad for v in b.unmapped})
+    files = ", ".join(b.file for b in bad[:5]) + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
+    return UserError(
+        f"label values {values} are not covered by --label-map {label_map}, in {len(bad)} label file(s): {files}",
+        "add a 'SRC DST' line for each value to the map (DST may be the ignore label)",
     )
 
 
@@ -236,6 +197,8 @@ def write_lmdbs(
     bar = Progress(len(pairs), label, quiet=opts.quiet)
     bgr, sizes, skipped, nbytes, pixels = np.zeros(3), set(), [], 0, 0
     index: list[tuple[str, Pair]] = []
+    facts: list[RecordFacts] = []
+    unmapped: list[decode.Bad] = []  # label values --label-map does not cover: all reported together
     lossy: Counter[str] = Counter()
     lossy_first = ""
     committed = False
@@ -249,6 +212,9 @@ def write_lmdbs(
         for pair, rec in zip(pairs, decode_all(pairs, dopts, workers), strict=True):
             bar.update()
             if isinstance(rec, decode.Bad):
+                if rec.unmapped:
+                    unmapped.append(rec)
+                    continue
                 if not opts.skip_bad:
                     raise _bad_error(rec)
                 skipped.append(rec.to_dict())
@@ -266,6 +232,10 @@ def write_lmdbs(
             sizes.add((rec.height, rec.width))
             pixels += rec.height * rec.width
             index.append((key.decode(), pair))
+            empty = all_ignore(rec.bincount, opts.num_classes, opts.ignore_label)
+            facts.append(RecordFacts(key.decode(), empty, rec.source_hw, (rec.height, rec.width), rec.digest))
+        if unmapped:
+            raise _unmapped_error(unmapped, opts.label_map)
         for db in dbs:
             db.close()
         committed = True
@@ -282,6 +252,7 @@ def write_lmdbs(
         )
     return {
         "index": index,
+        "facts": facts,
         "counter": counter,
         "skipped": skipped,
         "sizes": sizes,
@@ -293,80 +264,19 @@ def write_lmdbs(
     }
 
 
-def _stats(res: dict[str, Any], opts: BuildOptions, source: dict[str, Any]) -> dict[str, Any]:
-    """stats.json content (the contract in DESIGN.md plus provenance)."""
-    n, sizes = len(res["index"]), sorted(res["sizes"])
-    warnings: list[str] = []
-    if len(sizes) > 1:
-        warnings.append(
-            f"records have {len(sizes)} different sizes (e.g. {sizes[0]} and {sizes[-1]} HxW); "
-            "Caffe needs one size per batch: pass --resize WxH or crop in the data layer"
-        )
-    stats: dict[str, Any] = {
-        "format_version": 1,
-        "num_records": n,
-        "num_classes": opts.num_classes,
-        "ignore_label": opts.ignore_label,
-        "class_names": opts.class_names,
-    }
-    stats.update(class_stats(res["counter"]))
-    warnings += [f"class {c} never appears in the labels: its weight is 0" for c in stats["absent_classes"]]
-    warnings += _setting_warnings(res, opts)
-    stats.update(
-        {
-            "mean_bgr": [round(float(v), 4) for v in res["mean_bgr"]],
-            "height": sizes[0][0] if len(sizes) == 1 else None,
-            "width": sizes[0][1] if len(sizes) == 1 else None,
-            "sizes": [list(s) for s in sizes] if len(sizes) > 1 else None,
-            "encoded": opts.encoded,
-            "resize": list(opts.resize) if opts.resize else None,
-            "shuffle_seed": opts.shuffle_seed,
-            "palette": str(opts.palette) if opts.palette else None,
-            "allow_lossy_labels": opts.allow_lossy_labels,
-            "source": source,
-            "options": dict(opts.extra),
-            "skipped": res["skipped"],
-            "warnings": warnings,
-            "files": {"images": "images", "labels": "labels", "infogain_H": INFOGAIN_FILE, "index": INDEX_FILE},
-            "build_seconds": round(res["seconds"], 3),
-            "records_per_second": round(n / res["seconds"], 1) if res["seconds"] > 0 else None,
-        }
-    )
-    return stats
-
-
-def _setting_warnings(res: dict[str, Any], opts: BuildOptions) -> list[str]:
-    """Settings the user asked for that cost them classes or correct labels."""
-    out = []
-    il, nc = opts.ignore_label, opts.num_classes
-    if 0 <= il < nc:
-        out.append(
-            f"--ignore-label {il} is also class id {il} (classes are 0..{nc - 1}): its pixels are left out "
-            f"of the counts, the weights and the loss, so class {il} is never learnt; if it is a real "
-            f"class, use an ignore label >= --num-classes (e.g. 255)"
-        )
-    formats, first = res["lossy_labels"]
-    if formats:
-        n = sum(formats.values())
-        out.append(
-            f"{n} label files are lossy ({', '.join(sorted(formats))}; e.g. {first}), accepted by "
-            "--allow-lossy-labels: compression may have changed class ids along edges and added "
-            "classes that are not in the annotation; the counts and weights include such pixels"
-        )
-    return out
-
-
-def _write_dir(out: Path, pairs: list[Pair], opts: BuildOptions, source: dict[str, Any], label: str) -> dict[str, Any]:
+def write_dir(out: Path, pairs: list[Pair], opts: BuildOptions, source: dict[str, Any], label: str) -> dict[str, Any]:
     """Everything of the output contract into `out` (a fresh temp folder)."""
     if opts.shuffle_seed is not None:
         perm = np.random.default_rng(opts.shuffle_seed).permutation(len(pairs))
         pairs = [pairs[i] for i in perm]
     res = write_lmdbs(pairs, out / "images", out / "labels", opts, label)
-    stats = _stats(res, opts, source)
+    stats = stats_json(res, opts, source)
     weights = np.array(stats["class_weights"]["median_frequency"])
     (out / INFOGAIN_FILE).write_bytes(blobproto_bytes(infogain_matrix(weights)))
     with open(out / INDEX_FILE, "w", encoding="utf-8", errors="surrogateescape") as f:  # paths as on disk
-        f.writelines(f"{key}\t{p.image}\t{p.label}\n" for key, p in res["index"])
+        # key, image, label, sha1 of the decoded pixels (data_prep.checks: duplicates across splits)
+        rows = zip(res["index"], res["facts"], strict=True)
+        f.writelines(f"{key}\t{p.image}\t{p.label}\t{fact.digest}\n" for (key, p), fact in rows)
     (out / STATS_FILE).write_text(json.dumps(stats, indent=1) + "\n")
     return stats
 
@@ -389,6 +299,7 @@ def build_dataset(
     root: Path | None = None,
     images: Path | None = None,
     labels: Path | None = None,
+    suffixes: tuple[str, str] | None = None,
     overwrite: bool = False,
     **options: Any,
 ) -> dict[str, Any]:
@@ -398,11 +309,11 @@ def build_dataset(
     allow_lossy_labels."""
     opts = BuildOptions(num_classes, ignore_label, **options)
     opts.validate()
-    pairs = resolve_pairs(list_file, root, images, labels)
+    pairs = resolve_pairs(list_file, root, images, labels, suffixes)
     opts.resolve_class_names(source_folder(list_file, root, images))
-    opts.decode_options()  # a bad palette fails before anything is written
+    opts.decode_options()  # a bad palette or label map fails before anything is written
     with atomic_dir(Path(out_dir), overwrite) as tmp:
-        return _write_dir(tmp, pairs, opts, _source(list_file, root, images, labels), "build")
+        return write_dir(tmp, pairs, opts, _source(list_file, root, images, labels), "build")
 
 
 def split_pairs(pairs: list[Pair], val_fraction: float, seed: int) -> tuple[list[Pair], list[Pair]]:
@@ -428,6 +339,7 @@ def build_split(
     val_list: Path | None = None,
     val_fraction: float | None = None,
     split_seed: int = 0,
+    suffixes: tuple[str, str] | None = None,
     overwrite: bool = False,
     **options: Any,
 ) -> dict[str, dict[str, Any]]:
@@ -437,7 +349,7 @@ def build_split(
     seeded random `val_fraction` of it."""
     opts = BuildOptions(num_classes, ignore_label, **options)
     opts.validate()
-    train = resolve_pairs(list_file, root, images, labels)
+    train = resolve_pairs(list_file, root, images, labels, suffixes)
     source = _source(list_file, root, images, labels)
     opts.resolve_class_names(source_folder(list_file, root, images))
     if val_list is not None:
@@ -462,5 +374,5 @@ def build_split(
         for name, pairs in (("train", train), ("val", val)):
             (tmp / name).mkdir()
             src = dict(source, split=name, **split)
-            out[name] = _write_dir(tmp / name, pairs, opts, src, name)
+            out[name] = write_dir(tmp / name, pairs, opts, src, name)
     return out

@@ -11,6 +11,8 @@ from typing import Any
 
 from common.errors import EXIT_BAD_INPUT, EXIT_OK, UserError
 from data_prep import sizes
+from data_prep.labelmap import PRESETS, load_label_map
+from data_prep.layouts import LAYOUTS
 
 BUILD_HELP = """Build Caffe LMDBs from raw images and per-pixel labels.
 
@@ -64,6 +66,29 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     src.add_argument("--images", type=Path, help="folder of images (with --labels)")
     src.add_argument("--labels", type=Path, help="folder of label images, matched to --images by stem")
     src.add_argument("--palette", type=Path, help="for RGB colour-coded labels: 'name id R G B' per line")
+    src.add_argument(
+        "--image-suffix",
+        help="with --images/--labels: walk the folders recursively, images are the files ending in this "
+        "(e.g. _leftImg8bit.png); each label is at the same relative path ending in --label-suffix",
+    )
+    src.add_argument("--label-suffix", help="how label names end, replacing --image-suffix (e.g. _gtFine_labelIds.png)")
+    lay = b.add_argument_group("a public dataset in its own layout (with --root)")
+    lay.add_argument(
+        "--layout",
+        choices=LAYOUTS,
+        help="cityscapes (leftImg8bit/ + gtFine/ labelIds), ade20k (images/ + annotations/), "
+        "voc (ImageSets/Segmentation lists, JPEGImages/, SegmentationClass/); fills in pairing, label map, "
+        "classes, ignore label and class names",
+    )
+    lay.add_argument("--split", default="train", help="the layout's split to build (default train)")
+    lay.add_argument("--val-split", help="also build this split as DIR/val (the first goes to DIR/train)")
+    ids = b.add_argument_group("label ids")
+    ids.add_argument(
+        "--label-map",
+        help=f"stored label value -> class id before anything is counted: a preset ({', '.join(PRESETS)}) or a "
+        "file of 'SRC DST' lines (or a JSON object); a value it does not cover is an error",
+    )
+    ids.add_argument("--class-names", type=Path, help="a file of class names, one per line, in class-id order")
     b.add_argument("--out", type=Path, required=True, help="output folder (must not exist unless --overwrite)")
     b.add_argument(
         "--num-classes", type=int, help="classes (CamVid 11, VOC 21); default: dataset.json next to the list"
@@ -132,6 +157,9 @@ def _dataset_defaults(args: argparse.Namespace) -> tuple[int, int]:
     needed = args.num_classes is None or args.ignore_label is None
     if needed and near is not None and (Path(near) / "dataset.json").is_file():
         meta = _read_dataset_json(Path(near) / "dataset.json")
+    if args.label_map in PRESETS:  # a preset knows its dataset's classes
+        preset = load_label_map(args.label_map)
+        meta = {"num_classes": preset.num_classes, "ignore_label": preset.ignore_label, **meta}
     nc = args.num_classes if args.num_classes is not None else meta.get("num_classes")
     il = args.ignore_label if args.ignore_label is not None else meta.get("ignore_label")
     if nc is None or il is None:
@@ -142,18 +170,9 @@ def _dataset_defaults(args: argparse.Namespace) -> tuple[int, int]:
     return int(nc), int(il)
 
 
-def build_handler(args: argparse.Namespace) -> int:
-    """Run `data build`; print the result, warnings and throughput."""
-    from data_prep.build import build_dataset, build_split
-
-    num_classes, ignore_label = _dataset_defaults(args)
-    common: dict[str, Any] = dict(
-        num_classes=num_classes,
-        ignore_label=ignore_label,
-        list_file=args.list,
-        root=args.root,
-        images=args.images,
-        labels=args.labels,
+def _options(args: argparse.Namespace) -> dict[str, Any]:
+    """BuildOptions fields from the arguments (the same for every way of naming the pairs)."""
+    return dict(
         overwrite=args.overwrite,
         palette=args.palette,
         resize=args.resize,
@@ -163,21 +182,88 @@ def build_handler(args: argparse.Namespace) -> int:
         skip_bad=args.skip_bad,
         quiet=args.quiet,
         allow_lossy_labels=args.allow_lossy_labels,
+        label_map=args.label_map,
+        class_names=_class_names(args),
+        extra={
+            k: (str(v) if isinstance(v, Path) else v)
+            for k, v in vars(args).items()
+            if k not in ("func", "command", "data_command")
+        },
     )
-    common["extra"] = {
-        k: (str(v) if isinstance(v, Path) else v)
-        for k, v in vars(args).items()
-        if k not in ("func", "command", "data_command")
-    }
-    if args.val_list is not None or args.val_fraction is not None:
-        results = build_split(
-            args.out, val_list=args.val_list, val_fraction=args.val_fraction, split_seed=args.split_seed, **common
+
+
+def _class_names(args: argparse.Namespace) -> list[str] | None:
+    """--class-names, else a label-map preset's names (cityscapes), else None (the build looks further)."""
+    from data_prep.labelmap import read_class_names
+
+    if args.class_names is not None:
+        return list(read_class_names(args.class_names))
+    names = load_label_map(args.label_map).class_names if args.label_map in PRESETS else None
+    return None if names is None else list(names)
+
+
+def _suffixes(args: argparse.Namespace) -> tuple[str, str] | None:
+    if args.image_suffix is None and args.label_suffix is None:
+        return None
+    if not (args.image_suffix and args.label_suffix and args.images and args.labels):
+        raise UserError(
+            "--image-suffix and --label-suffix go together, with --images and --labels",
+            "e.g. --images leftImg8bit/train --labels gtFine/train --image-suffix _leftImg8bit.png "
+            "--label-suffix _gtFine_labelIds.png",
         )
-        for name, stats in results.items():
-            _report(args.out / name, stats)
+    return args.image_suffix, args.label_suffix
+
+
+def build_handler(args: argparse.Namespace) -> int:
+    """Run `data build`; print the result, the data checks, warnings and throughput."""
+    from data_prep.build import build_dataset, build_split
+
+    options = _options(args)
+    if args.layout is not None:
+        from data_prep.build_layout import build_layout
+
+        if args.list or args.images or args.labels or args.root is None:
+            raise UserError(
+                "--layout takes --root (the dataset's folder), not --list/--images/--labels",
+                f"e.g. --layout {args.layout} --root /data/{args.layout} --split train --val-split val",
+            )
+        res = build_layout(
+            args.out,
+            layout=args.layout,
+            root=args.root,
+            split=args.split,
+            val_split=args.val_split,
+            num_classes=args.num_classes,
+            ignore_label=args.ignore_label,
+            **options,
+        )
+        results = res if args.val_split is not None else {"": res}
     else:
-        _report(args.out, build_dataset(args.out, **common))
+        num_classes, ignore_label = _dataset_defaults(args)
+        where = dict(list_file=args.list, root=args.root, images=args.images, labels=args.labels)
+        common = dict(num_classes=num_classes, ignore_label=ignore_label, suffixes=_suffixes(args), **where, **options)
+        if args.val_list is not None or args.val_fraction is not None:
+            results = build_split(
+                args.out, val_list=args.val_list, val_fraction=args.val_fraction, split_seed=args.split_seed, **common
+            )
+        else:
+            results = {"": build_dataset(args.out, **common)}
+    for name, stats in results.items():
+        _report(args.out / name if name else args.out, stats)
+    _report_checks(args.out, results)
     return EXIT_OK
+
+
+def _report_checks(out: Path, results: dict[str, dict[str, Any]]) -> None:
+    """The data checks (data_prep.checks) on the console, as `orchestrate check` shows them."""
+    from data_prep.checks import data_findings
+
+    if "train" in results and "val" in results:
+        found = data_findings(results["train"], results["val"], train_dir=out / "train", val_dir=out / "val")
+    else:
+        found = data_findings(next(iter(results.values())))
+    for f in found:
+        print(f"{f.severity}: {f.code}: {f.message}\n  fix: {f.fix}", file=sys.stderr)
 
 
 def _report(out: Path, stats: dict[str, Any]) -> None:

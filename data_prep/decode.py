@@ -6,13 +6,14 @@ to stop or skip) and sends back only bytes and small arrays.
 
 from __future__ import annotations
 
+import hashlib
 import io
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from data_prep import image_codecs
+from data_prep import image_codecs, labelmap
 from data_prep.datum import encoded_datum, raw_datum_hwc
 from data_prep.sources import Pair
 
@@ -27,6 +28,7 @@ class DecodeOptions:
     encoded: bool = False
     palette: tuple[np.ndarray, np.ndarray] | None = None  # from sources.palette_lut
     allow_lossy_labels: bool = False
+    label_lut: np.ndarray | None = None  # from labelmap.LabelMap.lut(): stored value -> class id, -1 unmapped
 
 
 @dataclass(frozen=True)
@@ -40,6 +42,8 @@ class Record:
     height: int
     width: int
     lossy_label: str | None = None  # the label file's lossy format, when --allow-lossy-labels let it in
+    source_hw: tuple[int, int] = (0, 0)  # the image's size before --resize
+    digest: str = ""  # sha1 of the decoded pixels: the same picture under two names or formats
 
 
 @dataclass(frozen=True)
@@ -50,6 +54,7 @@ class Bad:
     file: str
     reason: str
     fix: str = ""
+    unmapped: tuple[int, ...] = ()  # label values --label-map does not cover (collected over all pairs)
 
     def to_dict(self) -> dict[str, str]:
         return {"where": self.where, "file": self.file, "reason": self.reason}
@@ -248,9 +253,20 @@ def decode_pair(pair: Pair, opts: DecodeOptions) -> Record | Bad:
     """Read, check, resize and serialize one pair. Never raises for bad data: returns Bad."""
     try:
         img = read_image(pair.image)
+        source_hw = (img.shape[0], img.shape[1])
+        digest = hashlib.sha1(img.tobytes()).hexdigest()
         label = counts = lossy = None
         if pair.label is not None:
             label, lossy = read_label(pair.label, opts.palette, opts.allow_lossy_labels)
+            if opts.label_lut is not None:
+                label, unmapped = labelmap.apply(label, opts.label_lut)
+                if unmapped:
+                    return Bad(
+                        pair.where,
+                        str(pair.label),
+                        f"label values {unmapped} are not in the label map",
+                        unmapped=tuple(unmapped),
+                    )
             if label.shape != img.shape[:2]:
                 raise _Problem(
                     pair.label,
@@ -277,6 +293,8 @@ def decode_pair(pair: Pair, opts: DecodeOptions) -> Record | Bad:
         img.shape[0],
         img.shape[1],
         lossy,
+        source_hw,
+        digest,
     )
 
 

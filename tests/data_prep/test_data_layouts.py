@@ -235,3 +235,26 @@ def test_check_experiment_shows_the_data_checks(tmp_path: Path, synth_dir: Path)
     out.write_text(buf.getvalue())
     codes = {f["code"]: f["severity"] for f in json.loads(buf.getvalue())}
     assert codes.get("data-smaller-than-crop") == "error" and rc == 1
+
+
+def test_a_runs_report_lists_the_data_checks(tmp_path: Path, synth_dir: Path) -> None:
+    """A train image copied into val: the run trains (a warning) and report.md names the duplicate."""
+    from orchestrator.cli import main
+
+    val_list = tmp_path / "val.txt"
+    first_train = (synth_dir / "train.txt").read_text().splitlines()[0]
+    val_list.write_text((synth_dir / "val.txt").read_text() + first_train + "\n")
+    build_dataset(tmp_path / "train", num_classes=5, ignore_label=255, list_file=synth_dir / "train.txt", quiet=True)
+    build_dataset(tmp_path / "val", num_classes=5, ignore_label=255, list_file=val_list, root=synth_dir, quiet=True)
+    exp = {
+        "name": "dup",
+        "data": {"train": str(tmp_path / "train"), "val": str(tmp_path / "val"), "batch_size": 2},
+        "net": {"arch": "compact", "width": 8, "depth": 2},
+        "solver": {"max_iter": 2},
+        "validation": {"interval": 2},
+        "progress": {"quiet": True},
+    }
+    (tmp_path / "exp.yaml").write_text(json.dumps(exp))
+    assert main(["run", str(tmp_path / "exp.yaml"), "--run-dir", str(tmp_path / "run")]) == 0
+    report = (tmp_path / "run" / "report.md").read_text()
+    assert "data-duplicate" in report and "00000010_" in report
