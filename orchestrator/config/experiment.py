@@ -57,6 +57,8 @@ class BuildCfg:
     allow_lossy_labels: bool = False  # JPEG labels: compression invents classes at edges
     # one name per class, in label order: shown by reports, pictures and predict instead of "class k"
     class_names: list[str] | None = None
+    # stored label value -> class id (`data build --label-map`): a preset (cityscapes, ade20k) or a file
+    label_map: str | None = None
 
     @rule("class_names", "num_classes")
     def _one_name_per_class(self) -> str | None:

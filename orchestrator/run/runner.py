@@ -46,6 +46,8 @@ def ensure_data(exp: cfgmod.Experiment) -> None:
             encoded=b.encoded,
             quiet=True,
             allow_lossy_labels=b.allow_lossy_labels,
+            class_names=b.class_names,
+            label_map=b.label_map,
             resize=b.size or None,
         )
 
@@ -115,7 +117,7 @@ def make_nets(exp: cfgmod.Experiment, run: RunDir) -> tuple[RunMeta, list[Findin
     )
     g.write(run.root)
     meta = RunMeta.from_dict(g.meta)
-    meta.class_names = stats.get("class_names") or exp.data.class_names
+    meta.class_names = exp.data.class_names or stats.get("class_names")
     val_n = int(read_stats(exp.data.val)["num_records"]) if exp.data.val else 0
     meta.val_images = min(val_n, exp.validation.max_images or val_n)
     return meta, []
@@ -157,7 +159,7 @@ def preflight(exp: cfgmod.Experiment, run: RunDir, meta: RunMeta) -> list[Findin
 
     # a user net's data may come from elsewhere: the data stage's stats only where they exist
     stats = read_stats(exp.data.train, key="data.train", required=not exp.net.prototxt) or None
-    return diagnose(
+    return data_checks(exp, stats) + diagnose(
         str(run.train_net),
         val_prototxt=str(run.val_net) if run.val_net.exists() else None,
         solver=str(run.solver),
@@ -166,6 +168,24 @@ def preflight(exp: cfgmod.Experiment, run: RunDir, meta: RunMeta) -> list[Findin
         meta=meta.to_dict(),
         dynamic=True,
         surgery=exp.surgery.bilinear,
+    )
+
+
+def data_checks(exp: cfgmod.Experiment, train_stats: dict | None) -> list[Finding]:
+    """The data stage's checks (all-ignore images, absent classes, weight span, crop, aspect, train/val
+    duplicates) on the experiment's data dirs, where they come from the data stage."""
+    from data_prep.checks import data_findings
+
+    if not train_stats:
+        return []
+    val = read_stats(exp.data.val, key="data.val", required=False) if exp.data.val else None
+    crop = exp.data.augment.crop if exp.data.layer == "paired" else None
+    return data_findings(
+        train_stats,
+        val or None,
+        crop=(crop[0], crop[1]) if crop else None,
+        train_dir=Path(exp.data.train),
+        val_dir=Path(exp.data.val) if val else None,
     )
 
 
