@@ -10,7 +10,6 @@ import random
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -21,8 +20,8 @@ from orchestrator.config import experiment as cfgmod
 from orchestrator.contract import MARKER
 from orchestrator.rundir import RunDir, read_jsonl
 from orchestrator.runs_table import run_row
-from tests.conftest import REPO
 from tests.orchestrator.conftest import experiment, orchestrate, write_exp
+from tests.orchestrator.test_resume import start as start_run
 from tests.orchestrator.test_resume import wait_for_iter
 
 pytestmark = pytest.mark.caffe
@@ -84,16 +83,6 @@ def test_fresh_says_what_it_removed_and_keeps_foreign_files(small_run, synth_lmd
 
 
 # ------------------------------------------------------------------ 5. killed processes
-def start_run(exp: Path, run: Path) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "orchestrator.cli", "run", str(exp), "--run-dir", str(run)],
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-
-
 def child_of(pid: int) -> int:
     children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
     assert children, "the worker child is not running"
