@@ -94,6 +94,7 @@ def build_context(
         meta=meta,
         surgery=surgery,
         class_weights=tuple(float(w) for w in (stats.get("class_weights") or {}).get("median_frequency") or ()),
+        class_names=tuple(str(n) for n in (stats.get("class_names") or meta.get("class_names") or ())),
     )
 
 

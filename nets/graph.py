@@ -69,6 +69,7 @@ class Context:
     meta: dict[str, Any] = field(default_factory=dict)
     surgery: bool = True  # the run's bilinear surgery fills upsampling layers
     class_weights: tuple[float, ...] = ()  # stats.json's median-frequency weights (class-imbalance)
+    class_names: tuple[str, ...] = ()  # stats.json's (or the meta's) names, for the findings' words
 
 
 def layer_phases(layer: Any) -> set[str]:

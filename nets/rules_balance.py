@@ -29,13 +29,17 @@ def check_class_balance(net: Any, ctx: Context) -> list[Finding]:
     if span is None or span[0] <= IMBALANCE_SPAN:
         return []
     ratio, rare, common = span
+
+    def name(c: int) -> str:
+        return f"class {c} ({ctx.class_names[c]})" if c < len(ctx.class_names) else f"class {c}"
+
     return [
         Finding(
             "warning",
             "class-imbalance",
             layer.name,
-            f"the data's classes are imbalanced (stats.json: median-frequency weight of class {rare} is "
-            f"{ratio:.0f}x that of class {common}) and '{layer.name}' weighs every pixel alike: the common "
+            f"the data's classes are imbalanced (stats.json: median-frequency weight of {name(rare)} is "
+            f"{ratio:.0f}x that of {name(common)}) and '{layer.name}' weighs every pixel alike: the common "
             "classes dominate the loss, and the rare ones are learnt last or not at all.",
             "weigh the classes: InfogainLoss with the data stage's H (infogain_loss_param { source: "
             '"DATA/infogain_H.binaryproto" }, median frequency, or its square root for a softer '
