@@ -185,7 +185,7 @@ def data_checks(exp: cfgmod.Experiment, train_stats: dict | None) -> list[Findin
         val or None,
         crop=(crop[0], crop[1]) if crop else None,
         train_dir=Path(exp.data.train),
-        val_dir=Path(exp.data.val) if val else None,
+        val_dir=Path(exp.data.val) if exp.data.val and val else None,
     )
 
 
