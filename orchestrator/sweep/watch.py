@@ -15,12 +15,16 @@ FINAL = ("completed", "early_stopped", "diverged", "failed")
 
 
 def trial_events(trial: str, run_dir: Path, seen: dict[str, Any], total: int, done: int) -> list[str]:
-    """New lines about one trial since `seen` (updated in place): started, validations, the end."""
+    """New lines about one trial since `seen` (updated in place): launched by Ray (its log file
+    appears), training (its first iteration), validations, the end."""
     run = RunDir(run_dir)
     out = []
+    if not seen.get("launched") and (run_dir.parent / f"{trial}.log").exists():
+        seen["launched"] = True
+        out.append(f"{trial}: launched (pre-flight checks, then training)")
     if not seen.get("started") and run.metrics.exists():
         seen["started"] = True
-        out.append(f"{trial}: started")
+        out.append(f"{trial}: training")
     vals = read_jsonl(run.val) if run.val.exists() else []
     for v in vals[seen.get("vals", 0) :]:
         out.append(f"{trial}: val @ {v['iter']}: mIoU {v['mean_iu']:.3f}")

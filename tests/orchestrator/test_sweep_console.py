@@ -24,9 +24,11 @@ def test_trial_events_from_a_run_dir(tmp_path):
     run.mkdir()
     seen: dict = {}
     assert trial_events("trial_000", run, seen, 3, 0) == []
+    (tmp_path / "trial_000.log").write_text("")
+    assert trial_events("trial_000", run, seen, 3, 0) == ["trial_000: launched (pre-flight checks, then training)"]
     (run / "metrics.jsonl").write_text('{"iter": 1, "loss": 1.0}\n')
     (run / "val.jsonl").write_text('{"iter": 25, "mean_iu": 0.5}\n')
-    assert trial_events("trial_000", run, seen, 3, 0) == ["trial_000: started", "trial_000: val @ 25: mIoU 0.500"]
+    assert trial_events("trial_000", run, seen, 3, 0) == ["trial_000: training", "trial_000: val @ 25: mIoU 0.500"]
     (run / "val.jsonl").write_text('{"iter": 25, "mean_iu": 0.5}\n{"iter": 50, "mean_iu": 0.625}\n')
     summary = {"status": "diverged", "stop_reason": "loss-explosion", "train_seconds": 12.3, "best": None}
     (run / "summary.json").write_text(json.dumps(summary))
@@ -74,7 +76,8 @@ def test_a_local_sweep_on_a_terminal_says_what_happens_and_nothing_of_rays(synth
     lines = text.splitlines()
     assert lines[0].startswith("sweep t: 1 trial(s); checking 1 distinct net(s) with the doctor")
     assert first is not None and first < 15  # words at once, not after Ray has started
-    order = ["starting Ray (local)", "trial_000: started", "trial_000: val @ 10: mIoU", "[1/1 trials done]", "best:"]
+    order = ["starting Ray (local)", "trial_000: launched", "trial_000: training", "trial_000: val @ 10: mIoU"]
+    order += ["[1/1 trials done]", "best:"]
     where = [next(i for i, x in enumerate(lines) if o in x) for o in order]
     assert where == sorted(where), text
     assert "Token authentication" not in text and "\x1b" not in text, text
