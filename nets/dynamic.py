@@ -18,6 +18,12 @@ from nets.probe import MARK, label_inputs
 ROOT = Path(__file__).resolve().parent.parent
 # a zero accuracy or loss is a number, not a dead layer
 SKIP_DEAD = {"Accuracy", "Silence"}
+SIZE_HINT = (
+    "labels and scores differ in size: crop the larger to the other. Scores larger than the label "
+    "(FCN's padding): Crop them with the data blob; scores smaller (valid convolutions, a U-Net): "
+    "Crop the label with the score blob (offset: half the difference) and give the loss "
+    "propagate_down: true propagate_down: false. Use one batch size for images and labels"
+)
 # Caffe's words -> what to change
 HINTS = (
     (
@@ -45,15 +51,12 @@ HINTS = (
         "the Data layer's LMDB cannot be opened: check data_param.source (relative paths "
         "are read from the current directory) or build the data first",
     ),
+    ("Number of labels must match", SIZE_HINT),
+    ("outer_num_ * inner_num_", SIZE_HINT),
     (
-        "Number of labels must match",
-        "labels and scores differ in size: crop the scores to the "
-        "input (Crop with the data blob) and use one batch size for images and labels",
-    ),
-    (
-        "outer_num_ * inner_num_",
-        "labels and scores differ in size: crop the scores to the "
-        "input (Crop with the data blob) and use one batch size for images and labels",
+        "cannot backpropagate to label inputs",
+        "the label reaches the loss through a layer that also reads a learned blob (a Crop of the "
+        "label to the scores): give the loss propagate_down: true propagate_down: false",
     ),
     ("batch normalization statistics", "BatchNorm blobs must have lr_mult 0 (or no param blocks)"),
     ("normalize is deprecated", "use loss_param { normalization: ... } instead of normalize"),

@@ -23,6 +23,8 @@ from nets.graph import CLASS_LOSSES, in_phase
 from nets.prototxt import load_net
 
 MARK = "segorch-probe:"
+# layers whose first bottom's values reach their tops unchanged (a label stays a label)
+VALUE_MOVERS = frozenset({"Crop", "Reshape", "Flatten", "Split"})
 
 
 def _stats(a: Any) -> dict[str, Any]:
@@ -46,9 +48,12 @@ def label_inputs(param: Any, phase: str) -> dict[str, dict[str, Any]]:
     """The blobs the net reads as labels, whatever their names: blob -> {"scores": the blobs
     whose channels are the classes, "ignore": the ignore label every reader shares (or None),
     "kind": "class" | "infogain" | "target"}. Found by what consumes them: the bottoms beyond
-    the first of the losses and accuracies."""
+    the first of the losses and accuracies, and what a layer that only moves values (a Crop of
+    the label to the scores, as valid-convolution U-Nets do; Reshape, Flatten, Split) reads to
+    make one."""
     out: dict[str, dict[str, Any]] = {}
-    for layer in in_phase(param, phase):
+    layers = list(in_phase(param, phase))
+    for layer in layers:
         classy = layer.type in CLASS_LOSSES or layer.type == "Accuracy"
         if not (classy or layer.type.endswith("Loss")) or len(layer.bottom) < 2:
             continue
@@ -61,6 +66,10 @@ def label_inputs(param: Any, phase: str) -> dict[str, dict[str, Any]]:
             entry["readers"].append(layer.name)
             if entry["ignore"] != ignore:
                 entry["ignore"] = None  # a reader without it would index with the ignore value
+    for layer in reversed(layers):
+        made = [out[t] for t in layer.top if t in out]
+        if layer.type in VALUE_MOVERS and made and layer.bottom and layer.bottom[0] not in out:
+            out[layer.bottom[0]] = made[0]
     return out
 
 

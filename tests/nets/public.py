@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -38,7 +39,9 @@ class PublicNet:
     `image_top` / `label_tops` are what they produced; `size` is an input side (HxW) its
     geometry fits; `backbone` are the layers an ImageNet caffemodel would give;
     `zero_classifiers` the layers it zero-fills on purpose; `fork_tokens` the fork layer
-    types and fields the doctor must name (kind "fork")."""
+    types and fields the doctor must name (kind "fork"); `label_crop`: the published net feeds
+    the full-size label to a loss over smaller scores (valid convolutions), so the tests crop
+    the label inside the net to the score at this offset (`add_label_crop`)."""
 
     file: str
     repo: str
@@ -56,6 +59,7 @@ class PublicNet:
     loss: bool = True  # False: a deploy net (no label, no loss): a test adds them
     fork: str | None = None  # the key of nets.forks.FORKS the doctor names
     fork_tokens: tuple[str, ...] = ()
+    label_crop: int | None = None  # offset of the in-net Crop of each label top to `score` that the tests add
     notes: str = ""
 
 
@@ -310,6 +314,22 @@ REGISTRY: dict[str, PublicNet] = {
         ),
         notes="SegNet-Basic (4 encoders, LRN, 64 channels) on CamVid 360x480",
     ),
+    "unet-valid": PublicNet(
+        "unet-valid.train.prototxt",
+        "camelliacamellia/CAMELLIA9527",
+        "bvlc",
+        2,
+        size=204,
+        score="conv10",
+        label_crop=92,
+        notes="U-Net (5 levels, 64..1024 channels) with valid 3x3 convolutions in plain BVLC layers: Crop "
+        "centre-crops each skip feature to its 2x2 up-convolution (offsets 4, 16, 40, 88), xavier fillers, "
+        "2 classes, SoftmaxWithLoss and Accuracy with ignore_label 255; one LMDB Data layer per phase (tops "
+        "data, label). Geometry: input S = 188 + 16k gives (S - 184) scores a side (204 -> 20, 572 -> 388). "
+        "The published net feeds the full-size label to its loss, which Caffe refuses; the U-Net way (and "
+        "this corpus's only in-net label crop, none found in public BVLC nets) is a Crop of the label to "
+        "the score, offset (S - (S - 184)) / 2 = 92 for every S: added by the tests (add_label_crop)",
+    ),
 }
 BVLC_NETS = [name for name, net in REGISTRY.items() if net.kind == "bvlc"]
 FORK_NETS = [name for name, net in REGISTRY.items() if net.kind == "fork"]
@@ -324,7 +344,8 @@ NETS = {
 def with_input_layer(name: str, out_dir: Path, size: int | None = None) -> Path:
     """The public BVLC net with its data layers (every phase) replaced by one Input layer:
     the image top 1x3xSxS, every label top 1x1xSxS (S = `size`, default the registry's); a
-    deploy net's net-level input is resized. Returns the written prototxt."""
+    deploy net's net-level input is resized; a net with `label_crop` gets its label cropped to
+    the score inside the net (`add_label_crop`). Returns the written prototxt."""
     from caffe.proto import caffe_pb2
     from google.protobuf import text_format
 
@@ -343,9 +364,41 @@ def with_input_layer(name: str, out_dir: Path, size: int | None = None) -> Path:
         kept = [x for x in net.layer if x.name not in entry.data_layers]
         del net.layer[:]
         net.layer.extend(kept[:first] + [swapped] + kept[first:])
+    add_label_crop(net, name)
     out = out_dir / f"{name}.prototxt"
     out.write_text(text_format.MessageToString(net))
     return out
+
+
+def add_label_crop(net: Any, name: str) -> None:
+    """For a net with `label_crop`: each label top cropped inside the net to the score (a Crop
+    right after the layer that makes the score, top "<label>_crop"), every other reader of the
+    label reading the crop, and each loss told not to backpropagate into it (propagate_down:
+    the Crop also reads the score, so Caffe would), as a valid-convolution U-Net's training net
+    does. In place, on a parsed NetParameter; nothing for other nets."""
+    from caffe.proto import caffe_pb2
+
+    entry = REGISTRY[name]
+    if entry.label_crop is None:
+        return
+    assert entry.score, f"{name}: label_crop needs the score top"
+    made = max(i for i, x in enumerate(net.layer) if entry.score in x.top)
+    crops = []
+    for label in entry.label_tops:
+        crop = caffe_pb2.LayerParameter(name=f"{label}_crop", type="Crop", bottom=[label, entry.score])
+        crop.top.append(f"{label}_crop")
+        crop.crop_param.axis = 2
+        crop.crop_param.offset.append(entry.label_crop)
+        crops.append(crop)
+        for layer in net.layer:
+            layer.bottom[:] = [f"{label}_crop" if b == label else b for b in layer.bottom]
+    cropped = {x.top[0] for x in crops}
+    for layer in net.layer:
+        if layer.type.endswith("Loss") and cropped & set(layer.bottom):
+            layer.propagate_down[:] = [b not in cropped for b in layer.bottom]
+    layers = list(net.layer)
+    del net.layer[:]
+    net.layer.extend(layers[: made + 1] + crops + layers[made + 1 :])
 
 
 def solver(name: str) -> Path:
