@@ -177,7 +177,7 @@ class RunDir:
         self.root.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.root / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            _flock_soon(fd)
         except BlockingIOError:
             holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
             os.close(fd)
@@ -381,6 +381,19 @@ class RunDir:
         for it, p in snaps:
             if it not in recent and it not in keep:
                 shutil.rmtree(p, ignore_errors=True)
+
+
+def _flock_soon(fd: int, tries: int = 5) -> None:
+    """flock(LOCK_EX) without blocking, a few tries over ~0.2 s: `orchestrate runs` holds a shared
+    lock for an instant to tell a live run from a stale one. BlockingIOError when it stays held."""
+    for i in range(tries):
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if i == tries - 1:
+                raise
+            time.sleep(0.05)
 
 
 def _snapshot_entry(name: str) -> bool:

@@ -10,6 +10,7 @@ import random
 import shutil
 import signal
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -139,6 +140,15 @@ def test_kill_9_of_the_parent_is_told_from_a_live_run(synth_lmdb, tmp_path):
     assert "said running, but no process owned" in r.stderr and f"iteration {trained}" in r.stderr
     s = json.loads((run / "summary.json").read_text())
     assert s["status"] == "completed" and any(f["code"] == "stale-running" for f in s["findings"])
+
+
+def test_the_runs_table_probe_never_refuses_the_owner(tmp_path):
+    """`orchestrate runs` holds a shared lock for an instant: a run starting then still gets it."""
+    (tmp_path / ".lock").touch()
+    probe = os.open(tmp_path / ".lock", os.O_RDONLY)
+    fcntl.flock(probe, fcntl.LOCK_SH)
+    threading.Timer(0.08, os.close, [probe]).start()
+    os.close(RunDir(tmp_path).acquire_lock())
 
 
 # ------------------------------------------------------------------ 6. limits Caffe cannot take
