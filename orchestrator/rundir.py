@@ -175,7 +175,13 @@ class RunDir:
         naming the holder's pid when another process has it. The lock lives as long as the
         returned descriptor (and its copies in a child); it is never unlocked explicitly."""
         self.root.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.root / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fd = os.open(self.root / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as e:  # a folder or an unwritable file where the lock belongs
+            raise UserError(
+                f"{self.root / LOCK}: cannot open the run's lock file ({e.strerror})",
+                f"remove {self.root / LOCK} (a run makes it anew) or choose another --run-dir",
+            ) from None
         try:
             _flock_soon(fd)
         except BlockingIOError:

@@ -151,6 +151,14 @@ def test_the_runs_table_probe_never_refuses_the_owner(tmp_path):
     os.close(RunDir(tmp_path).acquire_lock())
 
 
+def test_a_lock_that_is_a_folder_is_named(small_run, tmp_path):
+    run = a_copy(small_run, tmp_path)
+    (run / ".lock").mkdir()
+    r = orchestrate("resume", str(run), "--set", "solver.max_iter=12")
+    no_traceback(r)
+    assert r.returncode == 2 and ".lock" in r.stderr
+
+
 # ------------------------------------------------------------------ 6. limits Caffe cannot take
 def test_max_iter_at_int32_max_makes_a_solver_caffe_can_read(small_run, tmp_path):
     from caffe.proto import caffe_pb2
