@@ -433,21 +433,23 @@ def backbone_weights(net_path: Path, layers: tuple[str, ...], out: Path, seed: i
 
 def full_weights(net_path: Path, out: Path, zero: tuple[str, ...] = (), seed: int = 0) -> Path:
     """A caffemodel for every layer with weights, as a net surgery saves one: random (He)
-    convolutions, bilinear upsampling Deconvolutions, and all-zero weights and biases for
-    `zero` (DIGITS' FCN surgery saves score_fr so)."""
+    convolutions and learned up-convolutions (a U-Net's), bilinear upsampling Deconvolutions
+    (the surgery's targets), and all-zero weights and biases for `zero` (DIGITS' FCN surgery
+    saves score_fr so)."""
     import caffe
 
-    from nets.bilinear import bilinear_weights, group_of
+    from nets.bilinear import bilinear_weights, group_of, surgery_targets
     from nets.prototxt import load_net
 
     param = load_net(net_path)
+    interpolating = set(surgery_targets(param))
     net = caffe.Net(str(net_path), caffe.TEST)
     rng = np.random.default_rng(seed)
     for name, blobs in net.params.items():
         weights = blobs[0].data
         if name in zero:
             weights[...] = 0
-        elif net.layer_dict[name].type == "Deconvolution":
+        elif name in interpolating:
             weights[...] = bilinear_weights(weights.shape, group_of(param, name), name)
         else:
             weights[...] = rng.standard_normal(weights.shape, dtype=np.float32) * np.sqrt(2.0 / weights[0].size)
