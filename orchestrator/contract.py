@@ -124,6 +124,7 @@ def class_labels(names: list[str] | None, num_classes: int) -> list[str]:
 
 
 PREDICT_WORKER_MODULE = "orchestrator.predict.worker"  # predict's child: `python -m ... JOB_FILE`
+TTA_MAX_SCALE = 4.0  # test-time augmentation scales (validation.tta, predict --tta): 4x is 16 passes' time
 
 
 @dataclass(frozen=True)
@@ -148,6 +149,7 @@ class PredictJob:
     palette: str | None = None  # the data stage's palette file (colour-coded labels)
     mean_bgr: tuple[float, ...] | None = None  # the data stage's mean
     input_size: tuple[int, int] | None = None  # (H, W) of the data stage's images: a derived deploy net's input
+    tta: str | None = None  # test-time augmentation in --tta syntax (orchestrator.predict.tta.parse); None: off
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=1)

@@ -22,6 +22,7 @@ def _predict(args: argparse.Namespace) -> int:
         evaluate=args.eval,
         batch=args.batch,
         quiet=args.quiet,
+        tta=args.tta,
     )
 
 
@@ -53,6 +54,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--eval", action="store_true", help="score against the labels: eval.json, confusion.png")
     p.add_argument("--batch", type=int, default=1, help="images per forward pass (same-size images)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--tta",
+        metavar="SPEC",
+        help="test-time augmentation: average the softmax over a horizontal flip and/or scales, "
+        "e.g. flip or flip,scales=0.75,1,1.25 (one forward pass per view)",
+    )
     p.set_defaults(func=_predict)
     p = sub.add_parser("runs", help="a table of the runs under a folder (status, best mIoU, time)")
     p.add_argument("folder", nargs="?", default="runs", help="a folder of run directories (default runs)")

@@ -16,7 +16,7 @@ from data_prep.sizes import parse_size  # the data stage's own --resize parser
 from orchestrator.config import schema, yamlio
 from orchestrator.config.checks import Thresholds
 from orchestrator.config.schema import Check, Count, Float32, Limits, NonNegFloat, NonNegInt, PosFloat, rule
-from orchestrator.contract import MetricName
+from orchestrator.contract import TTA_MAX_SCALE, MetricName
 
 # Limits shared by several fields here (schema has the common ones); the others are declared inline.
 Fraction = Annotated[float, Limits(ge=0, lt=1)]  # moving-average decays
@@ -257,11 +257,27 @@ ChecksCfg = Thresholds
 
 
 @dataclass
+class TtaCfg:
+    """Test-time augmentation of validation (orchestrator.predict.tta): the softmax
+    probabilities of each scale (and of its horizontal flip) averaged; off by default."""
+
+    flip: bool = False
+    scales: list[Annotated[float, Limits(gt=0, le=TTA_MAX_SCALE)]] = field(default_factory=lambda: [1.0])
+
+    @rule("scales")
+    def _scales(self) -> str | None:
+        if not self.scales:
+            return "must list at least one scale (1: the image as it is)"
+        return f"repeats a scale: {self.scales}" if len(set(self.scales)) != len(self.scales) else None
+
+
+@dataclass
 class ValidationCfg:
     enabled: bool = True
     interval: Count = 100
     max_images: Count | None = None
     pictures: NonNegInt = 4  # val images drawn at each new best (RUN_DIR/best/); 0: none
+    tta: TtaCfg = field(default_factory=TtaCfg)
 
 
 @dataclass

@@ -15,6 +15,7 @@ import numpy as np
 from common.errors import UserError
 from orchestrator.contract import RUN_FILES
 from orchestrator.predict import deploy as dep
+from orchestrator.predict.tta import TTA, probabilities
 
 # a pixel the net gives no class (outside the scores of a net that crops its label inside)
 NO_CLASS = 255
@@ -45,15 +46,36 @@ def net_files(run: Path, folder: Path, size: tuple[int, int]) -> tuple[Path, Any
     return derived, val
 
 
-def forward(net: Any, info: dep.DeployInfo, batch: np.ndarray) -> np.ndarray:
-    """Class ids (N x H x W) of a preprocessed batch (N x 3 x H x W) at its own size."""
+def _scores(net: Any, info: dep.DeployInfo, batch: np.ndarray) -> np.ndarray:
+    """The net's score blob (N x C x h x w, Caffe's memory) for a preprocessed batch."""
     blob = net.blobs[info.input_blob]
     if blob.data.shape != batch.shape:
         blob.reshape(*batch.shape)
         net.reshape()
     blob.data[...] = batch
     net.forward()
-    scores = net.blobs[info.score_blob].data
+    return net.blobs[info.score_blob].data
+
+
+def _not_full(info: dep.DeployInfo, scores: np.ndarray, batch: np.ndarray) -> UserError:
+    return UserError(
+        f"the net's scores '{info.score_blob}' are {scores.shape[2]}x{scores.shape[3]} for an "
+        f"input of {batch.shape[2]}x{batch.shape[3]}: not full resolution",
+        "crop the upsampled scores to the input (Crop with the data blob), as FCN does",
+    )
+
+
+def full_scores(net: Any, info: dep.DeployInfo, batch: np.ndarray) -> np.ndarray:
+    """Class scores (N x C x H x W, a copy) of a preprocessed batch at its own full size."""
+    scores = _scores(net, info, batch)
+    if scores.shape[2:] != batch.shape[2:]:
+        raise _not_full(info, scores, batch)
+    return scores.copy()
+
+
+def forward(net: Any, info: dep.DeployInfo, batch: np.ndarray) -> np.ndarray:
+    """Class ids (N x H x W) of a preprocessed batch (N x 3 x H x W) at its own size."""
+    scores = _scores(net, info, batch)
     (sh, sw), (h, w) = scores.shape[2:], batch.shape[2:]
     if (sh, sw) != (h, w) and info.label_offset is not None and sh <= h and sw <= w:
         # the net scores the centre its label crop keeps (valid convolutions): no class outside it
@@ -62,25 +84,26 @@ def forward(net: Any, info: dep.DeployInfo, batch: np.ndarray) -> np.ndarray:
         out[:, oy : oy + sh, ox : ox + sw] = scores.argmax(axis=1)
         return out
     if scores.shape[2:] != batch.shape[2:]:
-        raise UserError(
-            f"the net's scores '{info.score_blob}' are {scores.shape[2]}x{scores.shape[3]} for an "
-            f"input of {batch.shape[2]}x{batch.shape[3]}: not full resolution",
-            "crop the upsampled scores to the input (Crop with the data blob), as FCN does",
-        )
+        raise _not_full(info, scores, batch)
     return scores.argmax(axis=1)
 
 
-def tiled(net: Any, info: dep.DeployInfo, x: np.ndarray) -> np.ndarray:
-    """A fixed-size net over an image: tiles of its input size (edges padded by reflection), stitched."""
+def tiled(net: Any, info: dep.DeployInfo, x: np.ndarray, fn: Any = forward) -> np.ndarray:
+    """A fixed-size net over an image: tiles of its input size (edges padded by reflection),
+    stitched; `fn` (forward: class ids, full_scores: scores) runs each tile."""
     _, _, th, tw = info.input_shape
     _, c, h, w = x.shape
     ph, pw = -h % th, -w % tw
     padded = np.pad(x, ((0, 0), (0, 0), (0, ph), (0, pw)), mode="reflect" if min(h, w) > 1 else "edge")
-    out = np.zeros((1, h + ph, w + pw), np.int64)
+    out: np.ndarray | None = None
     for y in range(0, h + ph, th):
         for x0 in range(0, w + pw, tw):
-            out[:, y : y + th, x0 : x0 + tw] = forward(net, info, padded[:, :, y : y + th, x0 : x0 + tw])
-    return out[:, :h, :w]
+            tile = fn(net, info, padded[:, :, y : y + th, x0 : x0 + tw])
+            if out is None:
+                out = np.zeros((*tile.shape[:-2], h + ph, w + pw), tile.dtype)
+            out[..., y : y + th, x0 : x0 + tw] = tile
+    assert out is not None, "an image has at least one tile"
+    return out[..., :h, :w]
 
 
 class DeployNet:
@@ -125,12 +148,35 @@ class DeployNet:
         x *= self.pre.scale
         return x.transpose(2, 0, 1)[None]
 
-    def classes(self, batch: list[np.ndarray]) -> list[np.ndarray]:
-        """Class ids of H x W x 3 BGR images, each at its own original size."""
+    def tta_refusal(self) -> UserError | None:
+        """Why test-time augmentation cannot run on this net (None: it can)."""
+        if self.info.label_offset is None:
+            return None
+        return UserError(
+            "test-time augmentation needs class scores for every input pixel; this net scores only "
+            f"the centre its label crop keeps (offset {self.info.label_offset})",
+            "turn test-time augmentation off for this net (no --tta; validation.tta flip: false, scales: [1])",
+        )
+
+    def scores(self, x: np.ndarray) -> np.ndarray:
+        """Class scores (N x C x H x W) of a preprocessed batch at its size, tiled for a
+        fixed-size net: what test-time augmentation averages (orchestrator.predict.tta)."""
+        refusal = self.tta_refusal()
+        if refusal is not None:
+            raise refusal
+        if self.info.fully_convolutional:
+            return full_scores(self.net, self.info, x)
+        return np.concatenate([tiled(self.net, self.info, x[i : i + 1], full_scores) for i in range(len(x))])
+
+    def classes(self, batch: list[np.ndarray], tta: TTA | None = None) -> list[np.ndarray]:
+        """Class ids of H x W x 3 BGR images, each at its own original size; with an active
+        `tta`, the argmax of its averaged probabilities."""
         from data_prep.decode import resize
 
         xs = [self.input_of(im) for im in batch]
-        if self.info.fully_convolutional and len({x.shape for x in xs}) == 1:
+        if tta is not None and tta.active:
+            preds = [probabilities(self.scores, x, tta)[0].argmax(axis=0) for x in xs]
+        elif self.info.fully_convolutional and len({x.shape for x in xs}) == 1:
             preds = list(forward(self.net, self.info, np.concatenate(xs)))
         elif self.info.fully_convolutional:
             preds = [forward(self.net, self.info, x)[0] for x in xs]

@@ -28,6 +28,7 @@ from orchestrator.contract import (
     RunMeta,
     snapshot_relpath,
 )
+from orchestrator.predict.tta import parse as parse_tta
 from orchestrator.run.supervisor import abort_finding
 from orchestrator.rundir import RunDir, require_run_dir
 from orchestrator.snapcheck import set_aside, verify_snapshot
@@ -172,6 +173,7 @@ def predict(
     evaluate: bool = False,
     batch: int = 1,
     quiet: bool = False,
+    tta: str | None = None,
 ) -> int:
     """Check the inputs, run the child, publish the folder; returns the exit code."""
     import yaml
@@ -181,6 +183,7 @@ def predict(
         raise UserError(f"--batch {batch}: must be >= 1", "for example --batch 4")
     if device != "cpu" and not (device.startswith("gpu:") and device[4:].isdigit()):
         raise UserError(f"--device {device!r}: expected cpu or gpu:N", "for example --device gpu:0")
+    aug = parse_tta(tta) if tta else None  # a bad --tta is refused before anything is written
     iteration, snap = choose_snapshot(run, snapshot)
     pairs = collect_inputs(images, labels, list_file, root, evaluate)
     exp = yaml.safe_load(run.config.read_text())
@@ -205,6 +208,7 @@ def predict(
         palette=stats.get("palette"),
         mean_bgr=_tuple(stats.get("mean_bgr")),
         input_size=(stats["height"], stats["width"]) if stats.get("height") else None,
+        tta=aug.label() if aug and aug.active else None,
     )
     (tmp / JOB_FILE).write_text(job.to_json())
     print(f"predicting {len(pairs)} image(s) with {run.root.name}/snapshots/{snap.name}", flush=True)

@@ -25,6 +25,7 @@ from orchestrator import metrics
 from orchestrator.contract import CONFUSION, EVAL_FILE, EXIT_BAD_INPUT, EXIT_OK, PredictJob, class_labels
 from orchestrator.predict import forward, overlay
 from orchestrator.predict.panel import panel
+from orchestrator.predict.tta import parse as parse_tta
 
 
 class Predictor(forward.DeployNet):
@@ -95,12 +96,13 @@ def run(job: PredictJob, folder: Path) -> None:
     names = class_labels(list(job.class_names or []), nc)
     conf = np.zeros((nc, nc), np.int64)
     pairs, stems = job.pairs, _names(job.pairs)
+    tta = parse_tta(job.tta) if job.tta else None
     bar = Progress(len(pairs), "predict", unit="images", quiet=job.quiet, stream=sys.stdout)
     net_seconds = 0.0
     for start in range(0, len(pairs), job.batch):
         chunk = [_read(p, lut) for p in pairs[start : start + job.batch]]
         t0 = time.perf_counter()
-        batch = pred.classes([c[0] for c in chunk])
+        batch = pred.classes([c[0] for c in chunk], tta)
         net_seconds += time.perf_counter() - t0
         for (img, lab), cls, stem in zip(chunk, batch, stems[start:], strict=False):
             overlay.write_index_png(folder / f"{stem}.png", cls, pal)
@@ -111,13 +113,15 @@ def run(job: PredictJob, folder: Path) -> None:
                 scored = cls != forward.NO_CLASS if pred.info.label_offset is not None else slice(None)
                 conf += metrics.confusion(cls[scored], lab[scored], nc, ignore)
             bar.update()
-    print(speed_line(len(pairs), bar.elapsed(), net_seconds), flush=True)
+    tta_note = f" with test-time augmentation {tta.label()} ({tta.views} passes per image)" if tta else ""
+    print(speed_line(len(pairs), bar.elapsed(), net_seconds) + tta_note, flush=True)
     if job.eval:
         result = {
             **metrics.scores(conf),
             "images": len(pairs),
             "iteration": job.iteration,
             "snapshot": job.snapshot,
+            "tta": tta.label() if tta else None,
             "class_names": names,
             "confusion": conf.tolist(),
         }

@@ -24,6 +24,7 @@ from common.findings import Finding
 from common.tempfiles import through_temp_file
 from orchestrator.config import experiment as cfgmod
 from orchestrator.contract import HOOKS, STATE, VERDICT_ENV, WEIGHTS, RunMeta, Status, Verdict, WorkerArgs
+from orchestrator.predict.tta import TTA
 from orchestrator.rundir import RunDir, read_json
 from orchestrator.train import loop, surgery
 from orchestrator.train.hooks.data_state import DataStateHook
@@ -83,6 +84,7 @@ def build_hooks(solver: Any, exp: cfgmod.Experiment, meta: RunMeta, preflight: l
                 meta.num_classes,
                 meta.ignore_label,
                 monitor,
+                TTA(exp.validation.tta.flip, tuple(exp.validation.tta.scales)),
             )
         )
         if exp.data.val and meta.num_classes:

@@ -9,13 +9,17 @@ run trains on without validation."""
 from __future__ import annotations
 
 import math
+import tempfile
 import time
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from common.findings import Finding
 from orchestrator import metrics
+from orchestrator.predict.tta import TTA, probabilities
 from orchestrator.train.loop import Context, Hook
 
 # layers whose first bottom is the class scores and second the label
@@ -53,15 +57,23 @@ def validate(
     score: str = "score",
     label: str = "label",
     images: int | None = None,
+    classes: Callable[[Any], np.ndarray] | None = None,
+    end: str | None = None,
 ) -> dict[str, Any]:
     """Confusion matrix over `batches` forward passes of the val net. With `images`, exactly
     that many images count: the data layers read on cyclically, so the window of `images`
-    consecutive records covers each val image once, wherever the previous pass stopped."""
+    consecutive records covers each val image once, wherever the previous pass stopped.
+    With `classes` (test-time augmentation), the val net runs only up to its layer `end` (the
+    data) and `classes(test_net)` gives the class ids of its batch."""
     conf = np.zeros((num_classes, num_classes), dtype=np.int64)
     left = images
     for _ in range(batches):
-        test_net.forward()
-        pred = test_net.blobs[score].data.argmax(axis=1)
+        if classes is None:
+            test_net.forward()
+            pred = test_net.blobs[score].data.argmax(axis=1)
+        else:
+            test_net.forward(end=end)
+            pred = classes(test_net)
         lab = test_net.blobs[label].data.reshape(pred.shape)
         if left is not None:
             pred, lab, left = pred[:left], lab[:left], left - min(left, len(pred))
@@ -83,7 +95,11 @@ class ValidationHook(Hook):
         num_classes: int | None,
         ignore_label: int | None,
         monitor: str,
+        tta: TTA | None = None,
     ) -> None:
+        self.tta = tta if tta is not None and tta.active else None
+        self.deploy: Any = None  # the deploy net test-time augmentation runs (sharing the weights)
+        self.end: str | None = None  # the val net's last data layer
         self.interval, self.num_images = interval, num_images
         self.batches = max(1, math.ceil(num_images / batch_size))
         self.num_classes, self.ignore_label, self.monitor = num_classes, ignore_label, monitor
@@ -128,6 +144,48 @@ class ValidationHook(Hook):
                 )
             )
         self.num_classes = s[1]
+        if self.tta is not None:
+            self._tta_setup(ctx, net)
+
+    def _tta_setup(self, ctx: Context, net: Any) -> None:
+        """The run's deploy net (sharing the training weights) that test-time augmentation feeds
+        with the val net's input blob; if it cannot be built, a finding and plain validation."""
+        from orchestrator.predict.forward import DeployNet
+
+        assert self.tta is not None
+        names = list(net._layer_names)
+        try:
+            with tempfile.TemporaryDirectory() as tmp:
+                # Caffe would abort the training process on a deploy net that does not fit together
+                size = tuple(int(v) for v in net.blobs[self.label].data.shape[-2:])
+                deploy = DeployNet(ctx.run.root, Path(tmp), size, None, check=True)  # type: ignore[arg-type]
+            if deploy.info.input_blob not in net.blobs:
+                raise ValueError(f"the val net has no data blob '{deploy.info.input_blob}' (the deploy net's input)")
+            refusal = deploy.tta_refusal()
+            if refusal is not None:
+                raise refusal
+        except Exception as e:  # validation without TTA is better than no run
+            ctx.findings.append(
+                Finding(
+                    "warning",
+                    "no-tta",
+                    None,
+                    f"validation runs without test-time augmentation ({self.tta.label()}): "
+                    f"{getattr(e, 'message', None) or e}",
+                    "give the run a deploy net with full-resolution scores, or set validation.tta off",
+                )
+            )
+            self.tta = None
+            return
+        # the val net runs up to the last layer writing the image or the label (its Split copies)
+        wanted = {deploy.info.input_blob, self.label}
+        self.deploy, self.end = deploy, max((n for n in names if wanted & set(net.top_names[n])), key=names.index)
+
+    def _tta_classes(self, test: Any) -> np.ndarray:
+        """Class ids of the val net's current batch: the argmax of the averaged probabilities."""
+        assert self.tta is not None and self.deploy is not None
+        x = np.array(test.blobs[self.deploy.info.input_blob].data)
+        return probabilities(self.deploy.scores, x, self.tta).argmax(axis=1)
 
     def _disable(self, ctx: Context, layer: str | None, why: str) -> None:
         self.enabled = False
@@ -146,6 +204,8 @@ class ValidationHook(Hook):
         t0 = time.perf_counter()
         test = ctx.solver.test_nets[0]
         test.share_with(ctx.solver.net)
+        if self.deploy is not None:
+            self.deploy.net.share_with(ctx.solver.net)
         assert self.num_classes is not None, "before_train read the classes from the val net"
         m = validate(
             test,
@@ -155,12 +215,15 @@ class ValidationHook(Hook):
             score=self.score,
             label=self.label,
             images=self.num_images,
+            classes=self._tta_classes if self.deploy is not None else None,
+            end=self.end,
         )
         rec = {
             "iter": ctx.iteration,
             **{k: v for k, v in m.items() if k != "confusion"},
             "images": self.num_images,
             "seconds": round(time.perf_counter() - t0, 3),
+            **({"tta": self.tta.label()} if self.deploy is not None and self.tta is not None else {}),
         }
         ctx.run.append(ctx.run.val, rec)
         ctx.val, ctx.confusion, self.last_iter = rec, m["confusion"], ctx.iteration

@@ -1,0 +1,147 @@
+"""Test-time augmentation: the pure averaging (orchestrator.predict.tta) with made-up arrays and
+fake nets, the schema and --tta syntax, and on real Caffe a tiny run validating with TTA whose
+snapshot `predict --eval --tta` scores the same, and mirror images predicted as mirror images."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from common.errors import UserError
+from orchestrator.config.experiment import from_dict
+from orchestrator.predict.tta import TTA, parse, probabilities, resize_bilinear, softmax
+from orchestrator.rundir import read_jsonl
+from tests.orchestrator.conftest import experiment, orchestrate, write_exp
+
+RNG = np.random.default_rng(0)
+
+
+def _conv_net(x: np.ndarray) -> np.ndarray:
+    """A fake net that is not flip-equivariant: each class score looks at the pixel to the right."""
+    shifted = np.concatenate([x[..., 1:], x[..., -1:]], axis=-1)
+    return np.concatenate([x[:, :1] * 3, shifted[:, :1] * 2 - x[:, 1:2], x[:, 1:2] - shifted[:, :1]], axis=1)
+
+
+def _pointwise_net(x: np.ndarray) -> np.ndarray:
+    """A fake per-pixel net (flip- and scale-equivariant where the input is constant)."""
+    return np.concatenate([x[:, :1] * 2, -x[:, :1], x[:, 1:2]], axis=1)
+
+
+def test_flip_equivariant_net_tta_equals_plain():
+    x = RNG.normal(size=(2, 2, 5, 7))
+    plain = softmax(_pointwise_net(x))
+    assert np.allclose(probabilities(_pointwise_net, x, TTA(flip=True)), plain, atol=1e-12)
+
+
+def test_flip_of_a_non_equivariant_net_is_the_average_of_both_views():
+    x = RNG.normal(size=(1, 2, 4, 6))
+    plain = softmax(_conv_net(x))
+    mirrored = softmax(_conv_net(x[..., ::-1].copy()))[..., ::-1]
+    got = probabilities(_conv_net, x, TTA(flip=True))
+    assert not np.allclose(plain, mirrored)  # the fake net does see the flip
+    assert np.allclose(got, (plain + mirrored) / 2, atol=1e-12)
+    # the flip of a flipped image gives the same scores, flipped
+    assert np.allclose(probabilities(_conv_net, x[..., ::-1].copy(), TTA(flip=True))[..., ::-1], got, atol=1e-12)
+
+
+def test_probabilities_not_logits_are_averaged():
+    x = np.zeros((1, 1, 2, 2))
+    calls = iter([np.array([10.0, 0.0, 0.0]), np.array([-4.0, 0.0, 3.0])])
+
+    def net(view: np.ndarray) -> np.ndarray:
+        return np.broadcast_to(next(calls)[None, :, None, None], (1, 3, *view.shape[2:])).copy()
+
+    got = probabilities(net, x, TTA(flip=True))[0, :, 0, 0]
+    p1, p2 = (np.exp(v) / np.exp(v).sum() for v in ([10.0, 0, 0], [-4.0, 0, 3]))
+    assert np.allclose(got, (p1 + p2) / 2)
+    # the mean of the logits would pick class 0 with a different probability
+    logits_mean = np.exp([3.0, 0, 1.5]) / np.exp([3.0, 0, 1.5]).sum()
+    assert not np.allclose(got, logits_mean, atol=1e-3)
+    assert abs(got.sum() - 1) < 1e-12
+
+
+def test_scales_resize_the_input_and_average_the_resized_probabilities():
+    seen: list[tuple[int, int]] = []
+    outs = {(4, 6): np.array([2.0, 0.0]), (2, 3): np.array([0.0, 1.0]), (6, 9): np.array([0.0, 0.0])}
+
+    def net(view: np.ndarray) -> np.ndarray:
+        seen.append(view.shape[2:])
+        return np.broadcast_to(outs[view.shape[2:]][None, :, None, None], (1, 2, *view.shape[2:])).copy()
+
+    x = RNG.normal(size=(1, 3, 4, 6))
+    got = probabilities(net, x, TTA(scales=(0.5, 1.0, 1.5)))
+    assert seen == [(2, 3), (4, 6), (6, 9)] and got.shape == (1, 2, 4, 6)
+    want = sum(np.exp(v) / np.exp(v).sum() for v in outs.values()) / 3
+    assert np.allclose(got, want[None, :, None, None])
+
+
+def test_bilinear_resize_keeps_constants_and_matches_pixel_centres():
+    a = np.full((1, 2, 3, 5), 0.25)
+    assert np.allclose(resize_bilinear(a, (7, 4)), 0.25)
+    ramp = np.arange(4.0)[None, None, None, :]  # 0 1 2 3 at centres 0.5 1.5 2.5 3.5
+    assert np.allclose(resize_bilinear(ramp, (1, 2))[0, 0, 0], [0.5, 2.5])
+    # as torch's interpolate(mode="bilinear", align_corners=False), which mmsegmentation uses
+    assert np.allclose(resize_bilinear(ramp, (1, 8))[0, 0, 0], [0, 0.25, 0.75, 1.25, 1.75, 2.25, 2.75, 3])
+
+
+def test_tta_syntax_and_schema():
+    assert parse("flip,scales=0.75,1,1.25") == TTA(True, (0.75, 1.0, 1.25))
+    assert parse("scales=0.5,1") == TTA(False, (0.5, 1.0)) and parse("flip").label() == "flip"
+    assert not parse("off").active and parse("flip,scales=0.75,1,1.25").label() == "flip,scales=0.75,1,1.25"
+    for bad, word in (
+        ("flop", "unknown item 'flop'"),
+        ("scales=0", "> 0"),
+        ("scales=1,x", "'x'"),
+        ("scales=1,1", "repeat"),
+    ):
+        with pytest.raises(UserError, match=word):
+            parse(bad)
+    base = {"name": "t", "data": {"train": "x"}}
+    exp = from_dict({**base, "validation": {"tta": {"flip": True, "scales": [0.75, 1, 1.25]}}})
+    assert exp.validation.tta.flip and exp.validation.tta.scales == [0.75, 1.0, 1.25]
+    assert not from_dict(base).validation.tta.flip and from_dict(base).validation.tta.scales == [1.0]
+    for tta, word in (
+        ({"scales": [0]}, "validation.tta.scales"),
+        ({"scales": []}, "at least one"),
+        ({"flp": 1}, "flip"),
+    ):
+        with pytest.raises(UserError, match=word):
+            from_dict({**base, "validation": {"tta": tta}})
+
+
+@pytest.mark.caffe
+def test_predict_tta_equals_validation_tta_and_mirrors(synth_lmdb: Path, tmp_path: Path):
+    run = tmp_path / "run"
+    tta = {"flip": True, "scales": [0.75, 1, 1.25]}
+    exp = experiment(synth_lmdb, solver={"max_iter": 40}, validation={"interval": 40, "tta": tta})
+    r = orchestrate("run", str(write_exp(tmp_path, exp)), "--run-dir", str(run))
+    assert r.returncode == 0, r.stderr[-2000:]
+    [val] = read_jsonl(run / "val.jsonl")
+    assert val["tta"] == "flip,scales=0.75,1,1.25" and val["seconds"] > 0
+    out = tmp_path / "pred"
+    val_list = str(synth_lmdb / "raw" / "val.txt")
+    args = ("--list", val_list, "--out", str(out), "--eval", "--quiet")
+    r = orchestrate("predict", str(run), *args, "--tta", "flip,scales=0.75,1,1.25")
+    assert r.returncode == 0, r.stderr[-2000:]
+    result = json.loads((out / "eval.json").read_text())
+    assert result["tta"] == val["tta"] and abs(result["mean_iu"] - val["mean_iu"]) < 1e-6
+    assert "images/s" in r.stdout and "6 passes per image" in r.stdout
+    # mirror images are predicted as mirror images with flip TTA; a symmetric image symmetrically
+    first = synth_lmdb / "raw" / Path(open(val_list).read().split()[0])
+    img = np.asarray(Image.open(first).convert("RGB"))
+    pics = tmp_path / "mirror"
+    pics.mkdir()
+    half = img[:, : img.shape[1] // 2]
+    for name, a in (("a", img), ("b", img[:, ::-1]), ("sym", np.concatenate([half, half[:, ::-1]], axis=1))):
+        Image.fromarray(np.ascontiguousarray(a)).save(pics / f"{name}.png")
+    out2 = tmp_path / "pred2"
+    r = orchestrate("predict", str(run), "--images", str(pics), "--out", str(out2), "--quiet", "--tta", "flip")
+    assert r.returncode == 0, r.stderr[-2000:]
+    a, b, sym = (np.asarray(Image.open(out2 / f"{n}.png")) for n in ("a", "b", "sym"))
+    assert np.array_equal(a, b[:, ::-1]) and np.array_equal(sym, sym[:, ::-1])
+    r = orchestrate("predict", str(run), "--images", str(pics), "--out", str(tmp_path / "p3"), "--tta", "flip,x")
+    assert r.returncode == 2 and "--tta 'flip,x'" in r.stderr and not (tmp_path / "p3").exists()
