@@ -12,6 +12,8 @@ What the test changes in each public net, and only that (the parsed net is edite
   synthetic set's 5 classes;
 - every other num_output is divided by WIDTH (VGG16 and AlexNet at full width take seconds per
   iteration on 2 CPU cores: the matrix proves the net's structure, not its capacity);
+- a net the registry marks with `label_crop` (the valid-convolution U-Net) gets its label
+  cropped to its scores inside the net (tests.nets.public.add_label_crop);
 - a deploy net (no label, no loss: dilation8) gets what its training net adds: a fixed
   bilinear 8x upsampling of its scores, the label cropped inside the net to them (the
   context net scores the centre: input S gives (S - 372) / 8 scores), SoftmaxWithLoss and
@@ -36,7 +38,7 @@ import pytest
 
 from orchestrator.rundir import read_jsonl
 from tests.conftest import REPO
-from tests.nets.public import BVLC_NETS, PUBLIC, REGISTRY, backbone_weights, full_weights
+from tests.nets.public import BVLC_NETS, PUBLIC, REGISTRY, add_label_crop, backbone_weights, full_weights
 from tests.orchestrator.conftest import experiment, orchestrate, write_exp
 from tests.orchestrator.test_interop import caffe_train, display_solver
 
@@ -127,6 +129,7 @@ def trainable(name: str, data: Path, out: Path) -> Path:
     kept = [x for x in net.layer if x.name not in entry.data_layers]
     del net.layer[:]
     net.layer.extend(_data_layers(data, entry.image_top, labels) + kept)
+    add_label_crop(net, name)  # a valid-convolution U-Net: its label cropped to the score, in the net
     path = out / f"{name}.prototxt"
     path.write_text(text_format.MessageToString(net))
     return path
