@@ -5,6 +5,7 @@ exceptions into exit codes (0 ok, 1 doctor errors, 2 bad config/input, 3 diverge
 from __future__ import annotations
 
 import argparse
+import errno
 import sys
 from collections.abc import Sequence
 
@@ -78,11 +79,39 @@ def _main(argv: Sequence[str] | None) -> int:
         return Status.INTERRUPTED.exit_code
     except BrokenPipeError:
         raise
-    except OSError as e:  # disk full, permissions: one line naming the file, no traceback
-        from orchestrator.rundir import io_error_text
-
-        print(f"error: {io_error_text(e)}", file=sys.stderr)
+    except OSError as e:  # disk full, permissions, a hostile path: the file, why, a fix; no traceback
+        print(f"error: {UserError(*os_error_text(e))}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except RuntimeError as e:  # Path.resolve() on a symlink loop says so as a RuntimeError (Python < 3.13)
+        loop = e.__context__
+        if not (isinstance(loop, OSError) and loop.errno == errno.ELOOP):
+            raise
+        print(f"error: {UserError(*os_error_text(loop))}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+
+
+# what to do about an OSError on a path the user gave, by errno
+_OS_FIXES = {
+    errno.ENAMETOOLONG: "use a shorter path: a file or folder name has at most 255 bytes (UTF-8)",
+    errno.ENOTDIR: "a part of the path is a file, not a folder: give another path",
+    errno.ELOOP: "the path goes round a loop of symbolic links: fix the links or give another path",
+    errno.EEXIST: "something of that name is already there: give a new path, or remove it",
+    errno.EISDIR: "that is a folder: give the path of a file",
+    errno.EACCES: "check the permissions of the path (and of the folders above it)",
+    errno.EPERM: "check the permissions of the path (and of the folders above it)",
+    errno.ENOSPC: "free some disk space, then run the same command again",
+    errno.EROFS: "the file system is read-only: write somewhere else",
+}
+
+
+def os_error_text(e: OSError) -> tuple[str, str]:
+    """(message naming the file, fix) for an OSError that reached the command line."""
+    from orchestrator.rundir import io_error_text
+
+    if e.errno == errno.ENOSPC:
+        return io_error_text(e), _OS_FIXES[errno.ENOSPC]
+    where = f": {e.filename}" if e.filename else ""
+    return f"{e.strerror or e}{where}", _OS_FIXES.get(e.errno or 0, "check the path named above")
 
 
 def _flushed(code: int) -> int:
