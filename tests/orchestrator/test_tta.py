@@ -15,7 +15,7 @@ from common.errors import UserError
 from orchestrator.config.experiment import from_dict
 from orchestrator.predict.tta import TTA, parse, probabilities, resize_bilinear, softmax
 from orchestrator.rundir import read_jsonl
-from tests.orchestrator.conftest import experiment, orchestrate, write_exp
+from tests.orchestrator.conftest import experiment, orchestrate, unet, write_exp
 
 RNG = np.random.default_rng(0)
 
@@ -145,3 +145,27 @@ def test_predict_tta_equals_validation_tta_and_mirrors(synth_lmdb: Path, tmp_pat
     assert np.array_equal(a, b[:, ::-1]) and np.array_equal(sym, sym[:, ::-1])
     r = orchestrate("predict", str(run), "--images", str(pics), "--out", str(tmp_path / "p3"), "--tta", "flip,x")
     assert r.returncode == 2 and "--tta 'flip,x'" in r.stderr and not (tmp_path / "p3").exists()
+
+
+@pytest.mark.caffe
+def test_a_net_scoring_only_its_label_crop_validates_without_tta_and_predict_refuses(synth_lmdb: Path, tmp_path: Path):
+    net = tmp_path / "unet.prototxt"
+    net.write_text(unet(synth_lmdb, 2))  # valid convolutions: 22x22 scores of a 32x32 input
+    exp = experiment(
+        synth_lmdb,
+        net={"prototxt": str(net), "num_classes": 5, "ignore_label": 255},
+        solver={"max_iter": 10},
+        validation={"interval": 10, "tta": {"flip": True}},
+    )
+    run = tmp_path / "run"
+    r = orchestrate("run", str(write_exp(tmp_path, exp)), "--run-dir", str(run))
+    assert r.returncode == 0, r.stderr[-2000:]
+    [no_tta] = [f for f in json.loads((run / "summary.json").read_text())["findings"] if f["code"] == "no-tta"]
+    assert "the centre its label crop keeps" in no_tta["message"]
+    [val] = read_jsonl(run / "val.jsonl")
+    assert "tta" not in val and 0 <= val["mean_iu"] <= 1
+    out = tmp_path / "pred"
+    r = orchestrate(
+        "predict", str(run), "--list", str(synth_lmdb / "raw" / "val.txt"), "--out", str(out), "--tta", "flip"
+    )
+    assert r.returncode == 2 and "test-time augmentation needs class scores" in r.stderr and not out.exists()
