@@ -169,3 +169,31 @@ def test_a_net_scoring_only_its_label_crop_validates_without_tta_and_predict_ref
         "predict", str(run), "--list", str(synth_lmdb / "raw" / "val.txt"), "--out", str(out), "--tta", "flip"
     )
     assert r.returncode == 2 and "test-time augmentation needs class scores" in r.stderr and not out.exists()
+
+
+FIXED = """input: "data" input_shape { dim: 1 dim: 3 dim: 8 dim: 8 }
+layer { name: "fc" type: "InnerProduct" bottom: "data" top: "fc"
+  inner_product_param { num_output: 192 weight_filler { type: "gaussian" std: 0.1 } } }
+layer { name: "score" type: "Reshape" bottom: "fc" top: "score"
+  reshape_param { shape { dim: 1 dim: 3 dim: 8 dim: 8 } } }
+"""
+
+
+@pytest.mark.caffe
+def test_a_fixed_size_net_gets_tta_through_the_tiler(tmp_path: Path):
+    import caffe
+
+    from orchestrator.predict.deploy import DeployInfo
+    from orchestrator.predict.forward import full_scores, tiled
+
+    (tmp_path / "fixed.prototxt").write_text(FIXED)
+    net = caffe.Net(str(tmp_path / "fixed.prototxt"), caffe.TEST)
+    info = DeployInfo("data", "score", (1, 3, 8, 8), fully_convolutional=False)
+    x = RNG.normal(size=(1, 3, 12, 20)).astype(np.float32)
+    scores = tiled(net, info, x, full_scores)  # 2 x 3 tiles, the edges padded by reflection
+    assert scores.shape == (1, 3, 12, 20) and scores.dtype == np.float32
+    corner = np.pad(x, ((0, 0), (0, 0), (0, 4), (0, 4)), mode="reflect")[..., 8:16, 16:24].copy()
+    assert np.allclose(scores[..., 8:12, 16:20], full_scores(net, info, corner)[..., :4, :4])
+    assert np.array_equal(scores.argmax(axis=1), tiled(net, info, x))  # the class-id tiler agrees
+    p = probabilities(lambda b: tiled(net, info, b, full_scores), x, TTA(True, (0.5, 1.0)))
+    assert p.shape == (1, 3, 12, 20) and np.allclose(p.sum(axis=1), 1)
