@@ -7,6 +7,7 @@ brought back to the image's own size by nearest neighbour."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -106,6 +107,24 @@ def tiled(net: Any, info: dep.DeployInfo, x: np.ndarray, fn: Any = forward) -> n
     return out[..., :h, :w]
 
 
+# builds a net and reshapes its input blob to each shape given (as NxCxHxW): Caffe aborts on a bad one
+_TRIAL = (
+    "import sys, caffe\nn = caffe.Net(sys.argv[1], caffe.TEST)\nfor s in sys.argv[3:]:\n"
+    "    n.blobs[sys.argv[2]].reshape(*map(int, s.split('x')))\n    n.reshape()\n"
+)
+
+
+def shapes_problem(prototxt: Path, input_blob: str, shapes: Sequence[tuple[int, ...]], log: Path) -> str | None:
+    """Why the net cannot take these input shapes (Caffe's words), tried in a child because Caffe
+    aborts on a shape its layers refuse (a Crop larger than its input); None when it takes them all."""
+    from common.child import run_child
+
+    res, _ = run_child(["-c", _TRIAL, str(prototxt), input_blob, *("x".join(map(str, s)) for s in shapes)], log)
+    if res.returncode == 0:
+        return None
+    return (res.fatal or f"the trial exited with {res.returncode}") + (f" (layer {res.layer})" if res.layer else "")
+
+
 class DeployNet:
     """A run's deploy net with its input and score blobs and its preprocessing, built once:
     with `weights` (predict), or weightless to share a training net's (share_with, pictures).
@@ -128,6 +147,7 @@ class DeployNet:
         from nets.prototxt import load_net
 
         deploy_path, val = net_files(run, folder, size)
+        self.prototxt = deploy_path
         deploy = load_net(deploy_path)
         problems = dep.check_deploy(deploy) if check else []
         if problems:

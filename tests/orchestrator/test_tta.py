@@ -15,7 +15,7 @@ from common.errors import UserError
 from orchestrator.config.experiment import from_dict
 from orchestrator.predict.tta import TTA, parse, probabilities, resize_bilinear, softmax
 from orchestrator.rundir import read_jsonl
-from tests.orchestrator.conftest import experiment, orchestrate, unet, write_exp
+from tests.orchestrator.conftest import data_layers, experiment, orchestrate, unet, write_exp
 
 RNG = np.random.default_rng(0)
 
@@ -197,3 +197,42 @@ def test_a_fixed_size_net_gets_tta_through_the_tiler(tmp_path: Path):
     assert np.array_equal(scores.argmax(axis=1), tiled(net, info, x))  # the class-id tiler agrees
     p = probabilities(lambda b: tiled(net, info, b, full_scores), x, TTA(True, (0.5, 1.0)))
     assert p.shape == (1, 3, 12, 20) and np.allclose(p.sum(axis=1), 1)
+
+
+def _crop_net(d: Path) -> str:
+    """A user's FCN-like net: pooling by 3, a 3x upsampling and a Crop to the data at offset 1,
+    which a 32x32 input fits (33 >= 32 + 1) and a 24x24 one does not (24 < 25: Caffe aborts)."""
+    return (
+        data_layers(d, "TRAIN", "train", 2)
+        + data_layers(d, "TEST", "val", 1)
+        + """layer { name: "conv1" type: "Convolution" bottom: "data" top: "conv1"
+  convolution_param { num_output: 8 kernel_size: 3 pad: 1 weight_filler { type: "msra" } } }
+layer { name: "pool" type: "Pooling" bottom: "conv1" top: "pool" pooling_param { pool: MAX kernel_size: 3 stride: 3 } }
+layer { name: "small" type: "Convolution" bottom: "pool" top: "small"
+  convolution_param { num_output: 5 kernel_size: 1 weight_filler { type: "msra" } } }
+layer { name: "up" type: "Deconvolution" bottom: "small" top: "up"
+  convolution_param { num_output: 5 kernel_size: 3 stride: 3 weight_filler { type: "msra" } } }
+layer { name: "score" type: "Crop" bottom: "up" bottom: "data" top: "score" crop_param { axis: 2 offset: 1 } }
+layer { name: "loss" type: "SoftmaxWithLoss" bottom: "score" bottom: "label" top: "loss"
+  loss_param { ignore_label: 255 normalization: VALID } }
+"""
+    )
+
+
+@pytest.mark.caffe
+def test_a_scale_the_net_refuses_is_tried_in_a_child_not_in_training(synth_lmdb: Path, tmp_path: Path):
+    net = tmp_path / "crop.prototxt"
+    net.write_text(_crop_net(synth_lmdb))
+    exp = experiment(
+        synth_lmdb,
+        net={"prototxt": str(net), "num_classes": 5, "ignore_label": 255},
+        solver={"max_iter": 10},
+        validation={"interval": 10, "tta": {"scales": [0.75, 1]}},
+    )
+    run = tmp_path / "run"
+    r = orchestrate("run", str(write_exp(tmp_path, exp)), "--run-dir", str(run))
+    assert r.returncode == 0, r.stderr[-2000:]
+    summary = json.loads((run / "summary.json").read_text())
+    [no_tta] = [f for f in summary["findings"] if f["code"] == "no-tta"]
+    assert "(24x24, 32x32, W x H)" in no_tta["message"] and "out-of-bounds" in no_tta["message"], no_tta
+    assert summary["status"] == "completed" and "tta" not in read_jsonl(run / "val.jsonl")[0]

@@ -19,7 +19,7 @@ import numpy as np
 
 from common.findings import Finding
 from orchestrator import metrics
-from orchestrator.predict.tta import TTA, probabilities
+from orchestrator.predict.tta import TTA, probabilities, scaled_size
 from orchestrator.train.loop import Context, Hook
 
 # layers whose first bottom is the class scores and second the label
@@ -159,6 +159,7 @@ class ValidationHook(Hook):
                 # Caffe would abort the training process on a deploy net that does not fit together
                 size = tuple(int(v) for v in net.blobs[self.label].data.shape[-2:])
                 deploy = DeployNet(ctx.run.root, Path(tmp), size, None, check=True)  # type: ignore[arg-type]
+                self._try_scales(deploy, net, Path(tmp))
             if deploy.info.input_blob not in net.blobs:
                 raise ValueError(f"the val net has no data blob '{deploy.info.input_blob}' (the deploy net's input)")
             refusal = deploy.tta_refusal()
@@ -180,6 +181,21 @@ class ValidationHook(Hook):
         # the val net runs up to the last layer writing the image or the label (its Split copies)
         wanted = {deploy.info.input_blob, self.label}
         self.deploy, self.end = deploy, max((n for n in names if wanted & set(net.top_names[n])), key=names.index)
+
+    def _try_scales(self, deploy: Any, net: Any, tmp: Path) -> None:
+        """ValueError when the deploy net refuses a scaled input (tried in a child: an abort here
+        would end the run); a fixed-size net sees only tiles of its own size."""
+        from orchestrator.predict.forward import shapes_problem
+
+        assert self.tta is not None
+        if tuple(self.tta.scales) == (1.0,) or not deploy.info.fully_convolutional:
+            return
+        n, c, h, w = net.blobs[deploy.info.input_blob].data.shape
+        shapes = [(n, c, *scaled_size(h, w, s)) for s in self.tta.scales]
+        problem = shapes_problem(deploy.prototxt, deploy.info.input_blob, shapes, tmp / "trial.log")
+        if problem:
+            sizes = ", ".join(f"{s[3]}x{s[2]}" for s in shapes)
+            raise ValueError(f"the net does not take every scaled input ({sizes}, W x H): {problem}")
 
     def _tta_classes(self, test: Any) -> np.ndarray:
         """Class ids of the val net's current batch: the argmax of the averaged probabilities."""
