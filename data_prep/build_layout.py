@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from data_prep.build import BuildOptions, write_dir
+from data_prep.build import BuildOptions, write_dir, write_splits
 from data_prep.fsutil import atomic_dir
 from data_prep.layouts import resolve_layout
 
@@ -39,12 +39,9 @@ def build_layout(
         **options,
     )
     opts.validate()
-    opts.decode_options()  # a bad label map fails before anything is written
-    with atomic_dir(Path(out_dir), overwrite) as tmp:
-        if val is None:
+    if val is None:
+        opts.decode_options()  # a bad label map fails before anything is written
+        with atomic_dir(Path(out_dir), overwrite) as tmp:
             return write_dir(tmp, train.pairs, opts, train.source, "build")
-        out = {}
-        for name, part in (("train", train), ("val", val)):
-            (tmp / name).mkdir()
-            out[name] = write_dir(tmp / name, part.pairs, opts, part.source, name)
-        return out
+    parts = {"train": (train.pairs, train.source), "val": (val.pairs, val.source)}
+    return write_splits(Path(out_dir), parts, opts, overwrite)

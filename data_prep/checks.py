@@ -6,7 +6,7 @@ pre-flight and report)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -69,75 +69,70 @@ def _class(stats: dict, c: int) -> str:
     return f"{c} ({names[c]})" if isinstance(names, list) and c < len(names) else str(c)
 
 
-def _split_findings(stats: dict, split: str, crop: tuple[int, int] | None) -> list[Finding]:
+def _collector() -> tuple[list[Finding], Callable[..., None]]:
+    """A findings list and its `add(severity, code, message, fix, data)` (the data stage names no layer)."""
     out: list[Finding] = []
+
+    def add(severity: str, code: str, message: str, fix: str, data: dict) -> None:
+        out.append(Finding(severity, code, None, message, fix, data))
+
+    return out, add
+
+
+def _split_findings(stats: dict, split: str, crop: tuple[int, int] | None) -> list[Finding]:
+    out, add = _collector()
     checks = stats.get("checks") or {}
     empty = checks.get("all_ignore_images") or []
     if empty:
-        out.append(
-            Finding(
-                "warning",
-                "data-all-ignore",
-                None,
-                f"{split}: {len(empty)} image(s) have no labelled pixel (all ignore): {_names(empty)}; "
-                "their per-class accuracy is NaN",
-                "fix or drop their labels (the data stage lists them all in stats.json checks.all_ignore_images)",
-                {"split": split, "images": empty},
-            )
+        add(
+            "warning",
+            "data-all-ignore",
+            f"{split}: {len(empty)} image(s) have no labelled pixel (all ignore): {_names(empty)}; "
+            "their per-class accuracy is NaN",
+            "fix or drop their labels (the data stage lists them all in stats.json checks.all_ignore_images)",
+            {"split": split, "images": empty},
         )
     absent = [c for c in stats.get("absent_classes", []) if c != stats.get("ignore_label")]
     if absent:
         what = "never learnt" if split == "train" else "its IU is undefined in validation (left out of mIoU)"
-        out.append(
-            Finding(
-                "warning",
-                "data-class-absent",
-                None,
-                f"{split}: class(es) {', '.join(_class(stats, c) for c in absent)} never appear: {what}",
-                "add images with these classes to the split, or merge them with --label-map",
-                {"split": split, "classes": absent},
-            )
+        add(
+            "warning",
+            "data-class-absent",
+            f"{split}: class(es) {', '.join(_class(stats, c) for c in absent)} never appear: {what}",
+            "add images with these classes to the split, or merge them with --label-map",
+            {"split": split, "classes": absent},
         )
     weights = [w for w in stats.get("class_weights", {}).get("median_frequency", []) if w > 0]
     if split == "train" and weights and max(weights) / min(weights) > WEIGHT_SPAN:
         span = max(weights) / min(weights)
-        out.append(
-            Finding(
-                "warning",
-                "data-weight-span",
-                None,
-                f"median-frequency class weights span {span:.0f}x (over {WEIGHT_SPAN:.0f}x): the rarest classes' "
-                "pixels dominate the loss",
-                "use net.class_weighting: sqrt_median_frequency (the square root spans "
-                f"{span**0.5:.0f}x), or merge rare classes with --label-map",
-                {"span": span},
-            )
+        add(
+            "warning",
+            "data-weight-span",
+            f"median-frequency class weights span {span:.0f}x (over {WEIGHT_SPAN:.0f}x): the rarest classes' "
+            "pixels dominate the loss",
+            "use net.class_weighting: sqrt_median_frequency (the square root spans "
+            f"{span**0.5:.0f}x), or merge rare classes with --label-map",
+            {"span": span},
         )
     if crop is not None and checks:
         h, w = checks.get("min_height", 0), checks.get("min_width", 0)
         if h < crop[0] or w < crop[1]:
-            out.append(
-                Finding(
-                    "error",
-                    "data-smaller-than-crop",
-                    None,
-                    f"{split}: the smallest image is {w}x{h} (WxH), smaller than the crop {crop[1]}x{crop[0]}",
-                    "lower data.augment.crop, or build the LMDBs with a larger --resize",
-                    {"split": split, "min_hw": [h, w], "crop": list(crop)},
-                )
+            add(
+                "error",
+                "data-smaller-than-crop",
+                f"{split}: the smallest image is {w}x{h} (WxH), smaller than the crop {crop[1]}x{crop[0]}",
+                "lower data.augment.crop, or build the LMDBs with a larger --resize",
+                {"split": split, "min_hw": [h, w], "crop": list(crop)},
             )
     distorted = checks.get("aspect_changed_images") or []
     if distorted:
-        out.append(
-            Finding(
-                "warning",
-                "data-aspect",
-                None,
-                f"{split}: --resize {stats.get('resize')} changes the aspect ratio of {len(distorted)} image(s) "
-                f"(e.g. {_names(distorted)}): objects are stretched",
-                "resize to the images' own aspect, or crop in the data layer",
-                {"split": split, "images": distorted},
-            )
+        add(
+            "warning",
+            "data-aspect",
+            f"{split}: --resize {stats.get('resize')} changes the aspect ratio of {len(distorted)} image(s) "
+            f"(e.g. {_names(distorted)}): objects are stretched",
+            "resize to the images' own aspect, or crop in the data layer",
+            {"split": split, "images": distorted},
         )
     return out
 
@@ -151,7 +146,8 @@ def data_findings(
     val_dir: Path | None = None,
 ) -> list[Finding]:
     """The checks of a train (and val) data dir's stats.json as Findings; `crop` is (h, w)."""
-    out = _split_findings(train, "train", crop)
+    out, add = _collector()
+    out += _split_findings(train, "train", crop)
     if val is not None:
         out += _split_findings(val, "val", None)
     if train_dir is not None and val_dir is not None:
@@ -159,16 +155,13 @@ def data_findings(
         both = sorted(set(tr) & set(va))
         if both:
             pairs = [f"{va[d]} = {tr[d]}" for d in both]
-            out.append(
-                Finding(
-                    "warning",
-                    "data-duplicate",
-                    None,
-                    f"{len(both)} val image(s) have the same pixels as a train image ({_names(pairs)}): "
-                    "validation measures memory, not generalization",
-                    "remove them from one split",
-                    {"pairs": pairs},
-                )
+            add(
+                "warning",
+                "data-duplicate",
+                f"{len(both)} val image(s) have the same pixels as a train image ({_names(pairs)}): "
+                "validation measures memory, not generalization",
+                "remove them from one split",
+                {"pairs": pairs},
             )
     return out
 

@@ -227,16 +227,8 @@ def build_handler(args: argparse.Namespace) -> int:
                 "--layout takes --root (the dataset's folder), not --list/--images/--labels",
                 f"e.g. --layout {args.layout} --root /data/{args.layout} --split train --val-split val",
             )
-        res = build_layout(
-            args.out,
-            layout=args.layout,
-            root=args.root,
-            split=args.split,
-            val_split=args.val_split,
-            num_classes=args.num_classes,
-            ignore_label=args.ignore_label,
-            **options,
-        )
+        names = ("layout", "root", "split", "val_split", "num_classes", "ignore_label")
+        res = build_layout(args.out, **{k: getattr(args, k) for k in names}, **options)
         results = res if args.val_split is not None else {"": res}
     else:
         num_classes, ignore_label = _dataset_defaults(args)
