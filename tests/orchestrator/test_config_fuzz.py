@@ -44,7 +44,7 @@ def _schema_keys(cls: type, prefix: str = "") -> dict[str, Any]:
     """Every dotted key of the schema (sections included: a whole section may be replaced) -> its type."""
     out: dict[str, Any] = {}
     hints = typing.get_type_hints(cls, include_extras=True)
-    for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+    for f in dataclasses.fields(cls):
         path = f"{prefix}{f.name}"
         out[path] = hints[f.name]
         for arg in (hints[f.name], *typing.get_args(hints[f.name])):
