@@ -12,25 +12,11 @@ from typing import Any
 
 import numpy as np
 
+from nets.zeroinit import BACKBONES
+
 PUBLIC = Path(__file__).parent / "data" / "public"
-VGG16 = (
-    "conv1_1",
-    "conv1_2",
-    "conv2_1",
-    "conv2_2",
-    "conv3_1",
-    "conv3_2",
-    "conv3_3",
-    "conv4_1",
-    "conv4_2",
-    "conv4_3",
-    "conv5_1",
-    "conv5_2",
-    "conv5_3",
-    "fc6",
-    "fc7",
-)
-ALEXNET = ("conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7")
+VGG16 = dict(BACKBONES)["VGG16"]  # the layer names the doctor knows a pretrained model by
+ALEXNET = dict(BACKBONES)["AlexNet"]
 
 
 @dataclass(frozen=True)
@@ -63,61 +49,81 @@ class PublicNet:
     notes: str = ""
 
 
+def _deploy(stem: str, repo: str, kind: str, num_classes: int, **fields: Any) -> PublicNet:
+    """A deploy net, `<stem>.deploy.prototxt`: a net-level input instead of data layers, no label, no
+    loss (a test adds them)."""
+    return PublicNet(
+        f"{stem}.deploy.prototxt",
+        repo,
+        kind,
+        num_classes,
+        data_layers=(),
+        label_tops=(),
+        ignore_label=None,
+        loss=False,
+        **fields,
+    )
+
+
+# deploy nets of forks: stem -> repo, classes, input side, fork, the fork's layer types and fields, notes
+_FORK_DEPLOY: dict[str, tuple[str, int, int, str, tuple[str, ...], str]] = {
+    "icnet-cityscapes": ("hszhao/ICNet", 19, 1025, "pspnet", ("Interp", "interp_param"),
+                         "deploy net (Input 1025x2049), BatchNorm already merged into the convolutions; three "
+                         "branches joined by Interp (shrink and zoom)"),
+    "crfrnn": ("torrvision/crfasrnn", 21, 500, "crfrnn", ("MultiStageMeanfield", "multi_stage_meanfield_param"),
+               "deploy net (Input 500x500): FCN-8s then a MultiStageMeanfield (the CRF as an RNN) that reads the "
+               "scores and the image"),
+}  # fmt: skip
+
+
+# the layers SegNet's fork adds, which ENet's fork keeps
+_SEGNET_LAYERS = ("DenseImageData", "dense_image_data_param", "BN", "bn_param", "Upsample", "upsample_param")
+_SEGNET_TOKENS = (*_SEGNET_LAYERS, "class_weighting")
+
+
+_FCN_REPO = "shelhamer/fcn.berkeleyvision.org"
 _FCN = "FCN (fcn.berkeleyvision.org): Python data layer (voc_layers/siftflow_layers); pad 100 fits any size"
+
+
+def _fcn(
+    stem: str,
+    backbone: tuple[str, ...],
+    zero_classifiers: tuple[str, ...],
+    *,
+    phase: str = "train",
+    num_classes: int = 21,
+    score: str = "score",
+    notes: str = _FCN,
+    **fields: Any,
+) -> PublicNet:
+    """One of FCN's reference nets: `<stem>.<phase>.prototxt` with its `<stem>.solver.prototxt`,
+    a pretrained backbone and the classifiers it zero-fills and learns from scratch."""
+    return PublicNet(
+        f"{stem}.{phase}.prototxt",
+        _FCN_REPO,
+        "bvlc",
+        num_classes,
+        f"{stem}.solver.prototxt",
+        backbone=backbone,
+        zero_classifiers=zero_classifiers,
+        score=score,
+        notes=notes,
+        **fields,
+    )
+
+
 REGISTRY: dict[str, PublicNet] = {
-    "voc-fcn32s": PublicNet(
-        "voc-fcn32s.train.prototxt",
-        "shelhamer/fcn.berkeleyvision.org",
-        "bvlc",
-        21,
-        "voc-fcn32s.solver.prototxt",
-        backbone=VGG16,
-        zero_classifiers=("score_fr",),
-        score="score",
-        notes=_FCN,
-    ),
-    "voc-fcn16s": PublicNet(
-        "voc-fcn16s.train.prototxt",
-        "shelhamer/fcn.berkeleyvision.org",
-        "bvlc",
-        21,
-        "voc-fcn16s.solver.prototxt",
-        backbone=VGG16,
-        zero_classifiers=("score_fr", "score_pool4"),
-        score="score",
-        notes=_FCN,
-    ),
-    "voc-fcn8s": PublicNet(
-        "voc-fcn8s.train.prototxt",
-        "shelhamer/fcn.berkeleyvision.org",
-        "bvlc",
-        21,
-        "voc-fcn8s.solver.prototxt",
-        backbone=VGG16,
-        zero_classifiers=("score_fr", "score_pool4", "score_pool3"),
-        score="score",
-        notes=_FCN,
-    ),
-    "voc-fcn-alexnet": PublicNet(
-        "voc-fcn-alexnet.train.prototxt",
-        "shelhamer/fcn.berkeleyvision.org",
-        "bvlc",
-        21,
-        "voc-fcn-alexnet.solver.prototxt",
-        backbone=ALEXNET,
-        zero_classifiers=("score_fr",),
-        score="score",
-        notes=_FCN,
-    ),
-    "siftflow-fcn32s": PublicNet(
-        "siftflow-fcn32s.trainval.prototxt",
-        "shelhamer/fcn.berkeleyvision.org",
-        "bvlc",
-        33,
-        "siftflow-fcn32s.solver.prototxt",
+    "voc-fcn32s": _fcn("voc-fcn32s", VGG16, ("score_fr",)),
+    "voc-fcn16s": _fcn("voc-fcn16s", VGG16, ("score_fr", "score_pool4")),
+    "voc-fcn8s": _fcn("voc-fcn8s", VGG16, ("score_fr", "score_pool4", "score_pool3")),
+    "voc-fcn-alexnet": _fcn("voc-fcn-alexnet", ALEXNET, ("score_fr",)),
+    "siftflow-fcn32s": _fcn(
+        "siftflow-fcn32s",
+        VGG16,
+        ("score_fr_sem", "score_fr_geo"),
+        phase="trainval",
+        num_classes=33,
         label_tops=("sem", "geo"),
-        backbone=VGG16,
-        zero_classifiers=("score_fr_sem", "score_fr_geo"),
         score="score_sem",
         notes=_FCN + "; two heads: sem (33 classes) and geo (3 classes), each with its own loss",
     ),
@@ -134,18 +140,14 @@ REGISTRY: dict[str, PublicNet] = {
         "zeros, upscore bilinear, see tests/nets/test_nets_fileweights.py); Crop to the data, pad 100 fits any size; "
         "accuracy only in stage 'val'",
     ),
-    "dilation8-camvid": PublicNet(
-        "dilation8-camvid.deploy.prototxt",
+    "dilation8-camvid": _deploy(
+        "dilation8-camvid",
         "fyu/dilation",
         "bvlc",
         11,
-        data_layers=(),
-        label_tops=(),
         backbone=VGG16,
         size=436,
-        ignore_label=None,
         score="ctx_final",
-        loss=False,
         notes="dilated front end (VGG16, dilation 2 and 4, no padding) + context module (dilations 1..16); "
         "a deploy net: net-level input 'data' and a Softmax, no label and no loss. Geometry: input S gives "
         "scores of (S - 372) / 8 (436 -> 8x8, 404 -> 4x4); a training net adds a label of that size (or an "
@@ -186,36 +188,17 @@ REGISTRY: dict[str, PublicNet] = {
         notes="DeepLab v2 ASPP over VGG16 (dilations 2, 6, 12, 18, 24): ImageSegData (tops data, label, "
         "data_dim), the label shrunk by Interp (shrink_factor 8) to the score size, SegAccuracy",
     ),
-    "pspnet50-ade20k": PublicNet(
-        "pspnet50-ade20k.deploy.prototxt",
+    "pspnet50-ade20k": _deploy(
+        "pspnet50-ade20k",
         "hszhao/PSPNet",
         "fork",
         150,
-        data_layers=(),
-        label_tops=(),
         size=473,
-        ignore_label=None,
         score="conv6_interp",
-        loss=False,
         fork="pspnet",
         fork_tokens=("BN", "bn_param", "Interp", "interp_param"),
         notes="deploy net (Input 473x473): ResNet-50 with the fork's BN, pyramid pooling with Interp back to "
         "the feature size, Interp zoom_factor 8 at the end",
-    ),
-    "icnet-cityscapes": PublicNet(
-        "icnet-cityscapes.deploy.prototxt",
-        "hszhao/ICNet",
-        "fork",
-        19,
-        data_layers=(),
-        label_tops=(),
-        size=1025,
-        ignore_label=None,
-        loss=False,
-        fork="pspnet",
-        fork_tokens=("Interp", "interp_param"),
-        notes="deploy net (Input 1025x2049), BatchNorm already merged into the convolutions; three branches "
-        "joined by Interp (shrink and zoom)",
     ),
     "deconvnet-stage1": PublicNet(
         "deconvnet-stage1.train.prototxt",
@@ -239,21 +222,6 @@ REGISTRY: dict[str, PublicNet] = {
         notes="V1 'layers' format with enum types; pools with a mask top that UNPOOLING reads; BN after "
         "every convolution and deconvolution",
     ),
-    "crfrnn": PublicNet(
-        "crfrnn.deploy.prototxt",
-        "torrvision/crfasrnn",
-        "fork",
-        21,
-        data_layers=(),
-        label_tops=(),
-        size=500,
-        ignore_label=None,
-        loss=False,
-        fork="crfrnn",
-        fork_tokens=("MultiStageMeanfield", "multi_stage_meanfield_param"),
-        notes="deploy net (Input 500x500): FCN-8s then a MultiStageMeanfield (the CRF as an RNN) that reads "
-        "the scores and the image",
-    ),
     "enet": PublicNet(
         "enet.train_encoder_decoder.prototxt",
         "TimoSaemann/ENet",
@@ -262,15 +230,7 @@ REGISTRY: dict[str, PublicNet] = {
         "enet.solver.prototxt",
         size=512,
         fork="enet",
-        fork_tokens=(
-            "DenseImageData",
-            "dense_image_data_param",
-            "BN",
-            "bn_param",
-            "Upsample",
-            "upsample_param",
-            "weight_by_label_freqs",
-        ),
+        fork_tokens=(*_SEGNET_LAYERS, "weight_by_label_freqs"),
         notes="ENet encoder-decoder for Cityscapes: BN, PReLU, learned Deconvolution upsampling (msra) and "
         "max-unpooling (Upsample with the pool's mask), SpatialDropout as Python layers "
         "(spatial_dropout module of the repo)",
@@ -284,15 +244,7 @@ REGISTRY: dict[str, PublicNet] = {
         size=360,
         ignore_label=11,
         fork="segnet",
-        fork_tokens=(
-            "DenseImageData",
-            "dense_image_data_param",
-            "BN",
-            "bn_param",
-            "Upsample",
-            "upsample_param",
-            "class_weighting",
-        ),
+        fork_tokens=_SEGNET_TOKENS,
         notes="full SegNet (VGG16 encoder, mirrored decoder) on CamVid 360x480",
     ),
     "segnet-basic": PublicNet(
@@ -303,17 +255,13 @@ REGISTRY: dict[str, PublicNet] = {
         size=360,
         ignore_label=11,
         fork="segnet",
-        fork_tokens=(
-            "DenseImageData",
-            "dense_image_data_param",
-            "BN",
-            "bn_param",
-            "Upsample",
-            "upsample_param",
-            "class_weighting",
-        ),
+        fork_tokens=_SEGNET_TOKENS,
         notes="SegNet-Basic (4 encoders, LRN, 64 channels) on CamVid 360x480",
     ),
+    **{
+        stem: _deploy(stem, repo, "fork", classes, size=side, fork=fork, fork_tokens=tokens, notes=notes)
+        for stem, (repo, classes, side, fork, tokens, notes) in _FORK_DEPLOY.items()
+    },
     "unet-valid": PublicNet(
         "unet-valid.train.prototxt",
         "camelliacamellia/CAMELLIA9527",
@@ -337,7 +285,7 @@ FORK_NETS = [name for name, net in REGISTRY.items() if net.kind == "fork"]
 NETS = {
     name: (net.file, net.solver, net.backbone, net.zero_classifiers)
     for name, net in REGISTRY.items()
-    if net.repo == "shelhamer/fcn.berkeleyvision.org"
+    if net.repo == _FCN_REPO
 }
 
 
