@@ -15,6 +15,7 @@ import re
 import sys
 import tempfile
 import threading
+from typing import Any
 
 import numpy as np
 
@@ -27,13 +28,25 @@ CORRUPT_JPEG = re.compile(
 )
 _MAX_SAID = 2000  # characters of decoder text kept: a message quotes it, it never floods one
 _LOCK = threading.Lock()  # fd 2 is per process: one capture at a time
+_SINKS: dict[int, Any] = {}  # one unlinked temporary file per process (a forked worker makes its own)
+
+
+def _sink() -> Any:
+    pid = os.getpid()
+    if pid not in _SINKS:
+        _SINKS[pid] = tempfile.TemporaryFile()
+    sink = _SINKS[pid]
+    sink.seek(0)
+    sink.truncate()
+    return sink
 
 
 def decode_reporting(buf: np.ndarray) -> tuple[np.ndarray | None, str]:
     """cv2.imdecode(buf, IMREAD_COLOR) and what the decoder wrote to stderr meanwhile (stripped)."""
     import cv2
 
-    with _LOCK, tempfile.TemporaryFile() as sink:
+    with _LOCK:
+        sink = _sink()
         sys.stderr.flush()
         try:
             saved = os.dup(2)
