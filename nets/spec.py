@@ -5,7 +5,7 @@ a leading `# segorch-meta:` comment of each prototxt."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -157,33 +157,23 @@ def generate(
     train_data.check("train")
     if val_data is not None:
         val_data.check("val")
-    opts = ArchOptions(
-        num_classes=num_classes,
-        width=width,
-        depth=depth,
-        batch_norm=batch_norm,
-        filler=filler,
-        learn_upsample=learn_upsample,
-        skips=skips,
-    )
+    opts = ArchOptions(num_classes, width, depth, batch_norm, filler, learn_upsample, skips)  # its field order
     body = _body(arch)
+    shape = asdict(opts)  # the meta records the body's options; width/depth/skips shape the compact net only
+    if arch == "compact":
+        shape.update(total_stride=2 ** (depth - skips), input_scale=INPUT_SCALE)
+    else:
+        shape = {k: v for k, v in shape.items() if k not in ("width", "depth", "skips")}
+        shape.update(total_stride=int(arch[3:-1]))
     meta: dict[str, Any] = dict(
         arch=arch,
-        num_classes=num_classes,
         ignore_label=ignore_label,
         loss=loss,
         loss_normalization=normalization,
-        batch_norm=batch_norm,
-        filler=filler,
-        learn_upsample=learn_upsample,
         data_kind=train_data.kind,
         infogain_file=infogain_file,
         backbone="compact" if arch == "compact" else "vgg16",
-        **(
-            dict(width=width, depth=depth, skips=skips, total_stride=2 ** (depth - skips), input_scale=INPUT_SCALE)
-            if arch == "compact"
-            else dict(total_stride=int(arch[3:-1]))
-        ),
+        **shape,
     )
     head: dict[str, Any] = dict(
         kind=loss, normalization=normalization, ignore_label=ignore_label, infogain_file=infogain_file
