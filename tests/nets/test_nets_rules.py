@@ -205,6 +205,22 @@ SCALE = 'layer { name: "sc1" type: "Scale" bottom: "conv1" top: "conv1" scale_pa
 RELU = 'layer { name: "relu1" type: "ReLU" bottom: "conv1" top: "conv1" }'
 
 
+def bn_per_phase(
+    train: str,
+    test: str,
+    train_extra: str = "batch_norm_param { use_global_stats: false }",
+    test_extra: str = "batch_norm_param { use_global_stats: true }",
+):
+    """conv1 normalised by one BatchNorm layer in TRAIN (named `train`) and one in TEST (`test`), then Scale."""
+    return net(
+        DATA,
+        conv("conv1", "data"),
+        BN.format(n=train, extra=f"include {{ phase: TRAIN }} {train_extra}"),
+        BN.format(n=test, extra=f"include {{ phase: TEST }} {test_extra}"),
+        SCALE,
+    )
+
+
 def test_bn_lr_mult():
     bad = net(DATA, conv("conv1", "data"), BN.format(n="bn1", extra="param { lr_mult: 1 } "), SCALE)
     assert [(f.code, f.severity) for f in rules_params.check_batchnorm(bad, Context())] == [("bn-lr-mult", "error")]
@@ -216,13 +232,7 @@ def test_bn_lr_mult():
 
 
 def test_bn_phase_duplicate():
-    dup = net(
-        DATA,
-        conv("conv1", "data"),
-        BN.format(n="bn_train", extra="include { phase: TRAIN } batch_norm_param { use_global_stats: false }"),
-        BN.format(n="bn_test", extra="include { phase: TEST } batch_norm_param { use_global_stats: true }"),
-        SCALE,
-    )
+    dup = bn_per_phase("bn_train", "bn_test")
     found = rules_params.check_batchnorm(dup, Context())
     assert [(f.code, f.severity, f.layer) for f in found] == [("bn-phase-duplicate", "error", "bn_test")]
     one = net(DATA, conv("conv1", "data"), BN.format(n="bn1", extra=""), SCALE)
@@ -231,26 +241,14 @@ def test_bn_phase_duplicate():
 
 def test_bn_phase_duplicate_sharing_blobs_is_info():
     shared = 'param { name: "m" lr_mult: 0 } param { name: "v" lr_mult: 0 } param { name: "f" lr_mult: 0 }'
-    n = net(
-        DATA,
-        conv("conv1", "data"),
-        BN.format(n="bn_train", extra=f"include {{ phase: TRAIN }} {shared}"),
-        BN.format(n="bn_test", extra=f"include {{ phase: TEST }} {shared}"),
-        SCALE,
-    )
+    n = bn_per_phase("bn_train", "bn_test", shared, shared)
     assert [(f.code, f.severity) for f in rules_params.check_batchnorm(n, Context())] == [
         ("bn-phase-duplicate", "info")
     ]
 
 
 def test_bn_phase_duplicate_under_one_name_is_info():
-    same = net(
-        DATA,
-        conv("conv1", "data"),
-        BN.format(n="bn1", extra="include { phase: TRAIN } batch_norm_param { use_global_stats: false }"),
-        BN.format(n="bn1", extra="include { phase: TEST } batch_norm_param { use_global_stats: true }"),
-        SCALE,
-    )
+    same = bn_per_phase("bn1", "bn1")
     [f] = rules_params.check_batchnorm(same, Context())
     assert (f.code, f.severity, f.layer) == ("bn-phase-duplicate", "info", "bn1")
     assert "by name" in f.message and "redundant" in f.message
