@@ -19,8 +19,12 @@ BUILD_HELP = """Build Caffe LMDBs from raw images and per-pixel labels.
 Output (--out DIR): DIR/images/ and DIR/labels/ (LMDBs of Caffe Datum, same keys in the same
 order), DIR/stats.json (class counts, frequencies, median-frequency and inverse-frequency
 weights, mean_bgr, size, source, options), DIR/infogain_H.binaryproto (diag of the
-median-frequency weights, for InfogainLoss) and DIR/index.txt (key, image, label per record).
-With --val-list or --val-fraction the same layout is written twice: DIR/train/ and DIR/val/.
+median-frequency weights, for InfogainLoss) and DIR/index.txt (key, image, label and a digest of
+the pixels per record). With --val-list, --val-fraction or --val-split the same layout is written
+twice: DIR/train/ and DIR/val/. Public datasets in their own layout: --layout cityscapes|ade20k|voc
+--root DIR (their label ids mapped to training ids). Before training, the data checks are printed:
+images all ignore, absent classes, extreme class weights, aspect changed by --resize, train/val
+duplicates.
 
 Refused unless asked for: lossy label files (JPEG, lossy WebP, told by content, not by name),
 because compression invents class ids along edges (--allow-lossy-labels accepts them, with a
@@ -42,6 +46,27 @@ def _help(parser: argparse.ArgumentParser) -> int:
     """`data` without a subcommand: its help, and exit 2."""
     parser.print_help()
     return EXIT_BAD_INPUT
+
+
+def _layout_arguments(b: argparse.ArgumentParser) -> None:
+    """`data build`'s public-dataset layouts and label-id options."""
+    lay = b.add_argument_group("a public dataset in its own layout (with --root)")
+    lay.add_argument(
+        "--layout",
+        choices=LAYOUTS,
+        help="cityscapes (leftImg8bit/ + gtFine/ labelIds), ade20k (images/ + annotations/), "
+        "voc (ImageSets/Segmentation lists, JPEGImages/, SegmentationClass/); fills in pairing, label map, "
+        "classes, ignore label and class names",
+    )
+    lay.add_argument("--split", default="train", help="the layout's split to build (default train)")
+    lay.add_argument("--val-split", help="also build this split as DIR/val (the first goes to DIR/train)")
+    ids = b.add_argument_group("label ids")
+    ids.add_argument(
+        "--label-map",
+        help=f"stored label value -> class id before anything is counted: a preset ({', '.join(PRESETS)}) or a "
+        "file of 'SRC DST' lines (or a JSON object); a value it does not cover is an error",
+    )
+    ids.add_argument("--class-names", type=Path, help="a file of class names, one per line, in class-id order")
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -72,23 +97,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "(e.g. _leftImg8bit.png); each label is at the same relative path ending in --label-suffix",
     )
     src.add_argument("--label-suffix", help="how label names end, replacing --image-suffix (e.g. _gtFine_labelIds.png)")
-    lay = b.add_argument_group("a public dataset in its own layout (with --root)")
-    lay.add_argument(
-        "--layout",
-        choices=LAYOUTS,
-        help="cityscapes (leftImg8bit/ + gtFine/ labelIds), ade20k (images/ + annotations/), "
-        "voc (ImageSets/Segmentation lists, JPEGImages/, SegmentationClass/); fills in pairing, label map, "
-        "classes, ignore label and class names",
-    )
-    lay.add_argument("--split", default="train", help="the layout's split to build (default train)")
-    lay.add_argument("--val-split", help="also build this split as DIR/val (the first goes to DIR/train)")
-    ids = b.add_argument_group("label ids")
-    ids.add_argument(
-        "--label-map",
-        help=f"stored label value -> class id before anything is counted: a preset ({', '.join(PRESETS)}) or a "
-        "file of 'SRC DST' lines (or a JSON object); a value it does not cover is an error",
-    )
-    ids.add_argument("--class-names", type=Path, help="a file of class names, one per line, in class-id order")
+    _layout_arguments(b)
     b.add_argument("--out", type=Path, required=True, help="output folder (must not exist unless --overwrite)")
     b.add_argument(
         "--num-classes", type=int, help="classes (CamVid 11, VOC 21); default: dataset.json next to the list"
