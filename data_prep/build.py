@@ -155,7 +155,7 @@ def decode_all(pairs: list[Pair], opts: decode.DecodeOptions, workers: int) -> I
     if workers <= 1 or len(pairs) < 4:
         yield from (decode.decode_pair(p, opts) for p in pairs)
         return
-    import cv2  # noqa: F401  (imported once here so forked workers start with it loaded)
+    import cv2  # imported once here so forked workers start with it loaded
     from PIL import Image  # noqa: F401
 
     method = "fork" if "fork" in mp.get_all_start_methods() else None
@@ -165,7 +165,12 @@ def decode_all(pairs: list[Pair], opts: decode.DecodeOptions, workers: int) -> I
     # process whenever writing is slower than decoding (peak RSS grew with the dataset: 139 MiB at
     # 100 and 267 MiB at 1000 Cityscapes-sized pairs); a bounded window keeps memory flat.
     window: deque[AsyncResult[list[decode.Record | decode.Bad]]] = deque()
+    # OpenCV's thread pool does not survive fork: a worker forked while this process has one running
+    # hangs for ever in its first cv2.setNumThreads. So it is stopped while the workers are forked.
+    threads = cv2.getNumThreads()
+    cv2.setNumThreads(1)
     with mp.get_context(method).Pool(workers, _init, (opts,)) as pool:
+        cv2.setNumThreads(threads)
         todo = iter(chunks)
         for part in islice(todo, WINDOW * workers):
             window.append(pool.apply_async(_decode_chunk, (part,)))
