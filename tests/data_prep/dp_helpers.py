@@ -63,28 +63,19 @@ def no_leftovers(parent: Path) -> list[str]:
     return [p.name for p in parent.iterdir() if ".partial-" in p.name or ".old-" in p.name]
 
 
+def build_argv(source: list[str], out: Path | None, *extra: str, num_classes: str = "5") -> list[str]:
+    """The words of `orchestrate data build` reading `source` (`["--list", FILE]`, or `--images`
+    and `--labels`) into `out` (None: no --out, the caller adds one), 5 classes (`num_classes`),
+    ignore label 255, then `extra`."""
+    to = ["--out", str(out)] if out is not None else []
+    return ["data", "build", *source, *to, "--num-classes", num_classes, "--ignore-label", "255", *extra]
+
+
 def cli_build(data: Path, out: Path, capsys: pytest.CaptureFixture[str], *extra: str) -> tuple[int, str, str]:
     """`orchestrate data build` on data/list.txt (5 classes, ignore 255; `extra` may override): rc, stdout, stderr."""
     from orchestrator.cli import main
 
-    rc = main(
-        [
-            "data",
-            "build",
-            "--list",
-            str(data / "list.txt"),
-            "--out",
-            str(out),
-            "--num-classes",
-            "5",
-            "--ignore-label",
-            "255",
-            "--quiet",
-            "--workers",
-            "2",
-            *extra,
-        ]
-    )
+    rc = main(build_argv(["--list", str(data / "list.txt")], out, "--quiet", "--workers", "2", *extra))
     cap = capsys.readouterr()
     return rc, cap.out, cap.err
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from dp_helpers import assert_failed, no_leftovers, read_lmdb
+from dp_helpers import assert_failed, build_argv, no_leftovers, read_lmdb
 from dp_helpers import cli_build as build
 
 from orchestrator.cli import main
@@ -144,20 +144,7 @@ def test_all_bad_is_an_error(data: Path, tmp_path: Path, capsys: pytest.CaptureF
 
 def test_bad_settings(data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "out"
-    rc = main(
-        [
-            "data",
-            "build",
-            "--list",
-            str(data / "list.txt"),
-            "--out",
-            str(out),
-            "--num-classes",
-            "300",
-            "--ignore-label",
-            "255",
-        ]
-    )
+    rc = main(build_argv(["--list", str(data / "list.txt")], out, num_classes="300"))
     assert_failed(rc, capsys.readouterr().err, out, "--num-classes 300")
     rc = main(["data", "build", "--list", str(data / "list.txt"), "--out", str(out)])
     assert_failed(rc, capsys.readouterr().err, out, "--num-classes and --ignore-label are needed")

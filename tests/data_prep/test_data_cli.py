@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
-from dp_helpers import coded_pairs, read_lmdb, write_pairs
+from dp_helpers import build_argv, coded_pairs, read_lmdb, write_pairs
 
 from data_prep.progress import Progress
 from orchestrator.cli import main
@@ -20,23 +20,9 @@ def lst(tmp_path: Path) -> Path:
 
 
 def test_progress_bar_and_throughput(lst: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    args = [
-        "data",
-        "build",
-        "--list",
-        str(lst),
-        "--num-classes",
-        "5",
-        "--ignore-label",
-        "255",
-        "--workers",
-        "1",
-        "--resize",
-        "16x12",
-        "--encoded",
-        "--shuffle-seed",
-        "4",
-    ]
+    args = build_argv(
+        ["--list", str(lst)], None, "--workers", "1", "--resize", "16x12", "--encoded", "--shuffle-seed", "4"
+    )
     assert main([*args, "--out", str(tmp_path / "o")]) == 0
     cap = capsys.readouterr()
     assert "6/6" in cap.err and "rec/s" in cap.err and "ETA" in cap.err

@@ -9,7 +9,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from dp_helpers import assert_failed, caffe_datum_array, cli_build, read_lmdb
+from dp_helpers import assert_failed, build_argv, caffe_datum_array, cli_build, read_lmdb
 
 from orchestrator.cli import main
 
@@ -135,21 +135,5 @@ def test_non_utf8_file_name_in_folders(data: Path, tmp_path: Path, capsys: pytes
     for sub in ("img", "lab"):
         (data / sub / "000.png").rename(data / sub / "caf\udce9.png")
     out = tmp_path / "out"
-    rc = main(
-        [
-            "data",
-            "build",
-            "--images",
-            str(data / "img"),
-            "--labels",
-            str(data / "lab"),
-            "--out",
-            str(out),
-            "--num-classes",
-            "5",
-            "--ignore-label",
-            "255",
-            "--quiet",
-        ]
-    )
+    rc = main(build_argv(["--images", str(data / "img"), "--labels", str(data / "lab")], out, "--quiet"))
     assert_failed(rc, capsys.readouterr().err, out, "not valid UTF-8", "rename")

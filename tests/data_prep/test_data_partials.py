@@ -13,7 +13,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from dp_helpers import caffe_datum_array, cli_build, no_leftovers, read_lmdb
+from dp_helpers import build_argv, caffe_datum_array, cli_build, no_leftovers, read_lmdb
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -33,19 +33,7 @@ def _start_blocked_build(data: Path, out: Path) -> subprocess.Popen[bytes]:
         sys.executable,
         "-m",
         "orchestrator.cli",
-        "data",
-        "build",
-        "--list",
-        str(blocked),
-        "--out",
-        str(out),
-        "--num-classes",
-        "5",
-        "--ignore-label",
-        "255",
-        "--workers",
-        "1",
-        "--quiet",
+        *build_argv(["--list", str(blocked)], out, "--workers", "1", "--quiet"),
     ]
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 120  # a liveness guard, not a speed check
