@@ -58,6 +58,22 @@ def coded_pairs(
     return images, labels
 
 
+PAIRED_MEAN = [10.0, 20.0, 30.0]
+
+
+def paired_params(db: Path, **kw: object) -> dict[str, object]:
+    """The paired data layer's parameters over a built `db`: batches of 3, mean PAIRED_MEAN, seed 1;
+    `kw` adds or overrides."""
+    return {
+        "images": str(db / "images"),
+        "labels": str(db / "labels"),
+        "batch_size": 3,
+        "mean_bgr": PAIRED_MEAN,
+        "seed": 1,
+        **kw,
+    }
+
+
 def no_leftovers(parent: Path) -> list[str]:
     """Names in `parent` that look like a half-written output."""
     return [p.name for p in parent.iterdir() if ".partial-" in p.name or ".old-" in p.name]

@@ -9,12 +9,12 @@ from typing import Any
 
 import numpy as np
 import pytest
-from dp_helpers import write_pairs
+from dp_helpers import PAIRED_MEAN as MEAN
+from dp_helpers import paired_params, write_pairs
 
 from data_prep.build import build_dataset
 from data_prep.paired import PairedBatcher, jitter_image, parse_params
 
-MEAN = [10.0, 20.0, 30.0]
 LEVEL = 40  # grey level per class: 20 + 40 * class
 
 
@@ -32,15 +32,7 @@ def grey_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def take(db: Path, n: int, train: bool = True, state: dict | None = None, **kw: object) -> tuple[list, dict]:
-    params = {
-        "images": str(db / "images"),
-        "labels": str(db / "labels"),
-        "batch_size": 3,
-        "mean_bgr": MEAN,
-        "seed": 1,
-        **kw,
-    }
-    b = PairedBatcher(parse_params(json.dumps(params), train=train))
+    b = PairedBatcher(parse_params(json.dumps(paired_params(db, **kw)), train=train))
     try:
         if state is not None:
             b.set_state(state)

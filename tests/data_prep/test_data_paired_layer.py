@@ -9,14 +9,13 @@ from typing import Any
 
 import numpy as np
 import pytest
-from dp_helpers import coded_pairs, write_pairs
+from dp_helpers import PAIRED_MEAN as MEAN
+from dp_helpers import coded_pairs, paired_params, write_pairs
 
 from data_prep.build import build_dataset
 from data_prep.paired import PairedBatcher, parse_params
 
 pytestmark = pytest.mark.caffe
-
-MEAN = [10.0, 20.0, 30.0]
 
 
 @pytest.fixture(scope="module")
@@ -30,15 +29,7 @@ def coded_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def batcher(db: Path, train: bool = True, **kw: object) -> PairedBatcher:
-    params = {
-        "images": str(db / "images"),
-        "labels": str(db / "labels"),
-        "batch_size": 3,
-        "mean_bgr": MEAN,
-        "seed": 1,
-        **kw,
-    }
-    return PairedBatcher(parse_params(json.dumps(params), train=train))
+    return PairedBatcher(parse_params(json.dumps(paired_params(db, **kw)), train=train))
 
 
 def take(b: PairedBatcher, n: int) -> list[tuple[np.ndarray, np.ndarray]]:
