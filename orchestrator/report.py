@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.contract import BEST_INFO, CONFUSION, RUN_FILES, RunMeta, class_labels
-from orchestrator.rundir import RunDir, read_jsonl
+from orchestrator.jsonio import read_jsonl
+from orchestrator.rundir import RunDir
 
 STOP_MARKS = {"diverged": "diverged", "interrupted": "interrupted", "failed": "failed", "early_stopped": "early stop"}
 

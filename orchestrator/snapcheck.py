@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.contract import HOOKS, MANIFEST, SNAP_FILES, STATE, WEIGHTS, snapshot_iteration, snapshot_relpath
+from orchestrator.jsonio import write_json_atomic
 
 CORRUPT = ".corrupt"  # suffix of a quarantined snapshot folder
 
@@ -178,8 +179,6 @@ def set_aside(iteration: int, p: Path, problem: str, rename: bool) -> str:
 
 def write_manifest(p: Path) -> None:
     """manifest.json: size and sha256 of a snapshot's files, checked by resume."""
-    from orchestrator.rundir import write_json_atomic  # rundir imports this module
-
     write_json_atomic(
         p / MANIFEST, {f: {"size": (p / f).stat().st_size, "sha256": sha256_file(p / f)} for f in SNAP_FILES}
     )
@@ -191,8 +190,6 @@ def relink_snapshot(p: Path) -> bool:
     snapshot that verify_snapshot passes is touched, and only the state's manifest entry is
     renewed: a damaged file is never given a manifest that would vouch for it."""
     from caffe.proto import caffe_pb2
-
-    from orchestrator.rundir import write_json_atomic  # rundir imports this module
 
     if verify_snapshot(p) is not None:
         return False

@@ -106,7 +106,7 @@ _OS_FIXES = {
 
 def os_error_text(e: OSError) -> tuple[str, str]:
     """(message naming the file, fix) for an OSError that reached the command line."""
-    from orchestrator.rundir import io_error_text
+    from orchestrator.jsonio import io_error_text
 
     if e.errno == errno.ENOSPC:
         return io_error_text(e), _OS_FIXES[errno.ENOSPC]

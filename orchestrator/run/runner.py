@@ -18,8 +18,9 @@ from data_prep.build import INFOGAIN_FILE
 from orchestrator.config import experiment as cfgmod
 from orchestrator.config.schema import INT_MAX
 from orchestrator.contract import EXIT_BAD_INPUT, EXIT_OK, LOCK, MARKER, START_STATE, RunMeta, Status
+from orchestrator.jsonio import read_jsonl
 from orchestrator.run.supervisor import supervise
-from orchestrator.rundir import RunDir, foreign_error, read_jsonl
+from orchestrator.rundir import RunDir, foreign_error
 
 
 def ensure_data(exp: cfgmod.Experiment) -> None:

@@ -15,7 +15,8 @@ from typing import Any
 from common.child import ChildResult, die_with_parent, quiet_glog_env, result_from_log
 from common.findings import Finding
 from orchestrator.contract import EXIT_BAD_INPUT, VERDICT_ENV, Status, Verdict, WorkerArgs
-from orchestrator.rundir import RunDir, disk_nearly_full, io_error_text, read_jsonl
+from orchestrator.jsonio import io_error_text, read_jsonl
+from orchestrator.rundir import RunDir, disk_nearly_full
 
 
 def abort_finding(code_hint: str, res: ChildResult, disk_full: bool = False) -> Finding:

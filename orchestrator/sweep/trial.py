@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from common.child import die_with_parent
-from orchestrator.rundir import RunDir, read_jsonl
+from orchestrator.jsonio import read_jsonl
+from orchestrator.rundir import RunDir
 
 FINAL = ("completed", "early_stopped", "diverged", "failed")
 POLL_SECONDS = 0.25

@@ -9,7 +9,8 @@ import threading
 from pathlib import Path
 from typing import Any, TextIO
 
-from orchestrator.rundir import RunDir, read_jsonl
+from orchestrator.jsonio import read_jsonl
+from orchestrator.rundir import RunDir
 
 FINAL = ("completed", "early_stopped", "diverged", "failed")
 

@@ -24,8 +24,9 @@ from common.findings import Finding
 from common.tempfiles import through_temp_file
 from orchestrator.config import experiment as cfgmod
 from orchestrator.contract import HOOKS, STATE, VERDICT_ENV, WEIGHTS, RunMeta, Status, Verdict, WorkerArgs
+from orchestrator.jsonio import read_json
 from orchestrator.predict.tta import TTA
-from orchestrator.rundir import RunDir, read_json
+from orchestrator.rundir import RunDir
 from orchestrator.train import loop, surgery
 from orchestrator.train.hooks.data_state import DataStateHook
 from orchestrator.train.hooks.divergence import DivergenceHook

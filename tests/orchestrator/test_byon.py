@@ -13,7 +13,7 @@ import pytest
 
 from orchestrator import metrics
 from orchestrator.config import experiment as cfgmod
-from orchestrator.rundir import read_jsonl
+from orchestrator.jsonio import read_jsonl
 from orchestrator.train.hooks.validation import validate
 from orchestrator.train.worker import apply_surgery
 from tests.orchestrator.conftest import experiment, orchestrate, write_exp

@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 
 from nets.prototxt import parse_net
+from orchestrator.jsonio import read_jsonl
 from orchestrator.predict import deploy as dep
-from orchestrator.rundir import read_jsonl
 from tests.conftest import REPO
 from tests.orchestrator.conftest import experiment, orchestrate, unet, user_net, write_exp
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from orchestrator.rundir import read_jsonl
+from orchestrator.jsonio import read_jsonl
 from tests.orchestrator.conftest import experiment, orchestrate, user_net, write_exp
 
 pytestmark = pytest.mark.caffe

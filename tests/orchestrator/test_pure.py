@@ -144,7 +144,7 @@ def test_plateau_and_reduced_lr():
 def test_jsonl_log_lines_are_readable_while_open(tmp_path):
     """metrics.jsonl stays open during a run: each record must be on disk (flushed) at once,
     with non-finite numbers as null, so a killed run keeps every finished iteration."""
-    from orchestrator.rundir import JsonlLog, read_jsonl
+    from orchestrator.jsonio import JsonlLog, read_jsonl
 
     log = JsonlLog(tmp_path / "m.jsonl")
     log.write({"iter": 1, "loss": 0.5})

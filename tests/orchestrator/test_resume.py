@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from nets import bilinear
-from orchestrator.rundir import read_jsonl
+from orchestrator.jsonio import read_jsonl
 from tests.conftest import REPO
 from tests.orchestrator.conftest import experiment, orchestrate, write_exp
 

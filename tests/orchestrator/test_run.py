@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from orchestrator.rundir import read_jsonl
+from orchestrator.jsonio import read_jsonl
 from tests.orchestrator.conftest import experiment, orchestrate, write_exp
 
 pytestmark = pytest.mark.caffe

@@ -19,7 +19,8 @@ import yaml
 
 from orchestrator.config import experiment as cfgmod
 from orchestrator.contract import MARKER
-from orchestrator.rundir import RunDir, read_jsonl
+from orchestrator.jsonio import read_jsonl
+from orchestrator.rundir import RunDir
 from orchestrator.runs_table import run_row
 from tests.orchestrator.conftest import experiment, orchestrate, write_exp
 from tests.orchestrator.test_resume import start as start_run

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import yaml
 
-from orchestrator.rundir import read_jsonl
+from orchestrator.jsonio import read_jsonl
 from tests.conftest import REPO
 from tests.orchestrator.conftest import experiment, orchestrate, write_exp
 from tests.orchestrator.test_resume import wait_for_iter

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from orchestrator.rundir import read_jsonl
+from orchestrator.jsonio import read_jsonl
 from orchestrator.train.hooks.tensorboard import read_scalars
 from tests.orchestrator.conftest import experiment, orchestrate, write_exp
 from tests.orchestrator.test_resume import start, wait_for_iter

@@ -13,8 +13,8 @@ from PIL import Image
 
 from common.errors import UserError
 from orchestrator.config.experiment import from_dict
+from orchestrator.jsonio import read_jsonl
 from orchestrator.predict.tta import TTA, parse, probabilities, resize_bilinear, softmax
-from orchestrator.rundir import read_jsonl
 from tests.orchestrator.conftest import data_layers, experiment, orchestrate, unet, write_exp
 
 RNG = np.random.default_rng(0)

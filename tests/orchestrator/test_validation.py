@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from orchestrator import metrics
-from orchestrator.rundir import read_jsonl
+from orchestrator.jsonio import read_jsonl
 from orchestrator.train.hooks.validation import validate
 from tests.orchestrator.conftest import experiment, orchestrate, write_exp
 

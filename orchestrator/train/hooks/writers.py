@@ -6,7 +6,7 @@ import time
 from typing import Any
 
 from common.findings import Finding
-from orchestrator.rundir import JsonlLog
+from orchestrator.jsonio import JsonlLog
 from orchestrator.train.loop import Context, Hook
 
 
