@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -33,6 +34,23 @@ def pytest_collectreport(report: pytest.CollectReport) -> None:
     if os.environ.get("CI") == "true" and report.skipped:
         report.outcome = "failed"
         report.longrepr = f"{SKIP_IN_CI}: {report.longrepr}"
+
+
+def build_splits(out: Path, lists: Path, num_classes: int = 5, ignore_label: int = 255, **options: Any) -> Path:
+    """The data stage's train and val outputs (out/train, out/val) from lists/train.txt and
+    lists/val.txt, built quietly; `options` go to build_dataset (root, resize, ...). Returns `out`."""
+    from data_prep.build import build_dataset
+
+    for split in ("train", "val"):
+        build_dataset(
+            out / split,
+            num_classes=num_classes,
+            ignore_label=ignore_label,
+            list_file=lists / f"{split}.txt",
+            quiet=True,
+            **options,
+        )
+    return out
 
 
 @pytest.fixture(scope="session")

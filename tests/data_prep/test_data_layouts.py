@@ -17,6 +17,7 @@ from data_prep.build import build_dataset, build_split
 from data_prep.build_layout import build_layout
 from data_prep.checks import data_findings
 from data_prep.labelmap import load_label_map
+from tests.conftest import build_splits
 
 pytestmark = pytest.mark.caffe
 RNG = np.random.default_rng(0)
@@ -204,14 +205,7 @@ def test_check_experiment_shows_the_data_checks(tmp_path: Path, synth_dir: Path)
     """`orchestrate check EXP` lists the data findings with the doctor's (here a crop too big)."""
     from orchestrator.cli import main
 
-    for split in ("train", "val"):
-        build_dataset(
-            tmp_path / split,
-            num_classes=5,
-            ignore_label=255,
-            list_file=synth_dir / f"{split}.txt",
-            quiet=True,
-        )
+    build_splits(tmp_path, synth_dir)
     exp = {
         "name": "chk",
         "data": {

@@ -11,22 +11,22 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.conftest import REPO
+from tests.conftest import REPO, build_splits
 
 
 @pytest.fixture(scope="session")
 def synth_lmdb(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """40 train + 12 val synthetic 32x32 images, built into the data stage's output dirs."""
-    from data_prep.build import build_dataset
+    return synth_splits(tmp_path_factory.mktemp("ctl"), seed=1, train=40, val=12)
+
+
+def synth_splits(root: Path, *, seed: int, train: int, val: int, side: int = 32) -> Path:
+    """`train` + `val` synthetic side x side images (5 classes) under root/raw, built into the data
+    stage's output dirs root/train and root/val (ignore label 255). Returns `root`."""
     from data_prep.synth import make_synthetic
 
-    root = tmp_path_factory.mktemp("ctl")
-    make_synthetic(root / "raw", seed=1, train=40, val=12, size=(32, 32))
-    for split in ("train", "val"):
-        build_dataset(
-            root / split, num_classes=5, ignore_label=255, list_file=root / "raw" / f"{split}.txt", quiet=True
-        )
-    return root
+    make_synthetic(root / "raw", seed=seed, train=train, val=val, size=(side, side))
+    return build_splits(root, root / "raw")
 
 
 def experiment(data: Path, **over: Any) -> dict[str, Any]:

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from orchestrator.rundir import read_jsonl
+from tests.conftest import build_splits
 from tests.orchestrator.conftest import orchestrate, write_exp
 
 pytestmark = [pytest.mark.caffe, pytest.mark.slow]
@@ -23,20 +24,8 @@ PREFIX = "camvid-120x90/"  # the nets' sources, relative to where a user runs th
 @pytest.fixture(scope="module")
 def camvid120(camvid: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The data stage's output for CamVid at 120x90: train (92) and val (101) LMDBs."""
-    from data_prep.build import build_dataset
-
     out = tmp_path_factory.mktemp("byon") / "camvid-120x90"
-    for split in ("train", "val"):
-        build_dataset(
-            out / split,
-            num_classes=11,
-            ignore_label=11,
-            list_file=camvid / f"{split}.txt",
-            root=camvid,
-            resize=(120, 90),
-            quiet=True,
-        )
-    return out
+    return build_splits(out, camvid, num_classes=11, ignore_label=11, root=camvid, resize=(120, 90))
 
 
 def render(name: str, data: Path, out: Path, split: str) -> Path:

@@ -15,7 +15,7 @@ import pytest
 
 from orchestrator.rundir import read_jsonl
 from tests.conftest import REPO
-from tests.orchestrator.conftest import experiment, orchestrate, user_net, write_exp
+from tests.orchestrator.conftest import experiment, orchestrate, synth_splits, user_net, write_exp
 
 pytestmark = pytest.mark.caffe
 
@@ -33,16 +33,7 @@ def caffe_tool() -> Path:
 def one_batch_lmdb(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """8 synthetic images: with batch_size 8 every batch is the whole set, so any two readers
     see the same batch at every iteration, whatever their position."""
-    from data_prep.build import build_dataset
-    from data_prep.synth import make_synthetic
-
-    root = tmp_path_factory.mktemp("onebatch")
-    make_synthetic(root / "raw", seed=2, train=8, val=4, size=(32, 32))
-    for split in ("train", "val"):
-        build_dataset(
-            root / split, num_classes=5, ignore_label=255, list_file=root / "raw" / f"{split}.txt", quiet=True
-        )
-    return root
+    return synth_splits(tmp_path_factory.mktemp("onebatch"), seed=2, train=8, val=4)
 
 
 def caffe_train(solver: Path, snapshot: Path, cwd: Path) -> dict[int, float]:

@@ -39,7 +39,7 @@ import pytest
 from orchestrator.rundir import read_jsonl
 from tests.conftest import REPO
 from tests.nets.public import BVLC_NETS, PUBLIC, REGISTRY, add_label_crop, backbone_weights, full_weights
-from tests.orchestrator.conftest import experiment, orchestrate, write_exp
+from tests.orchestrator.conftest import experiment, orchestrate, synth_splits, write_exp
 from tests.orchestrator.test_interop import caffe_train, display_solver
 
 pytestmark = [pytest.mark.caffe, pytest.mark.slow]
@@ -145,20 +145,11 @@ def weights_for(name: str, net: Path, out: Path) -> Path:
 @pytest.fixture(scope="module")
 def synth_at(tmp_path_factory: pytest.TempPathFactory) -> Any:
     """side -> 8 train + 4 val synthetic images at side x side (made once per side)."""
-    from data_prep.build import build_dataset
-    from data_prep.synth import make_synthetic
-
     made: dict[int, Path] = {}
 
     def at(side: int) -> Path:
         if side not in made:
-            root = tmp_path_factory.mktemp(f"side{side}")
-            make_synthetic(root / "raw", seed=3, train=8, val=4, size=(side, side))
-            for split in ("train", "val"):
-                build_dataset(
-                    root / split, num_classes=5, ignore_label=255, list_file=root / "raw" / f"{split}.txt", quiet=True
-                )
-            made[side] = root
+            made[side] = synth_splits(tmp_path_factory.mktemp(f"side{side}"), seed=3, train=8, val=4, side=side)
         return made[side]
 
     return at
