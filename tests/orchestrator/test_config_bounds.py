@@ -149,6 +149,7 @@ def test_a_closed_stdout_is_a_quiet_exit(argv: list[str], tmp_path, capsys, monk
     assert capsys.readouterr().err == ""
 
 
+@pytest.mark.caffe
 def test_check_json_into_head(synth_lmdb, tmp_path):
     """The real thing: `orchestrate check --json EXP | head -c 1`, the reader gone before the output."""
     exp = write_exp(tmp_path, experiment(synth_lmdb))
