@@ -17,11 +17,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from dp_helpers import assert_failed, caffe_datum_array, read_lmdb
+from dp_helpers import assert_failed, read_lmdb
 from dp_helpers import cli_build as build
 from PIL import Image
 
 from common.errors import UserError
+from data_prep.datum import datum_to_array, parse_datum
 
 H, W = 24, 32
 RNG = np.random.default_rng(7)
@@ -120,6 +121,11 @@ def _place(data: Path, name: str, content: bytes) -> Path:
     return path
 
 
+def _record(value: bytes) -> np.ndarray:
+    """C x H x W of a written Datum (the data stage's own parser; Caffe's reads the same bytes elsewhere)."""
+    return datum_to_array(parse_datum(value))
+
+
 def _assert_shows(bgr: np.ndarray, expect: Decoded) -> None:
     rgb, tol = expect
     assert bgr.shape == (H, W, 3)
@@ -138,7 +144,7 @@ def test_data_build(cell: str, data: Path, tmp_path: Path, capsys: pytest.Captur
         return
     assert rc == 0, err
     records = read_lmdb(out / "images")
-    _assert_shows(caffe_datum_array(records[2][1]).transpose(1, 2, 0), expect)
+    _assert_shows(_record(records[2][1]).transpose(1, 2, 0), expect)
 
 
 @pytest.mark.parametrize("cell", CELLS)
@@ -180,7 +186,7 @@ def test_exif_rotated_label_is_turned_like_its_image(data: Path, tmp_path: Path,
     out = tmp_path / "out"
     rc, _, err = build(data, out, capsys)
     assert rc == 0, err
-    assert (caffe_datum_array(read_lmdb(out / "labels")[2][1])[0] == lab).all()
+    assert (_record(read_lmdb(out / "labels")[2][1])[0] == lab).all()
 
 
 def test_build_workers_after_opencv_ran_its_thread_pool(data: Path, tmp_path: Path) -> None:
