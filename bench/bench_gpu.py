@@ -31,7 +31,7 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-from bench.bench_overhead import COMMON, ENV, caffe_cmd  # noqa: E402
+from bench.bench_overhead import ENV, caffe_cmd, ours_cmd  # noqa: E402
 from bench.common import result_line  # noqa: E402
 
 # FP32 lanes per SM by compute capability (NVIDIA's CUDA C++ Programming Guide, arithmetic throughput)
@@ -78,25 +78,12 @@ def per_iteration(
     """Seconds per iteration of caffe train and orchestrate run (N2 - N1 differencing)."""
     gpu = [f"--gpu={gpu_id}"] if gpu_id is not None else []
 
-    def ours(n: int) -> list[str]:
-        return [
-            sys.executable,
-            "-m",
-            "orchestrator.cli",
-            "run",
-            str(exp),
-            "--run-dir",
-            str(tmp / f"ours{n}"),
-            "--set",
-            f"solver.max_iter={n}",
-            *COMMON,
-            *extra,
-        ]
-
     t: dict[tuple[str, int], float] = {}
     for n in (n2, n1):
         for tool in ("caffe", "ours") if caffe_first else ("ours", "caffe"):
-            t[tool, n] = timed(caffe_cmd(tmp, n) + gpu if tool == "caffe" else ours(n))
+            t[tool, n] = timed(
+                caffe_cmd(tmp, n) + gpu if tool == "caffe" else ours_cmd(exp, tmp / f"ours{n}", n, extra)
+            )
     return {tool: (t[tool, n2] - t[tool, n1]) / (n2 - n1) for tool in ("caffe", "ours")}
 
 
@@ -200,20 +187,7 @@ def main() -> int:
         tmp = Path(t)
         exp = experiment(tmp, a.data.resolve(), a.arch, a.device)
         # the reference run dir gives caffe train exactly our solver and nets
-        timed(
-            [
-                sys.executable,
-                "-m",
-                "orchestrator.cli",
-                "run",
-                str(exp),
-                "--run-dir",
-                str(tmp / "ref"),
-                "--set",
-                "solver.max_iter=1",
-                *COMMON,
-            ]
-        )
+        timed(ours_cmd(exp, tmp / "ref", 1))
         flops = step_flops(tmp / "ref" / "train.prototxt")
         res["flops_forward"], res["flops_step"] = flops["forward"], flops["step"]
         print(

@@ -20,6 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -51,20 +52,10 @@ def caffe_cmd(tmp: Path, n: int) -> list[str]:
     return [str(tool("caffe")), "train", f"--solver={s}"]
 
 
-def ours_cmd(tmp: Path, n: int, extra: list[str]) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "orchestrator.cli",
-        "run",
-        str(EXP),
-        "--run-dir",
-        str(tmp / f"ours{n}"),
-        "--set",
-        f"solver.max_iter={n}",
-        *COMMON,
-        *extra,
-    ]
+def ours_cmd(exp: Path, run_dir: Path, n: int, extra: Sequence[str] = ()) -> list[str]:
+    """`orchestrate run` of `exp` for `n` iterations into `run_dir`, with the settings both tools share."""
+    cli = [sys.executable, "-m", "orchestrator.cli"]
+    return [*cli, "run", str(exp), "--run-dir", str(run_dir), "--set", f"solver.max_iter={n}", *COMMON, *extra]
 
 
 def together(cmds: dict[str, list[str]], cores: dict[str, int]) -> dict[str, float]:
@@ -102,29 +93,17 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as t:
         tmp = Path(t)
         # the reference run dir gives caffe train exactly our solver and nets
-        subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "orchestrator.cli",
-                "run",
-                str(EXP),
-                "--run-dir",
-                str(tmp / "ref"),
-                "--set",
-                "solver.max_iter=1",
-                *COMMON,
-            ],
-            cwd=REPO,
-            check=True,
-            stdout=subprocess.DEVNULL,
-        )
+        subprocess.run(ours_cmd(EXP, tmp / "ref", 1), cwd=REPO, check=True, stdout=subprocess.DEVNULL)
         ratios: dict[str, list[float]] = {name: [] for name in configs}
         for name, extra in configs.items():
             for r in range(ROUNDS):
                 cores = {"caffe": r % 2, "ours": 1 - r % 2}
-                long = together({"caffe": caffe_cmd(tmp, N2), "ours": ours_cmd(tmp, N2, extra)}, cores)
-                short = together({"caffe": caffe_cmd(tmp, N1), "ours": ours_cmd(tmp, N1, extra)}, cores)
+                long = together(
+                    {"caffe": caffe_cmd(tmp, N2), "ours": ours_cmd(EXP, tmp / f"ours{N2}", N2, extra)}, cores
+                )
+                short = together(
+                    {"caffe": caffe_cmd(tmp, N1), "ours": ours_cmd(EXP, tmp / f"ours{N1}", N1, extra)}, cores
+                )
                 sec = {k: (long[k] - short[k]) / (N2 - N1) for k in long}
                 ratios[name].append(sec["caffe"] / sec["ours"])
                 print(
