@@ -76,7 +76,7 @@ def schema_values(param: Any, names: list[str]) -> dict[str, Any]:
 def merge_into(raw: dict[str, Any], errors: list[str]) -> None:
     """Fill raw['solver'] from the solver file it names, for keys it does not give itself."""
     from common.errors import UserError
-    from orchestrator.config.experiment import SolverCfg
+    from orchestrator.config.solver import SolverCfg
 
     solver = raw.get("solver")
     if not isinstance(solver, dict) or not isinstance(solver.get("prototxt"), str):
