@@ -35,19 +35,14 @@ PACKAGED = (
 )
 sys.path.insert(0, str(REPO / "caffe_build" / "bundle"))
 from elfdeps import outside_libraries  # noqa: E402
+from make_bundle import project_files  # noqa: E402
 
 pytestmark = [pytest.mark.caffe, pytest.mark.bundle, pytest.mark.slow]
 
 
 def newest_source() -> float:
     """mtime of the newest file the bundle is made from (tracked or new, not ignored)."""
-    files = subprocess.run(
-        ["git", "-C", str(REPO), "ls-files", "-co", "--exclude-standard", "--", *PACKAGED],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.split("\n")
-    return max((REPO / f).stat().st_mtime for f in files if f and (REPO / f).is_file())
+    return max((REPO / f).stat().st_mtime for f in project_files(REPO, PACKAGED))
 
 
 @pytest.fixture(scope="module")

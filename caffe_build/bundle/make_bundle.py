@@ -28,7 +28,7 @@ import tarfile
 import tempfile
 import time
 import tomllib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -200,7 +200,11 @@ def stage_site_packages(site: Path) -> Path:
         if not p.exists():
             raise BundleError(f"{p} is missing from the runtime venv (delete the venv; build_bundle.sh remakes it)")
         if p.is_dir():
-            copy_tree(p, site / name, SITE_SKIP_DIRS, lambda rel, n=name: keep(Path(n) / rel))
+
+            def keep_in(rel: Path, n: str = name) -> bool:
+                return keep(Path(n) / rel)
+
+            copy_tree(p, site / name, SITE_SKIP_DIRS, keep_in)
         else:
             copy_file(p, site / name)
     return src
@@ -224,18 +228,23 @@ def stage_caffe(stage: Path, caffe_dir: Path) -> None:
     copy_file(caffe_dir / "build-info.json", stage / "caffe" / "build-info.json")
 
 
-def stage_project(stage: Path, project: Path, site: Path) -> str:
-    """The project's files (tracked and new, not ignored) and a dist-info so that
-    importlib.metadata knows its version; returns the version."""
+def project_files(project: Path, paths: Sequence[str] = PROJECT) -> list[str]:
+    """The files below `paths` of the checkout `project` that git tracks or would (new, not
+    ignored), relative to it: what the bundle packages (tests/test_bundle.py: what it is made from)."""
     files = subprocess.run(
-        ["git", "-C", str(project), "ls-files", "-co", "--exclude-standard", "--", *PROJECT],
+        ["git", "-C", str(project), "ls-files", "-co", "--exclude-standard", "--", *paths],
         capture_output=True,
         text=True,
         check=True,
     ).stdout.split("\n")
-    for f in filter(None, files):
-        if (project / f).is_file():
-            copy_file(project / f, stage / f)
+    return [f for f in files if f and (project / f).is_file()]
+
+
+def stage_project(stage: Path, project: Path, site: Path) -> str:
+    """The project's files (tracked and new, not ignored) and a dist-info so that
+    importlib.metadata knows its version; returns the version."""
+    for f in project_files(project):
+        copy_file(project / f, stage / f)
     meta = tomllib.loads((project / "pyproject.toml").read_text())["project"]
     info = site / f"{meta['name']}-{meta['version']}.dist-info"
     info.mkdir()
