@@ -129,6 +129,20 @@ def _check_args(
             raise UserError(message, fix)
 
 
+def _meta(arch: str, opts: ArchOptions, data_kind: str, **head: Any) -> dict[str, Any]:
+    """The generated net's meta: the body's options (width/depth/skips for the compact net only),
+    its total stride, the loss head's settings."""
+    shape = asdict(opts)
+    if arch == "compact":
+        shape.update(total_stride=2 ** (opts.depth - opts.skips), input_scale=INPUT_SCALE)
+    else:
+        shape = {k: v for k, v in shape.items() if k not in ("width", "depth", "skips")}
+        shape.update(total_stride=int(arch[3:-1]))
+    infogain_file = head.pop("infogain_file")
+    backbone = "compact" if arch == "compact" else "vgg16"
+    return dict(arch=arch, **head, data_kind=data_kind, infogain_file=infogain_file, backbone=backbone, **shape)
+
+
 def generate(
     arch: str,
     *,
@@ -159,21 +173,14 @@ def generate(
         val_data.check("val")
     opts = ArchOptions(num_classes, width, depth, batch_norm, filler, learn_upsample, skips)  # its field order
     body = _body(arch)
-    shape = asdict(opts)  # the meta records the body's options; width/depth/skips shape the compact net only
-    if arch == "compact":
-        shape.update(total_stride=2 ** (depth - skips), input_scale=INPUT_SCALE)
-    else:
-        shape = {k: v for k, v in shape.items() if k not in ("width", "depth", "skips")}
-        shape.update(total_stride=int(arch[3:-1]))
-    meta: dict[str, Any] = dict(
-        arch=arch,
+    meta = _meta(
+        arch,
+        opts,
+        train_data.kind,
         ignore_label=ignore_label,
         loss=loss,
         loss_normalization=normalization,
-        data_kind=train_data.kind,
         infogain_file=infogain_file,
-        backbone="compact" if arch == "compact" else "vgg16",
-        **shape,
     )
     head: dict[str, Any] = dict(
         kind=loss, normalization=normalization, ignore_label=ignore_label, infogain_file=infogain_file
