@@ -153,8 +153,25 @@ def fp32_peak(device_query: str, gpu_id: int) -> dict[str, Any] | None:
     }
 
 
-def main() -> int:
-    """Reference run, FLOPs, rounds per configuration, the peak; print and write the numbers."""
+def _report(res: dict[str, Any], gpu_id: int | None, a: argparse.Namespace) -> None:
+    """Images/s and FLOP/s per configuration (share of the card's FP32 peak when known), and the ratio lines."""
+    if gpu_id is not None and a.device_query and a.device_query.exists():
+        res["peak"] = fp32_peak(a.device_query.read_text(), gpu_id)
+    peak = (res.get("peak") or {}).get("fp32_peak_flops")
+    for name, c in res["configs"].items():
+        share = (
+            f", {100 * c['caffe_flops_per_s'] / peak:.1f} % of the FP32 peak {peak / 1e12:.1f} TFLOP/s" if peak else ""
+        )
+        print(
+            f"{name}: caffe train {c['caffe_images_per_s']:.2f} img/s ({c['caffe_flops_per_s'] / 1e12:.2f} TFLOP/s"
+            f"{share}); orchestrate run {c['ours_images_per_s']:.2f} img/s ({c['ours_flops_per_s'] / 1e12:.2f} "
+            "TFLOP/s)"
+        )
+        print(result_line(f"{'gpu' if gpu_id is not None else 'cpu'}-{a.arch}-overhead-{name}", c["ratio"]))
+
+
+def _args() -> argparse.Namespace:
+    """The command line (the device, the data, how many iterations and rounds, the budget)."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--device", default="gpu:0", help="gpu:N or cpu (the dry run)")
     ap.add_argument("--data", type=Path, default=REPO / "data" / "fcn500", help="a data stage output with train/")
@@ -171,7 +188,12 @@ def main() -> int:
         help="seconds: start no round that would end after this (the numbers so far are kept)",
     )
     ap.add_argument("--out", type=Path, help="write the numbers as JSON (after every round)")
-    a = ap.parse_args()
+    return ap.parse_args()
+
+
+def main() -> int:
+    """Reference run, FLOPs, rounds per configuration, the peak; print and write the numbers."""
+    a = _args()
     t_start = time.time()
     gpu_id = int(a.device.split(":")[1]) if a.device.startswith("gpu") else None
     res: dict[str, Any] = {
@@ -214,19 +236,7 @@ def main() -> int:
                 res["configs"][name] = summarize(rounds, flops["step"])
                 if a.out:
                     a.out.write_text(json.dumps(res, indent=1))
-    if gpu_id is not None and a.device_query and a.device_query.exists():
-        res["peak"] = fp32_peak(a.device_query.read_text(), gpu_id)
-    peak = (res.get("peak") or {}).get("fp32_peak_flops")
-    for name, c in res["configs"].items():
-        share = (
-            f", {100 * c['caffe_flops_per_s'] / peak:.1f} % of the FP32 peak {peak / 1e12:.1f} TFLOP/s" if peak else ""
-        )
-        print(
-            f"{name}: caffe train {c['caffe_images_per_s']:.2f} img/s ({c['caffe_flops_per_s'] / 1e12:.2f} TFLOP/s"
-            f"{share}); orchestrate run {c['ours_images_per_s']:.2f} img/s ({c['ours_flops_per_s'] / 1e12:.2f} "
-            "TFLOP/s)"
-        )
-        print(result_line(f"{'gpu' if gpu_id is not None else 'cpu'}-{a.arch}-overhead-{name}", c["ratio"]))
+    _report(res, gpu_id, a)
     if a.out:
         a.out.write_text(json.dumps(res, indent=1))
     return 0
