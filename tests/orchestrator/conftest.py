@@ -53,6 +53,13 @@ def write_exp(tmp_path: Path, exp: dict[str, Any]) -> Path:
     return p
 
 
+def orchestrate_bg(*args: str, **kw: Any) -> subprocess.Popen[str]:
+    """The real CLI started in the background, for a test that interrupts or kills it; stdout and
+    stderr piped as text unless `kw` says otherwise (DEVNULL, start_new_session, ...)."""
+    popen: dict[str, Any] = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, "text": True, **kw}
+    return subprocess.Popen([sys.executable, "-m", "orchestrator.cli", *args], cwd=REPO, **popen)
+
+
 def orchestrate(*args: str, timeout: float = 300, **kw: Any) -> subprocess.CompletedProcess[str]:
     """Run the real CLI in a subprocess (so Caffe aborts and exit codes are real)."""
     env = {**os.environ, "GLOG_minloglevel": "0"}

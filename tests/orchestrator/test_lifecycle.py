@@ -28,7 +28,6 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -37,9 +36,8 @@ import numpy as np
 import pytest
 
 from orchestrator.rundir import read_jsonl
-from tests.conftest import REPO
 from tests.nets.public import BVLC_NETS, PUBLIC, REGISTRY, add_label_crop, backbone_weights, full_weights
-from tests.orchestrator.conftest import experiment, orchestrate, synth_splits, write_exp
+from tests.orchestrator.conftest import experiment, orchestrate, orchestrate_bg, synth_splits, write_exp
 from tests.orchestrator.test_interop import caffe_train, display_solver
 
 pytestmark = [pytest.mark.caffe, pytest.mark.slow]
@@ -163,13 +161,7 @@ def side_of(name: str) -> int | None:
 
 def _kill_after_first_snapshot(exp: Path, run: Path) -> None:
     """`orchestrate run` killed with SIGKILL once its first snapshot is complete."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "orchestrator.cli", "run", str(exp), "--run-dir", str(run)],
-        cwd=REPO,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = orchestrate_bg("run", str(exp), "--run-dir", str(run), stdout=subprocess.DEVNULL)
     end = time.monotonic() + 600
     while not (run / "snapshots" / "iter_5" / "manifest.json").exists():
         assert proc.poll() is None, proc.communicate()[1][-3000:]

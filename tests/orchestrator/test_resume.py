@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -14,20 +13,13 @@ import pytest
 
 from nets import bilinear
 from orchestrator.jsonio import read_jsonl
-from tests.conftest import REPO
-from tests.orchestrator.conftest import experiment, orchestrate, write_exp
+from tests.orchestrator.conftest import experiment, orchestrate, orchestrate_bg, write_exp
 
 pytestmark = pytest.mark.caffe
 
 
 def start(exp_path: Path, run: Path) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "orchestrator.cli", "run", str(exp_path), "--run-dir", str(run)],
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    return orchestrate_bg("run", str(exp_path), "--run-dir", str(run))
 
 
 def wait_for_iter(run: Path, it: int, proc: subprocess.Popen[str], timeout: float = 120) -> None:

@@ -8,7 +8,6 @@ import json
 import shutil
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,8 +15,7 @@ import pytest
 import yaml
 
 from orchestrator.jsonio import read_jsonl
-from tests.conftest import REPO
-from tests.orchestrator.conftest import experiment, orchestrate, write_exp
+from tests.orchestrator.conftest import experiment, orchestrate, orchestrate_bg, write_exp
 from tests.orchestrator.test_resume import wait_for_iter
 
 pytestmark = pytest.mark.caffe
@@ -83,13 +81,7 @@ def test_a_failed_start_leaves_nothing_behind(synth_lmdb, tmp_path):
 def test_one_owner_at_a_time(synth_lmdb, tmp_path):
     run = tmp_path / "run"
     exp = write_exp(tmp_path, experiment(synth_lmdb, solver={"max_iter": 2000}, snapshot={"interval": 10}))
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "orchestrator.cli", "run", str(exp), "--run-dir", str(run)],
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = orchestrate_bg("run", str(exp), "--run-dir", str(run))
     try:
         wait_for_iter(run, 12, proc)
         for args in (("resume", str(run)), ("run", str(exp), "--run-dir", str(run), "--fresh")):

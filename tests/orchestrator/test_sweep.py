@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from tests.conftest import REPO
-from tests.orchestrator.conftest import experiment, orchestrate
+from tests.orchestrator.conftest import experiment, orchestrate, orchestrate_bg
 
 pytestmark = [pytest.mark.caffe, pytest.mark.ray, pytest.mark.slow]
 
@@ -118,9 +118,11 @@ def test_a_killed_sweep_resumes_without_rerunning_finished_trials(synth_lmdb, tm
     base["solver"]["max_iter"] = 300
     (tmp_path / "base.yaml").write_text(yaml.safe_dump(base))
     out = tmp_path / "out"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "orchestrator.cli", "sweep", str(sweep), "--out", str(out)],
-        cwd=REPO,
+    proc = orchestrate_bg(
+        "sweep",
+        str(sweep),
+        "--out",
+        str(out),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,
