@@ -121,7 +121,9 @@ def _probe_copy(net: Any, final: Path, tmp: Path) -> str:
 def _experiment_yaml(src: str, out: Path, base_lr: float | None) -> str:
     import yaml
 
-    raw = yaml.safe_load(Path(src).read_text()) or {}
+    from orchestrator.config import yamlio
+
+    raw = yamlio.load_mapping(src, "experiment file", "give the path of an experiment YAML with net: prototxt:")
     raw["net"] = {**raw.get("net", {}), "prototxt": str(out / NET)}
     solver = dict(raw.get("solver") or {})
     if solver.get("prototxt"):

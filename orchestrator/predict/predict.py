@@ -176,7 +176,7 @@ def predict(
     tta: str | None = None,
 ) -> int:
     """Check the inputs, run the child, publish the folder; returns the exit code."""
-    import yaml
+    from orchestrator.config import yamlio
 
     run = require_run_dir(run_dir)
     if batch < 1:
@@ -186,7 +186,9 @@ def predict(
     aug = parse_tta(tta) if tta else None  # a bad --tta is refused before anything is written
     iteration, snap = choose_snapshot(run, snapshot)
     pairs = collect_inputs(images, labels, list_file, root, evaluate)
-    exp = yaml.safe_load(run.config.read_text())
+    exp = yamlio.load_mapping(
+        run.config, "run's config.yaml", "restore the run's config.yaml (its resolved experiment)"
+    )
     meta = RunMeta.read(run.meta)
     stats = _data_stats(exp)
     out_dir = Path(out).resolve()

@@ -8,11 +8,10 @@ import json
 import sys
 from typing import Any, NamedTuple
 
-import yaml
-
 from common.errors import UserError
 from common.findings import Finding
 from orchestrator.config import experiment as cfgmod
+from orchestrator.config import yamlio
 from orchestrator.config.schema import to_dict
 from orchestrator.contract import HOOKS, Status
 from orchestrator.run import resume_policy as policy
@@ -22,14 +21,9 @@ from orchestrator.snapcheck import relink_snapshot
 
 def read_run_config(run: RunDir, overrides: list[str]) -> cfgmod.Experiment:
     """config.yaml as the user left it, plus overrides; UserError naming the file when broken."""
-    try:
-        raw = yaml.safe_load(run.config.read_text())
-    except (yaml.YAMLError, UnicodeDecodeError) as e:
-        raise UserError(
-            f"{run.config}: not valid YAML: {e}", "fix the file (it is the run's resolved experiment) and resume again"
-        ) from None
-    if not isinstance(raw, dict):
-        raise UserError(f"{run.config}: must be a YAML mapping", "restore the run's config.yaml")
+    raw = yamlio.load_mapping(  # bounded like any experiment file: the user may have edited it
+        run.config, "run's config.yaml", "fix the file (it is the run's resolved experiment) and resume again"
+    )
     return cfgmod.absolutize(cfgmod.from_dict(raw, overrides, str(run.config)))
 
 

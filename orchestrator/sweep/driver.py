@@ -24,6 +24,7 @@ import yaml
 from common.errors import UserError
 from common.findings import Finding, has_errors
 from orchestrator.config import experiment as cfgmod
+from orchestrator.config import yamlio
 from orchestrator.config.schema import to_dict
 from orchestrator.contract import EXIT_BAD_INPUT, EXIT_OK
 from orchestrator.rundir import RunDir
@@ -226,7 +227,9 @@ def sweep(
         folder = Path(resume).resolve()
         if not (folder / MARKER).exists():
             raise UserError(f"{folder} is not a sweep folder (no {MARKER})", "give the folder orchestrate sweep wrote")
-        plan = yaml.safe_load((folder / "sweep.yaml").read_text())
+        plan = yamlio.load_mapping(folder / "sweep.yaml", "sweep plan", "give the folder orchestrate sweep wrote")
+        if not isinstance(plan.get("trials"), list):
+            raise UserError(f"{folder / 'sweep.yaml'}: no list of trials", "give the folder orchestrate sweep wrote")
     else:
         if path is None:
             raise UserError("sweep needs a sweep file or --resume DIR", "orchestrate sweep sweep.yaml")

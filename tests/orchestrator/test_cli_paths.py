@@ -144,3 +144,32 @@ def test_hostile_path(cell: str, kind: str, ctx, tmp_path, capsys, monkeypatch):
     assert rc == 2, err[-2000:]
     assert bad.name[:40] in err and "fix:" in err and "Traceback" not in err, err[-2000:]
     assert _tree(tmp_path) == before, "created: " + ", ".join(sorted(_tree(tmp_path) - before))
+
+
+BOMB = "a: &a [1, 1, 1, 1, 1, 1, 1, 1, 1]\n" + "".join(
+    f"{c}: &{c} [{', '.join([f'*{p}'] * 9)}]\n" for p, c in zip("abcdefg", "bcdefgh", strict=True)
+)
+
+
+@pytest.mark.parametrize("content", [BOMB, "- a list\n", "{unclosed\n", ""])
+def test_hostile_files_inside_a_run_or_sweep_folder(content: str, ctx, tmp_path, capsys):
+    """The run's config.yaml (resume, predict) and a sweep folder's sweep.yaml (sweep --resume) are
+    read like any experiment: bounded, a clear error naming the file."""
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(ctx["RUN"], run)
+    (run / "config.yaml").write_text(content)
+    sweep = tmp_path / "sweep"
+    sweep.mkdir()
+    (sweep / ".segorch-sweep").write_text("orchestrate sweep\n")
+    (sweep / "sweep.yaml").write_text(content)
+    for argv, bad in (
+        (["resume", str(run)], run / "config.yaml"),
+        (["predict", str(run), "--list", ctx["LIST"], "--out", str(tmp_path / "pred")], run / "config.yaml"),
+        (["sweep", "--resume", str(sweep)], sweep / "sweep.yaml"),
+    ):
+        rc = main(argv)
+        err = capsys.readouterr().err
+        assert rc == 2 and str(bad) in err and "fix:" in err and len(err) < 2000, err[-2000:]
+    assert not (tmp_path / "pred").exists()
