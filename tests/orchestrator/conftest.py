@@ -29,6 +29,12 @@ def synth_splits(root: Path, *, seed: int, train: int, val: int, side: int = 32)
     return build_splits(root, root / "raw")
 
 
+def build_section(raw: Path, **fields: Any) -> dict[str, Any]:
+    """An experiment's data.build that makes the LMDBs from raw/train.txt and raw/val.txt (5
+    classes); `fields` add or override."""
+    return {"root": str(raw), "train_list": "train.txt", "val_list": "val.txt", "num_classes": 5, **fields}
+
+
 def experiment(data: Path, **over: Any) -> dict[str, Any]:
     """A fast experiment on the synthetic LMDBs; keyword sections replace or extend the defaults."""
     exp: dict[str, Any] = {

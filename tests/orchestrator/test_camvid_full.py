@@ -12,7 +12,7 @@ import yaml
 from common.errors import UserError
 from orchestrator.config import experiment as cfgmod
 from tests.conftest import REPO
-from tests.orchestrator.conftest import experiment, orchestrate, write_exp
+from tests.orchestrator.conftest import build_section, experiment, orchestrate, write_exp
 
 pytestmark = [pytest.mark.caffe, pytest.mark.slow]
 
@@ -88,14 +88,7 @@ def test_skips_jitter_and_sqrt_weighting_in_a_real_run(synth_lmdb, tmp_path):
     exp["data"].update(layer="paired", augment={"mirror": True, "jitter": 0.15})
     # the LMDBs are newer than the lists: nothing is rebuilt, and the names reach the run's meta
     names = ["c0", "c1", "c2", "c3", "c4"]
-    exp["data"]["build"] = {
-        "root": str(synth_lmdb / "raw"),
-        "train_list": "train.txt",
-        "val_list": "val.txt",
-        "num_classes": 5,
-        "ignore_label": 255,
-        "class_names": names,
-    }
+    exp["data"]["build"] = build_section(synth_lmdb / "raw", ignore_label=255, class_names=names)
     run = tmp_path / "run"
     r = orchestrate("run", str(write_exp(tmp_path, exp)), "--run-dir", str(run))
     assert r.returncode == 0, r.stderr[-3000:]

@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from orchestrator.jsonio import read_jsonl
-from tests.orchestrator.conftest import experiment, orchestrate, user_net, write_exp
+from tests.orchestrator.conftest import build_section, experiment, orchestrate, user_net, write_exp
 
 pytestmark = pytest.mark.caffe
 
@@ -62,13 +62,7 @@ def test_predict_restores_the_original_size_after_the_data_stage_resize(synth_lm
         "train": str(tmp_path / "d" / "train"),
         "val": str(tmp_path / "d" / "val"),
         "batch_size": 4,
-        "build": {
-            "root": str(raw),
-            "train_list": "train.txt",
-            "val_list": "val.txt",
-            "num_classes": 5,
-            "resize": "24x20",
-        },
+        "build": build_section(raw, resize="24x20"),
     }
     run = tmp_path / "run"
     assert orchestrate("run", str(write_exp(tmp_path, exp)), "--run-dir", str(run)).returncode == 0
