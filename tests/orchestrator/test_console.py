@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import signal
+from pathlib import Path
 
 from data_prep.progress import Progress
 from orchestrator.metrics import validation_line
@@ -34,14 +35,21 @@ def test_start_lines_validation_lines_and_the_predict_command(synth_lmdb, tmp_pa
     assert f"orchestrate predict {run} --images" in out
 
 
-def test_ctrl_c_says_how_to_continue(synth_lmdb, tmp_path):
+def ctrl_c_run(data: Path, tmp_path: Path) -> tuple[Path, int, str, str]:
+    """A 400-iteration run (a snapshot every 10) stopped with Ctrl-C past iteration 15: its run
+    dir, exit code, stdout and stderr."""
     run = tmp_path / "run"
-    exp = experiment(synth_lmdb, solver={"max_iter": 400}, snapshot={"interval": 10}, validation={"interval": 200})
+    exp = experiment(data, solver={"max_iter": 400}, snapshot={"interval": 10}, validation={"interval": 200})
     proc = start(write_exp(tmp_path, exp), run)
     wait_for_iter(run, 15, proc)
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130, err[-2000:]
+    return run, proc.returncode, out, err
+
+
+def test_ctrl_c_says_how_to_continue(synth_lmdb, tmp_path):
+    run, rc, out, err = ctrl_c_run(synth_lmdb, tmp_path)
+    assert rc == 130, err[-2000:]
     assert f"continue with: orchestrate resume {run}" in out
 
 
@@ -83,12 +91,7 @@ def test_validate_notes_data_that_does_not_exist_yet(synth_lmdb, tmp_path):
 
 
 def test_resume_says_where_it_continues(synth_lmdb, tmp_path):
-    run = tmp_path / "run"
-    exp = experiment(synth_lmdb, solver={"max_iter": 400}, snapshot={"interval": 10}, validation={"interval": 200})
-    proc = start(write_exp(tmp_path, exp), run)
-    wait_for_iter(run, 15, proc)
-    proc.send_signal(signal.SIGINT)
-    proc.communicate(timeout=120)
+    run, _, _, _ = ctrl_c_run(synth_lmdb, tmp_path)
     r = orchestrate("resume", str(run), "--set", "solver.max_iter=30")
     assert r.returncode == 0, r.stderr[-2000:]
     [first] = [x for x in r.stdout.splitlines() if x.startswith("resuming: ")]
