@@ -89,16 +89,7 @@ def build_hooks(solver: Any, exp: cfgmod.Experiment, meta: RunMeta, preflight: l
             )
         )
         if exp.data.val and meta.num_classes:
-            hooks.append(
-                BestPicturesHook(
-                    exp.data.val,
-                    exp.validation.pictures,
-                    meta.num_classes,
-                    meta.ignore_label,
-                    meta.class_names,
-                    _mean_bgr(exp.data.val),
-                )
-            )
+            hooks.append(BestPicturesHook(exp.data.val, exp.validation.pictures, meta, _mean_bgr(exp.data.val)))
     if exp.lr_on_plateau.enabled:
         p = exp.lr_on_plateau
         hooks.append(LrPlateauHook(p.metric, p.patience, p.min_delta, p.factor, p.min_lr))

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from common.findings import Finding
+from orchestrator.contract import RunMeta
 from orchestrator.train.loop import Context, Hook
 
 
@@ -15,22 +16,20 @@ class BestPicturesHook(Hook):
 
     name = "best_pictures"
 
-    def __init__(
-        self,
-        val_dir: str,
-        count: int,
-        num_classes: int,
-        ignore_label: int | None,
-        class_names: list[str] | None,
-        mean_bgr: list[float] | None,
-    ) -> None:
-        self.args = (Path(val_dir), count, num_classes, ignore_label, class_names, mean_bgr)
+    def __init__(self, val_dir: str, count: int, meta: RunMeta, mean_bgr: list[float] | None) -> None:
+        """`count` pictures of the data-stage output `val_dir`, named and coloured by the run's
+        net meta (classes, ignore label, class names)."""
+        self.val_dir, self.count, self.meta, self.mean_bgr = Path(val_dir), count, meta, mean_bgr
         self.pictures: Any = None
 
     def before_train(self, ctx: Context) -> None:
         from orchestrator.predict.pictures import BestPictures
 
-        self.pictures = BestPictures(ctx.run.root, *self.args)
+        m = self.meta
+        if m.num_classes:  # the worker adds this hook only for a net whose classes it knows
+            self.pictures = BestPictures(
+                ctx.run.root, self.val_dir, self.count, m.num_classes, m.ignore_label, m.class_names, self.mean_bgr
+            )
 
     def after_validation(self, ctx: Context) -> None:
         if not (ctx.new_best and self.pictures is not None) or self.pictures.failed:
