@@ -28,6 +28,9 @@ def read_utf8(path: Path, what: str, fix: str = UTF8_FIX) -> str:
     """The text of a UTF-8 file (a BOM is allowed); anything else is a UserError naming the byte,
     because guessing an encoding would turn file names into names that do not exist."""
     path = Path(path)
+    if path.exists() and not path.is_file():  # a FIFO would block the read for ever
+        kind = "a folder" if path.is_dir() else "not a regular file (a pipe or a device)"
+        raise UserError(f"{what} {path} is {kind}", f"give the path of the {what} itself")
     data = path.read_bytes()
     try:
         return data.decode("utf-8-sig")

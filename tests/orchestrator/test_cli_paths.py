@@ -105,11 +105,30 @@ CELLS: dict[str, tuple[list[str], dict[str, Callable[[Path], Path]]]] = {
     "check EXP": (["check", "P"], FILE_KINDS),
     "check --prototxt": (["check", "--prototxt", "P", "--static"], FILE_KINDS),
     "check --data": (["check", "--prototxt", "NET", "--data", "P", "--static"], DIR_KINDS),
+    "check --solver": (["check", "--prototxt", "NET", "--solver", "P", "--static"], FILE_KINDS),
+    "check --weights": (["check", "--prototxt", "NET", "--weights", "P", "--static"], FILE_KINDS),
     "data build --list": (["data", "build", "--list", "P", "--out", "OUT", *BUILD], FILE_KINDS),
     "data build --palette": (["data", "build", "--list", "LIST", "--palette", "P", "--out", "OUT", *BUILD], FILE_KINDS),
     "data build --images": (
         ["data", "build", "--images", "P", "--labels", "LABELS", "--out", "OUT", *BUILD],
         DIR_KINDS,
+    ),
+    "data build --labels": (
+        ["data", "build", "--images", "IMAGES", "--labels", "P", "--out", "OUT", *BUILD],
+        DIR_KINDS,
+    ),
+    "data build --root": (["data", "build", "--list", "LIST", "--root", "P", "--out", "OUT", *BUILD], DIR_KINDS),
+    "data build --val-list": (
+        ["data", "build", "--list", "LIST", "--val-list", "P", "--out", "OUT", *BUILD],
+        FILE_KINDS,
+    ),
+    "data build --label-map": (
+        ["data", "build", "--list", "LIST", "--label-map", "P", "--out", "OUT", *BUILD],
+        FILE_KINDS,
+    ),
+    "data build --class-names": (
+        ["data", "build", "--list", "LIST", "--class-names", "P", "--out", "OUT", *BUILD],
+        FILE_KINDS,
     ),
     "data build --out": (["data", "build", "--list", "LIST", "--out", "P", *BUILD], OUT_KINDS),
     "data synth --out": (["data", "synth", "--out", "P", "--train", "2", "--val", "1"], OUT_KINDS),
@@ -120,6 +139,7 @@ CELLS: dict[str, tuple[list[str], dict[str, Callable[[Path], Path]]]] = {
     "predict --list": (["predict", "RUN", "--list", "P", "--out", "OUT"], FILE_KINDS),
     "predict --images": (["predict", "RUN", "--images", "P", "--out", "OUT"], DIR_KINDS),
     "predict --out": (["predict", "RUN", "--list", "LIST", "--out", "P"], OUT_KINDS),
+    "predict --labels": (["predict", "RUN", "--images", "IMAGES", "--labels", "P", "--out", "OUT"], DIR_KINDS),
     "sweep FILE": (["sweep", "P", "--out", "OUT"], FILE_KINDS),
     "sweep --resume": (["sweep", "--resume", "P"], DIR_KINDS),
     "fix --prototxt": (["fix", "--prototxt", "P", "--out", "OUT", "--static"], FILE_KINDS),
