@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from orchestrator.rundir import read_jsonl
+from orchestrator.jsonio import read_jsonl
 from tests.conftest import build_splits
 from tests.orchestrator.conftest import orchestrate, write_exp
 

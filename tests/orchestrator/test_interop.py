@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from orchestrator.rundir import read_jsonl
+from orchestrator.jsonio import read_jsonl
 from tests.conftest import REPO
 from tests.orchestrator.conftest import experiment, orchestrate, synth_splits, user_net, write_exp
 

@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from orchestrator.rundir import read_jsonl
+from orchestrator.jsonio import read_jsonl
 from tests.nets.public import BVLC_NETS, PUBLIC, REGISTRY, add_label_crop, backbone_weights, full_weights
 from tests.orchestrator.conftest import experiment, orchestrate, orchestrate_bg, synth_splits, write_exp
 from tests.orchestrator.test_interop import caffe_train, display_solver
