@@ -183,6 +183,6 @@ def user_net_meta(exp: Experiment, run: RunDir) -> tuple[RunMeta, list[Finding]]
         None,
     )
     if "class_names" not in header:
-        meta.class_names = stats.get("class_names") or exp.data.class_names
+        meta.class_names = exp.data.class_names or stats.get("class_names")
     meta.val_images, findings = validation_plan(exp, val)
     return meta, findings
