@@ -315,22 +315,16 @@ def _source(list_file: Path | None, root: Path | None, images: Path | None, labe
 
 
 def _prepare(
-    *,
-    num_classes: int,
-    ignore_label: int,
-    list_file: Path | None = None,
-    root: Path | None = None,
-    images: Path | None = None,
-    labels: Path | None = None,
-    suffixes: tuple[str, str] | None = None,
-    **options: Any,
+    num_classes: int, ignore_label: int, suffixes: tuple[str, str] | None = None, **inputs: Any
 ) -> tuple[BuildOptions, list[Pair], dict[str, Any]]:
-    """Checked options, the pairs of the one source (a list file or two folders) and its provenance."""
-    opts = BuildOptions(num_classes, ignore_label, **options)
+    """Checked options, the pairs of the one source (list_file + root, or images + labels) and its
+    provenance; `inputs` also carries BuildOptions fields."""
+    where = {k: inputs.pop(k, None) for k in ("list_file", "root", "images", "labels")}
+    opts = BuildOptions(num_classes, ignore_label, **inputs)
     opts.validate()
-    pairs = resolve_pairs(list_file, root, images, labels, suffixes)
-    opts.resolve_class_names(source_folder(list_file, root, images))
-    return opts, pairs, _source(list_file, root, images, labels)
+    pairs = resolve_pairs(**where, suffixes=suffixes)
+    opts.resolve_class_names(source_folder(where["list_file"], where["root"], where["images"]))
+    return opts, pairs, _source(**where)
 
 
 def build_dataset(out_dir: Path, *, overwrite: bool = False, **inputs: Any) -> dict[str, Any]:
