@@ -45,23 +45,14 @@ def _validate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _refuse_empty(*given: tuple[str, str | None]) -> None:
-    """An empty file parses as an empty message (a solver of defaults, a caffemodel of no layers,
-    which would load nothing and go unnoticed): refuse it by name instead."""
-    from pathlib import Path
-
-    for flag, path in given:
-        if path and Path(path).is_file() and Path(path).stat().st_size == 0:
-            raise UserError(f"{flag} {path}: the file is empty", f"give {flag} the path of the real file")
-
-
 def _check(args: argparse.Namespace) -> int:
     from nets.doctor import diagnose, format_findings
 
     if args.prototxt:
         from nets.prototxt import load_data_stats
+        from orchestrator.run.runner import refuse_empty
 
-        _refuse_empty(
+        refuse_empty(
             ("--prototxt", args.prototxt),
             ("--val-prototxt", args.val_prototxt),
             ("--solver", args.solver),

@@ -190,6 +190,15 @@ def data_checks(exp: cfgmod.Experiment, train_stats: dict | None) -> list[Findin
     )
 
 
+def refuse_empty(*given: tuple[str, str | None]) -> None:
+    """An empty file parses as an empty message: a caffemodel of no layers (it loads nothing, and
+    the run trains from scratch unnoticed), a solver of defaults, a net without layers. Refused
+    by name (`given`: what names it, e.g. 'weights:' or '--solver', and the path)."""
+    for what, path in given:
+        if path and Path(path).is_file() and Path(path).stat().st_size == 0:
+            raise UserError(f"{what} {path}: the file is empty", f"give {what.rstrip(':')} the path of the real file")
+
+
 def check_inputs(exp: cfgmod.Experiment) -> None:
     """Everything a run reads, checked before anything is created (UserError naming it)."""
     if exp.weights and exp.weights.endswith(".solverstate"):
@@ -202,6 +211,12 @@ def check_inputs(exp: cfgmod.Experiment) -> None:
     for key, path in (("net.prototxt", exp.net.prototxt), ("net.val_prototxt", exp.net.val_prototxt)):
         if path and not Path(path).is_file():
             raise UserError(f"{key}: {path} not found", f"give the path of your net's prototxt as {key}")
+    refuse_empty(
+        ("weights:", exp.weights),
+        ("net.prototxt:", exp.net.prototxt),
+        ("net.val_prototxt:", exp.net.val_prototxt),
+        ("solver.prototxt:", exp.solver.prototxt),
+    )
     b = exp.data.build
     if b is not None:
         lists = [("data.build.train_list", b.train_list)] + (

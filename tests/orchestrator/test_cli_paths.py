@@ -193,3 +193,32 @@ def test_hostile_files_inside_a_run_or_sweep_folder(content: str, ctx, tmp_path,
         err = capsys.readouterr().err
         assert rc == 2 and str(bad) in err and "fix:" in err and len(err) < 2000, err[-2000:]
     assert not (tmp_path / "pred").exists()
+
+
+KEY_CELLS = {
+    "weights": FILE_KINDS,
+    "net.prototxt": FILE_KINDS,
+    "solver.prototxt": FILE_KINDS,
+    "data.train": DIR_KINDS,
+    "data.val": DIR_KINDS,
+}
+KEY_PARAMS = [(key, kind) for key, kinds in KEY_CELLS.items() for kind in kinds]
+
+
+@pytest.mark.parametrize(("key", "kind"), KEY_PARAMS, ids=[f"{k}-{v}" for k, v in KEY_PARAMS])
+def test_hostile_path_in_the_experiment(key: str, kind: str, ctx, tmp_path, capsys, monkeypatch):
+    """The experiment's own path keys, through `run`: refused before anything is created or trained."""
+    from orchestrator.config.schema import set_dotted
+
+    bad = KEY_CELLS[key][kind](tmp_path)
+    tree = yaml.safe_load(Path(ctx["EXP"]).read_text())
+    set_dotted(tree, key, str(bad))
+    exp = tmp_path / "exp.yaml"
+    exp.write_text(yaml.safe_dump(tree))
+    monkeypatch.chdir(tmp_path)
+    before = _tree(tmp_path)
+    rc = main(["run", str(exp), "--run-dir", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert rc == 2, err[-2000:]
+    assert bad.name[:40] in err and "fix:" in err and "Traceback" not in err, err[-2000:]
+    assert _tree(tmp_path) == before, "created: " + ", ".join(sorted(_tree(tmp_path) - before))
