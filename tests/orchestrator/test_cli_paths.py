@@ -97,6 +97,14 @@ def ctx(synth_lmdb: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str,
 
 
 BUILD = ["--num-classes", "5", "--ignore-label", "255", "--quiet", "--workers", "1"]
+
+
+def _build(*args: str) -> list[str]:
+    """A `data build` command line with the classes every cell needs (and --out OUT unless given)."""
+    out = [] if "--out" in args else ["--out", "OUT"]
+    return ["data", "build", *args, *out, *BUILD]
+
+
 # (command line with P for the hostile path and OUT for a fresh output folder, the kinds to try)
 CELLS: dict[str, tuple[list[str], dict[str, Callable[[Path], Path]]]] = {
     "validate EXP": (["validate", "P"], FILE_KINDS),
@@ -107,30 +115,15 @@ CELLS: dict[str, tuple[list[str], dict[str, Callable[[Path], Path]]]] = {
     "check --data": (["check", "--prototxt", "NET", "--data", "P", "--static"], DIR_KINDS),
     "check --solver": (["check", "--prototxt", "NET", "--solver", "P", "--static"], FILE_KINDS),
     "check --weights": (["check", "--prototxt", "NET", "--weights", "P", "--static"], FILE_KINDS),
-    "data build --list": (["data", "build", "--list", "P", "--out", "OUT", *BUILD], FILE_KINDS),
-    "data build --palette": (["data", "build", "--list", "LIST", "--palette", "P", "--out", "OUT", *BUILD], FILE_KINDS),
-    "data build --images": (
-        ["data", "build", "--images", "P", "--labels", "LABELS", "--out", "OUT", *BUILD],
-        DIR_KINDS,
-    ),
-    "data build --labels": (
-        ["data", "build", "--images", "IMAGES", "--labels", "P", "--out", "OUT", *BUILD],
-        DIR_KINDS,
-    ),
-    "data build --root": (["data", "build", "--list", "LIST", "--root", "P", "--out", "OUT", *BUILD], DIR_KINDS),
-    "data build --val-list": (
-        ["data", "build", "--list", "LIST", "--val-list", "P", "--out", "OUT", *BUILD],
-        FILE_KINDS,
-    ),
-    "data build --label-map": (
-        ["data", "build", "--list", "LIST", "--label-map", "P", "--out", "OUT", *BUILD],
-        FILE_KINDS,
-    ),
-    "data build --class-names": (
-        ["data", "build", "--list", "LIST", "--class-names", "P", "--out", "OUT", *BUILD],
-        FILE_KINDS,
-    ),
-    "data build --out": (["data", "build", "--list", "LIST", "--out", "P", *BUILD], OUT_KINDS),
+    "data build --list": (_build("--list", "P"), FILE_KINDS),
+    "data build --palette": (_build("--list", "LIST", "--palette", "P"), FILE_KINDS),
+    "data build --images": (_build("--images", "P", "--labels", "LABELS"), DIR_KINDS),
+    "data build --labels": (_build("--images", "IMAGES", "--labels", "P"), DIR_KINDS),
+    "data build --root": (_build("--list", "LIST", "--root", "P"), DIR_KINDS),
+    "data build --val-list": (_build("--list", "LIST", "--val-list", "P"), FILE_KINDS),
+    "data build --label-map": (_build("--list", "LIST", "--label-map", "P"), FILE_KINDS),
+    "data build --class-names": (_build("--list", "LIST", "--class-names", "P"), FILE_KINDS),
+    "data build --out": (_build("--list", "LIST", "--out", "P"), OUT_KINDS),
     "data synth --out": (["data", "synth", "--out", "P", "--train", "2", "--val", "1"], OUT_KINDS),
     "run --run-dir": (["run", "EXP", "--run-dir", "P"], OUT_KINDS),
     "resume RUN_DIR": (["resume", "P"], DIR_KINDS),
