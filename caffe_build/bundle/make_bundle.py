@@ -263,7 +263,8 @@ def stage_data(stage: Path, data_python: Path) -> None:
     run("-m", "orchestrator.cli", "data", "synth", "--out", "data/synth")
     run(
         "-c",
-        "from orchestrator import config, runner; runner.ensure_data(config.load_experiment('experiments/demo.yaml'))",
+        "from orchestrator.config import experiment; from orchestrator.run import runner; "
+        "runner.ensure_data(experiment.load_experiment('experiments/demo.yaml'))",
     )
     run(
         "-m",
