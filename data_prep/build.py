@@ -7,13 +7,9 @@ only when complete, so a failed build leaves nothing that looks finished.
 from __future__ import annotations
 
 import json
-import multiprocessing as mp
 import os
-from collections import Counter, deque
-from collections.abc import Iterator
+from collections import Counter
 from dataclasses import dataclass, field
-from itertools import islice
-from multiprocessing.pool import AsyncResult
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +27,7 @@ from data_prep.progress import Progress
 from data_prep.sources import Pair, pair_folders, palette_class_names, palette_lut, read_list, read_palette
 from data_prep.stats import ClassCounter, infogain_matrix
 from data_prep.statsfile import INDEX_FILE, INFOGAIN_FILE, stats_json
+from data_prep.workers import decode_all
 
 
 @dataclass
@@ -133,56 +130,6 @@ def resolve_pairs(
     if suffixes is not None:
         return scan_pairs(PairRule(Path(images), Path(labels), *suffixes))
     return pair_folders(Path(images), Path(labels))
-
-
-_OPTS: decode.DecodeOptions | None = None
-WINDOW = 4  # decoded chunks in flight per worker process (bounds the parent's memory)
-
-
-def _init(opts: decode.DecodeOptions) -> None:
-    global _OPTS
-    _OPTS = opts
-    decode.init_worker()
-
-
-def _task(pair: Pair) -> decode.Record | decode.Bad:
-    assert _OPTS is not None
-    return decode.decode_pair(pair, _OPTS)
-
-
-def decode_all(pairs: list[Pair], opts: decode.DecodeOptions, workers: int) -> Iterator[decode.Record | decode.Bad]:
-    """Decoded pairs in list order; `workers` processes (1: in this process)."""
-    if workers <= 1 or len(pairs) < 4:
-        yield from (decode.decode_pair(p, opts) for p in pairs)
-        return
-    import cv2  # imported once here so forked workers start with it loaded
-    from PIL import Image  # noqa: F401
-
-    method = "fork" if "fork" in mp.get_all_start_methods() else None
-    chunk = max(1, min(8, len(pairs) // (workers * 64)))  # small chunks: no idle worker at the end
-    chunks = [pairs[i : i + chunk] for i in range(0, len(pairs), chunk)]
-    # At most WINDOW chunks per worker in flight: Pool.imap would queue every decoded record in this
-    # process whenever writing is slower than decoding (peak RSS grew with the dataset: 139 MiB at
-    # 100 and 267 MiB at 1000 Cityscapes-sized pairs); a bounded window keeps memory flat.
-    window: deque[AsyncResult[list[decode.Record | decode.Bad]]] = deque()
-    # OpenCV's thread pool does not survive fork: a worker forked while this process has one running
-    # hangs for ever in its first cv2.setNumThreads. So it is stopped while the workers are forked.
-    threads = cv2.getNumThreads()
-    cv2.setNumThreads(1)
-    with mp.get_context(method).Pool(workers, _init, (opts,)) as pool:
-        cv2.setNumThreads(threads)
-        todo = iter(chunks)
-        for part in islice(todo, WINDOW * workers):
-            window.append(pool.apply_async(_decode_chunk, (part,)))
-        while window:
-            done = window.popleft().get()
-            for part in islice(todo, 1):
-                window.append(pool.apply_async(_decode_chunk, (part,)))
-            yield from done
-
-
-def _decode_chunk(part: list[Pair]) -> list[decode.Record | decode.Bad]:
-    return [_task(p) for p in part]
 
 
 def record_key(index: int, pair: Pair) -> bytes:
