@@ -13,7 +13,7 @@ from data_prep import decode
 from data_prep.sources import Pair
 
 _OPTS: decode.DecodeOptions | None = None
-IN_FLIGHT = 8  # decoded records per worker process not yet written (bounds the parent's memory)
+IN_FLIGHT = 3  # decoded records per worker process not yet written: the parent holds at most 3 x workers
 LARGE_PIXELS = 1 << 20  # images above a megapixel go to the workers one at a time
 
 
