@@ -13,7 +13,7 @@ from data_prep import decode
 from data_prep.sources import Pair
 
 _OPTS: decode.DecodeOptions | None = None
-IN_FLIGHT = 3  # decoded records per worker process not yet written: the parent holds at most 3 x workers
+IN_FLIGHT = 3  # decoded records per worker not yet written (large images; small ones: 2 chunks per worker)
 LARGE_PIXELS = 1 << 20  # images above a megapixel go to the workers one at a time
 
 
@@ -50,7 +50,7 @@ def decode_all(pairs: list[Pair], opts: decode.DecodeOptions, workers: int) -> I
     with mp.get_context(method).Pool(workers, _init, (opts,)) as pool:
         cv2.setNumThreads(threads)
         todo = iter(chunks)
-        for part in islice(todo, max(1, IN_FLIGHT * workers // chunk)):
+        for part in islice(todo, max(2 * workers, IN_FLIGHT * workers // chunk)):  # every worker kept busy
             window.append(pool.apply_async(_decode_chunk, (part,)))
         while window:
             done = window.popleft().get()
