@@ -254,7 +254,7 @@ def decode_pair(pair: Pair, opts: DecodeOptions) -> Record | Bad:
     try:
         img = read_image(pair.image)
         source_hw = (img.shape[0], img.shape[1])
-        digest = hashlib.sha1(img.tobytes()).hexdigest()
+        digest = hashlib.sha1(np.ascontiguousarray(img).data).hexdigest()  # no copy: ~3 ms for 2048x1024
         label = counts = lossy = None
         if pair.label is not None:
             label, lossy = read_label(pair.label, opts.palette, opts.allow_lossy_labels)
