@@ -151,7 +151,9 @@ def data_findings(
     if val is not None:
         out += _split_findings(val, "val", None)
     if train_dir is not None and val_dir is not None:
-        tr, va = read_digests(Path(train_dir) / "index.txt"), read_digests(Path(val_dir) / "index.txt")
+        # each stats.json names its own index file (data_prep.statsfile: files.index)
+        tr = read_digests(Path(train_dir) / train.get("files", {}).get("index", ""))
+        va = read_digests(Path(val_dir) / val.get("files", {}).get("index", "")) if val is not None else {}
         both = sorted(set(tr) & set(va))
         if both:
             pairs = [f"{va[d]} = {tr[d]}" for d in both]
