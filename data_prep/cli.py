@@ -161,7 +161,9 @@ def _read_dataset_json(path: Path) -> dict[str, Any]:
 
 def _dataset_defaults(args: argparse.Namespace) -> tuple[int, int]:
     """--num-classes/--ignore-label, else from a dataset.json beside the data (what synth writes)."""
-    near = args.root or (args.list.parent if args.list else (args.images.parent if args.images else None))
+    from data_prep.build import source_folder
+
+    near = source_folder(args.list, args.root, args.images)
     meta: dict[str, Any] = {}
     needed = args.num_classes is None or args.ignore_label is None
     if needed and near is not None and (Path(near) / "dataset.json").is_file():
