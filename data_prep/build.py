@@ -92,13 +92,14 @@ class BuildOptions:
         )
 
 
-def dataset_json_class_names(folder: Path, num_classes: int) -> list[str] | None:
-    """class_names of folder/dataset.json when it holds one string per class, else None."""
+def dataset_json_class_names(folder: Path, num_classes: int | None) -> list[str] | None:
+    """class_names of folder/dataset.json when it holds one string per class (any number of them
+    when `num_classes` is None), else None."""
     try:
         names = json.loads((folder / "dataset.json").read_text(encoding="utf-8")).get("class_names")
     except (OSError, ValueError, AttributeError):
         return None
-    ok = isinstance(names, list) and len(names) == num_classes and all(isinstance(x, str) and x for x in names)
+    ok = isinstance(names, list) and num_classes in (None, len(names)) and all(isinstance(x, str) and x for x in names)
     return list(names) if ok else None
 
 

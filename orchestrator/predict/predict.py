@@ -15,6 +15,7 @@ from typing import Any
 from common.child import run_child
 from common.datastats import read_stats
 from common.errors import UserError
+from data_prep.build import dataset_json_class_names
 from data_prep.sources import IMAGE_EXTS, Pair, pair_folders, read_list
 from orchestrator.contract import (
     EVAL_FILE,
@@ -137,11 +138,7 @@ def class_names(exp: dict[str, Any], meta: RunMeta) -> list[str] | None:
     if isinstance(build.get("class_names"), list):
         return list(build["class_names"])
     root = build.get("root")
-    try:
-        names = json.loads((Path(root) / "dataset.json").read_text()).get("class_names") if root else None
-    except (OSError, json.JSONDecodeError, AttributeError):
-        names = None
-    return list(names) if isinstance(names, list) else None
+    return dataset_json_class_names(Path(root), meta.num_classes) if root else None
 
 
 def _tuple(v: Any) -> Any:
