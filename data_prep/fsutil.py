@@ -100,11 +100,18 @@ def _is_write_error(err: OSError, out_dir: Path) -> bool:
 
 
 def _make_parents(out_dir: Path) -> list[Path]:
-    """mkdir -p of out_dir's parent; returns the folders it created, outermost first."""
-    missing = [p for p in reversed(out_dir.parents) if not p.exists()]
-    for p in missing:
-        p.mkdir()
-    return missing
+    """mkdir -p of out_dir's parent; returns the folders it created, outermost first. A folder
+    that another build made meanwhile (two builds into data/a and data/b) is not ours to remove."""
+    made = []
+    for p in [p for p in reversed(out_dir.parents) if not p.exists()]:
+        try:
+            p.mkdir()
+        except FileExistsError:
+            if not p.is_dir():
+                raise
+            continue
+        made.append(p)
+    return made
 
 
 def _publish(tmp: Path, out_dir: Path, overwrite: bool) -> None:

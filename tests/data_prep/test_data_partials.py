@@ -89,3 +89,31 @@ def test_legacy_partials_by_age(data: Path, tmp_path: Path, capsys: pytest.Captu
     assert not stale.exists() and not old_swap.exists()
     assert fresh.is_dir() and other.is_dir()
     assert f"removed {stale.name}" in err
+
+
+def test_parent_made_by_another_build_meanwhile(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two builds into data/a/lmdb and data/b/lmdb both find data/ missing; the one that loses the
+    mkdir race goes on (it used to fail with 'cannot write ...: File exists'), and if it fails
+    later it removes only the folders it made itself, never the other build's data/."""
+    from data_prep import fsutil
+    from common.errors import UserError
+
+    shared = tmp_path / "data"
+    real_exists, looks = Path.exists, []
+
+    def racing_exists(self: Path, *args: object, **kwargs: object) -> bool:
+        if self == shared and not real_exists(self):
+            looks.append(self)
+            if len(looks) == 2:  # the check before mkdir -p: the other build makes it right after
+                self.mkdir()
+            return False
+        return real_exists(self)
+
+    monkeypatch.setattr(Path, "exists", racing_exists)
+    out = shared / "b" / "lmdb"
+    with pytest.raises(UserError, match="half-way"), fsutil.atomic_dir(out, overwrite=False) as tmp:
+        assert tmp.parent == shared / "b"
+        raise UserError("stopped half-way", "a failure after the parents were made")
+    monkeypatch.undo()
+    assert len(looks) == 2
+    assert shared.is_dir() and list(shared.iterdir()) == []  # the other build's folder stays; ours is gone
