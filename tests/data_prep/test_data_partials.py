@@ -95,8 +95,8 @@ def test_parent_made_by_another_build_meanwhile(tmp_path: Path, monkeypatch: pyt
     """Two builds into data/a/lmdb and data/b/lmdb both find data/ missing; the one that loses the
     mkdir race goes on (it used to fail with 'cannot write ...: File exists'), and if it fails
     later it removes only the folders it made itself, never the other build's data/."""
-    from data_prep import fsutil
     from common.errors import UserError
+    from data_prep import fsutil
 
     shared = tmp_path / "data"
     real_exists, looks = Path.exists, []
