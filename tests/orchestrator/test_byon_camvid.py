@@ -116,3 +116,53 @@ def test_fcn_alexnet_on_camvid_trains_and_validates(camvid120, tmp_path):
     )
     surgery = [f for f in summary["findings"] if f["code"] == "surgery"]
     assert [f["layer"] for f in surgery] == ["upscore"] and "63x63 set on 11 channels" in surgery[0]["message"]
+
+
+def test_segnet_basic_beside_recipe_v3_renders_a_valid_experiment(camvid120, tmp_path):
+    """bench/camvid_v3/segnet.py (README, "CamVid recipe v3": SegNet-Basic on the recipe's data and
+    minutes): the port on any data stage's LMDBs, both solvers, accepted by `orchestrate validate`."""
+    import subprocess
+    import sys
+
+    import yaml
+
+    from tests.conftest import REPO
+
+    for solver, kind in (("segnet", "SGD"), ("recipe", "Adam")):
+        out = tmp_path / solver
+        cmd = [sys.executable, "bench/camvid_v3/segnet.py", "--data", str(camvid120), "--out", str(out)]
+        r = subprocess.run(
+            cmd + ["--solver", solver, "--max-iter", "40", "--interval", "20"], cwd=REPO, capture_output=True, text=True
+        )
+        assert r.returncode == 0, r.stderr
+        exp = yaml.safe_load((out / "experiment.yaml").read_text())
+        assert exp["solver"]["type"] == kind and exp["solver"]["max_iter"] == 40
+        assert exp["snapshot"]["interval"] == exp["validation"]["interval"] == 20  # test scores per validation
+        for split in ("train", "val"):
+            net = (out / f"{split}.prototxt").read_text()
+            assert (
+                f'"{PREFIX}' not in net
+                and f"{camvid120}/{split}/images" in net
+                and f"{camvid120}/{split}/labels" in net
+            )
+            assert f"{camvid120}/train/infogain_H.binaryproto" in net  # the loss weighs classes as in training
+        v = orchestrate("validate", str(out / "experiment.yaml"))
+        assert v.returncode == 0, v.stdout + v.stderr
+    r = subprocess.run(
+        [
+            sys.executable,
+            "bench/camvid_v3/segnet.py",
+            "--data",
+            str(tmp_path / "none"),
+            "--out",
+            str(tmp_path / "x"),
+            "--max-iter",
+            "1",
+            "--interval",
+            "1",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
+    assert r.returncode == 2 and "orchestrate data build" in r.stderr and not (tmp_path / "x").exists()
