@@ -22,7 +22,9 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
-from bench.camvid_v2.curve import read_jsonl, validation_times  # noqa: E402
+from bench.camvid_v2.curve import validation_times  # noqa: E402
+from orchestrator.jsonio import read_json, read_jsonl  # noqa: E402
+from orchestrator.rundir import RunDir  # noqa: E402
 
 CAMVID = REPO.parent / "shared" / "datasets" / "camvid"
 
@@ -52,13 +54,14 @@ def main() -> int:
     a = ap.parse_args()
     results = a.results or REPO / "bench" / "camvid_v3" / "results" / f"{a.run_dir.name}.json"
     data: dict[str, Any] = json.loads(results.read_text()) if results.is_file() else {}
-    summary = json.loads((a.run_dir / "summary.json").read_text())
+    run = RunDir(a.run_dir)
+    summary = read_json(run.summary, {})
     data.update(name=summary.get("name"), train_seconds=summary.get("train_seconds"), max_iter=summary.get("max_iter"))
     data["val_curve"] = [
         {"iter": it, "minutes": round(t / 60, 2), "val_miou": m} for it, t, m in validation_times(a.run_dir)
     ]
-    data["val_per_class_iu"] = {str(v["iter"]): v["per_class_iu"] for v in read_jsonl(a.run_dir / "val.jsonl")}
-    kept = sorted(int(p.name[5:]) for p in (a.run_dir / "snapshots").glob("iter_*") if p.name[5:].isdigit())
+    data["val_per_class_iu"] = {str(v["iter"]): v["per_class_iu"] for v in read_jsonl(run.val)}
+    kept = [it for it, _ in run.snapshot_dirs()]
     scored = data.setdefault("scores", [])
     for it in a.iters or kept:
         r = predict_eval(a.run_dir, it, a.split, a.tta)

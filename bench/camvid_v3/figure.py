@@ -16,7 +16,7 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[2]
 RESULTS = REPO / "bench" / "camvid_v3" / "results"
-NAMES = ["Sky", "Building", "Pole", "Road", "Pavement", "Tree", "SignSymbol", "Fence", "Car", "Pedestrian", "Bicyclist"]
+RECIPE = REPO / "experiments" / "camvid-v3.yaml"  # every run scored here is on its data, so its class names
 
 
 def load(name: str) -> dict[str, Any]:
@@ -30,6 +30,15 @@ def test_by_iter(r: dict[str, Any], tta: str | None = None, split: str = "test")
 def chosen(r: dict[str, Any]) -> dict[str, Any]:
     """The validation with the best val mIoU (the snapshot a user of the recipe would keep)."""
     return max(r["val_curve"], key=lambda v: v["val_miou"])
+
+
+def class_names() -> list[str]:
+    sys.path.insert(0, str(REPO))
+    from orchestrator.config.experiment import load_experiment
+
+    names = load_experiment(RECIPE).data.class_names
+    assert names, f"{RECIPE} names its classes (data.build.class_names)"
+    return names
 
 
 def curves(runs: list[str], out: Path) -> None:
@@ -80,7 +89,7 @@ def tables(runs: list[str]) -> str:
         "|---|" + "---|---|" * len(runs),
     ]
     picks = [(load(n), chosen(load(n))) for n in runs]
-    for c, cls in enumerate(NAMES):
+    for c, cls in enumerate(class_names()):
         cells = []
         for r, v in picks:
             t = test_by_iter(r).get(v["iter"])

@@ -31,9 +31,10 @@ SOLVERS = {
 }
 
 
-def render(data: Path, split: str) -> str:
-    """The port reading `data`/<split>/{images,labels}; the loss's infogain H stays train's."""
-    text = PORT.read_text()
+def render(data: Path, split: str, port: Path = PORT) -> str:
+    """A net of tests/orchestrator/data (sources under camvid-120x90/) reading `data`/<split>/{images,labels};
+    the loss's infogain H stays train's."""
+    text = port.read_text()
     for lmdb in ("images", "labels"):
         text = text.replace(f"{PREFIX}train/{lmdb}", f"{PREFIX}{split}/{lmdb}")
     return text.replace(PREFIX, f"{data.resolve()}/")

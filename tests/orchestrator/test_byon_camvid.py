@@ -30,11 +30,10 @@ def camvid120(camvid: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def render(name: str, data: Path, out: Path, split: str) -> Path:
     """The net with its data layers reading `data`/<split> (the val net: same layers, val LMDBs)."""
-    text = (DATA / name).read_text()
-    for lmdb in ("images", "labels"):
-        text = text.replace(f"{PREFIX}train/{lmdb}", f"{PREFIX}{split}/{lmdb}")
+    from bench.camvid_v3.segnet import render as render_text
+
     p = out / f"{split}_{name}"
-    p.write_text(text.replace(PREFIX, f"{data}/"))
+    p.write_text(render_text(data, split, DATA / name))
     return p
 
 
@@ -128,12 +127,13 @@ def test_segnet_basic_beside_recipe_v3_renders_a_valid_experiment(camvid120, tmp
 
     from tests.conftest import REPO
 
+    def segnet(data: Path, out: Path, *args: str) -> subprocess.CompletedProcess[str]:
+        cmd = [sys.executable, "bench/camvid_v3/segnet.py", "--data", str(data), "--out", str(out), *args]
+        return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
+
     for solver, kind in (("segnet", "SGD"), ("recipe", "Adam")):
         out = tmp_path / solver
-        cmd = [sys.executable, "bench/camvid_v3/segnet.py", "--data", str(camvid120), "--out", str(out)]
-        r = subprocess.run(
-            cmd + ["--solver", solver, "--max-iter", "40", "--interval", "20"], cwd=REPO, capture_output=True, text=True
-        )
+        r = segnet(camvid120, out, "--solver", solver, "--max-iter", "40", "--interval", "20")
         assert r.returncode == 0, r.stderr
         exp = yaml.safe_load((out / "experiment.yaml").read_text())
         assert exp["solver"]["type"] == kind and exp["solver"]["max_iter"] == 40
@@ -148,21 +148,5 @@ def test_segnet_basic_beside_recipe_v3_renders_a_valid_experiment(camvid120, tmp
             assert f"{camvid120}/train/infogain_H.binaryproto" in net  # the loss weighs classes as in training
         v = orchestrate("validate", str(out / "experiment.yaml"))
         assert v.returncode == 0, v.stdout + v.stderr
-    r = subprocess.run(
-        [
-            sys.executable,
-            "bench/camvid_v3/segnet.py",
-            "--data",
-            str(tmp_path / "none"),
-            "--out",
-            str(tmp_path / "x"),
-            "--max-iter",
-            "1",
-            "--interval",
-            "1",
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-    )
+    r = segnet(tmp_path / "none", tmp_path / "x", "--max-iter", "1", "--interval", "1")
     assert r.returncode == 2 and "orchestrate data build" in r.stderr and not (tmp_path / "x").exists()
