@@ -117,13 +117,33 @@ def result_from_log(returncode: int, log_path: Path, offset: int = 0) -> ChildRe
     return ChildResult(returncode, msg, src, layer)
 
 
-def die_with_parent(sig: int = signal.SIGKILL) -> None:
-    """In a child (a Popen preexec_fn): receive `sig` when the parent dies, so no orphan keeps
-    training (the run's worker: SIGKILL; a sweep trial's run: SIGTERM, to end cleanly)."""
+DIE_WITH_PARENT_ENV = "SEGORCH_DIE_WITH_PARENT"  # "PID:SIGNAL", read by the child at its start
+
+
+def die_with_parent_env(sig: int = signal.SIGKILL) -> dict[str, str]:
+    """The environment entry that makes a child we start (one of ours, which calls
+    `die_with_parent()` first) receive `sig` when this process dies, so no orphan keeps working
+    (the run's worker: SIGKILL; a sweep trial's run: SIGTERM, to end cleanly). The child arms it
+    itself: a Popen preexec_fn runs Python in a fork of a process that may have threads (a Ray
+    actor, a data loader), where any lock another thread held stays locked for ever."""
+    return {DIE_WITH_PARENT_ENV: f"{os.getpid()}:{int(sig)}"}
+
+
+def die_with_parent() -> None:
+    """First thing in a child started with `die_with_parent_env()`: PR_SET_PDEATHSIG, and the
+    signal at once if that parent is already gone. The entry is removed, so our own children do
+    not inherit a parent that is not theirs."""
+    value = os.environ.pop(DIE_WITH_PARENT_ENV, "")
     try:
-        ctypes.CDLL("libc.so.6").prctl(1, sig)  # PR_SET_PDEATHSIG
-    except OSError:
-        pass
+        pid, sig = (int(v) for v in value.split(":"))
+    except ValueError:  # not started that way (a user's own call, a test): nothing to arm
+        return
+    try:
+        ctypes.CDLL(None).prctl(1, sig)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux: no such call; the parent's own cleanup still runs
+        return
+    if os.getppid() != pid:  # it died before the call above
+        os.kill(os.getpid(), sig)
 
 
 def flush_and_exit(code: int) -> NoReturn:

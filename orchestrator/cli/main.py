@@ -9,6 +9,7 @@ import errno
 import sys
 from collections.abc import Sequence
 
+from common.child import die_with_parent
 from common.errors import UserError
 from orchestrator.contract import EXIT_BAD_INPUT, EXIT_BROKEN_PIPE, EXIT_OK, Status
 
@@ -47,6 +48,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script."""
+    die_with_parent()  # a sweep's trial: no run outlives its sweep
     try:
         return _main(argv)
     except BrokenPipeError:  # `orchestrate check --json | head`: the reader has all it wanted

@@ -12,7 +12,7 @@ import subprocess
 import sys
 from typing import Any
 
-from common.child import ChildResult, die_with_parent, quiet_glog_env, result_from_log
+from common.child import ChildResult, die_with_parent_env, quiet_glog_env, result_from_log
 from common.findings import Finding
 from orchestrator.contract import EXIT_BAD_INPUT, VERDICT_ENV, Status, Verdict, WorkerArgs
 from orchestrator.jsonio import io_error_text, read_jsonl
@@ -120,13 +120,11 @@ def _caffe_check(res: ChildResult, msg: str) -> Finding | None:
 
 
 def _start(run: RunDir, args: WorkerArgs, verdict_w: int) -> subprocess.Popen[bytes]:
-    env = quiet_glog_env()
+    env = {**quiet_glog_env(), **die_with_parent_env()}
     env[VERDICT_ENV] = str(verdict_w)
     fds = tuple(fd for fd in (verdict_w, run.lock_fd) if fd is not None)
     with open(run.log, "ab") as log:
-        return subprocess.Popen(
-            [sys.executable, *args.argv()], stderr=log, env=env, preexec_fn=die_with_parent, pass_fds=fds
-        )
+        return subprocess.Popen([sys.executable, *args.argv()], stderr=log, env=env, pass_fds=fds)
 
 
 def _read_verdict(fd: int) -> Verdict | None:

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from common.child import die_with_parent
+from common.child import die_with_parent_env
 from orchestrator.jsonio import read_jsonl
 from orchestrator.rundir import RunDir
 
@@ -61,14 +61,15 @@ def _trainable_class() -> Any:
             if config.get("gpu"):  # Ray set CUDA_VISIBLE_DEVICES to the GPU it assigned: index 0 here
                 device = "gpu:0"
             threads = str(max(1, int(config.get("cpus", 1))))
+            # no run outlives its sweep (SIGTERM: it ends cleanly)
             env = {**os.environ, "OPENBLAS_NUM_THREADS": threads, "OMP_NUM_THREADS": threads}
+            env.update(die_with_parent_env(signal.SIGTERM))
             log = open(config["log"], "ab")
             self.proc = subprocess.Popen(
                 trial_command(config["exp"], config["run_dir"], device),
                 stdout=log,
                 stderr=log,
                 env=env,
-                preexec_fn=lambda: die_with_parent(signal.SIGTERM),  # no run outlives its sweep
             )
             log.close()
 

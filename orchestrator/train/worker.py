@@ -17,7 +17,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from common.child import flush_and_exit
+from common.child import die_with_parent, flush_and_exit
 from common.datastats import read_stats
 from common.errors import UserError
 from common.findings import Finding
@@ -202,6 +202,7 @@ def start_fresh(ctx: loop.Context, meta: RunMeta) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Run (or resume) the training described by RUN_DIR; the exit code follows the status."""
+    die_with_parent()
     signal.signal(signal.SIGUSR1, signal.SIG_IGN)  # a sweep's stop counts from the first step on (SignalHook)
     args = WorkerArgs.parse(argv)
     run = RunDir(args.run_dir)

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import cv2
@@ -105,3 +109,28 @@ def assert_failed(rc: int, err: str, out: Path, *words: str) -> None:
     assert not out.exists()
     if out.parent.is_dir():
         assert no_leftovers(out.parent) == []
+
+
+def start_blocked_build(data: Path, out: Path, workers: str = "1") -> subprocess.Popen[bytes]:
+    """A real `orchestrate data build` that writes the six good pairs, then blocks reading a FIFO
+    listed as the seventh image (no writer ever opens it): a build caught mid-way, without timing."""
+    os.mkfifo(data / "img" / "fifo.png")
+    cv2.imwrite(str(data / "lab" / "fifo.png"), np.zeros((24, 32), np.uint8))
+    blocked = data / "blocked.txt"
+    blocked.write_text((data / "list.txt").read_text() + "img/fifo.png lab/fifo.png\n")
+    cmd = [
+        sys.executable,
+        "-m",
+        "orchestrator.cli",
+        *build_argv(["--list", str(blocked)], out, "--workers", workers, "--quiet"),
+    ]
+    proc = subprocess.Popen(
+        cmd, cwd=Path(__file__).resolve().parents[2], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    deadline = time.monotonic() + 120  # a liveness guard, not a speed check
+    while not any((p / "labels" / "data.mdb").exists() for p in out.parent.glob(f".{out.name}.partial-*")):
+        if proc.poll() is not None:
+            pytest.fail(f"the build ended early (rc {proc.returncode}): {proc.communicate()[1].decode()}")
+        assert time.monotonic() < deadline, "the blocked build never created its partial folder"
+        time.sleep(0.05)
+    return proc

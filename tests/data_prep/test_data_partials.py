@@ -5,15 +5,12 @@ in it): a second build of the same --out meanwhile is refused, naming the pid.""
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import cv2
-import numpy as np
 import pytest
-from dp_helpers import build_argv, caffe_datum_array, cli_build, no_leftovers, read_lmdb
+from dp_helpers import caffe_datum_array, cli_build, no_leftovers, read_lmdb, start_blocked_build
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -22,33 +19,10 @@ def _partials(parent: Path, name: str) -> list[Path]:
     return sorted(parent.glob(f".{name}.partial-*"))
 
 
-def _start_blocked_build(data: Path, out: Path) -> subprocess.Popen[bytes]:
-    """A real `orchestrate data build` that writes the six good pairs, then blocks reading a FIFO
-    listed as the seventh image (no writer ever opens it): a build caught mid-way, without timing."""
-    os.mkfifo(data / "img" / "fifo.png")
-    cv2.imwrite(str(data / "lab" / "fifo.png"), np.zeros((24, 32), np.uint8))
-    blocked = data / "blocked.txt"
-    blocked.write_text((data / "list.txt").read_text() + "img/fifo.png lab/fifo.png\n")
-    cmd = [
-        sys.executable,
-        "-m",
-        "orchestrator.cli",
-        *build_argv(["--list", str(blocked)], out, "--workers", "1", "--quiet"),
-    ]
-    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 120  # a liveness guard, not a speed check
-    while not any((p / "labels" / "data.mdb").exists() for p in _partials(out.parent, out.name)):
-        if proc.poll() is not None:
-            pytest.fail(f"the build ended early (rc {proc.returncode}): {proc.communicate()[1].decode()}")
-        assert time.monotonic() < deadline, "the blocked build never created its partial folder"
-        time.sleep(0.05)
-    return proc
-
-
 @pytest.mark.caffe
 def test_killed_build_cleaned_live_build_kept(data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "out"
-    proc = _start_blocked_build(data, out)
+    proc = start_blocked_build(data, out)
     try:
         [partial] = _partials(tmp_path, "out")
         rc, _, err = cli_build(data, out, capsys)

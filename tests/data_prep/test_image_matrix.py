@@ -26,7 +26,7 @@ from data_prep.datum import datum_to_array, parse_datum
 
 H, W = 24, 32
 RNG = np.random.default_rng(7)
-# smooth, so JPEG keeps it; no OpenCV call at import: its thread pool would hang the forked build workers
+# smooth, so JPEG keeps it
 RGB = (RNG.integers(0, 256, (H // 4, W // 4, 3)).repeat(4, 0).repeat(4, 1) // 2 + 64).astype(np.uint8)
 
 
@@ -192,8 +192,8 @@ def test_exif_rotated_label_is_turned_like_its_image(data: Path, tmp_path: Path,
 def test_build_workers_after_opencv_ran_its_thread_pool(data: Path, tmp_path: Path) -> None:
     """A process that used an OpenCV parallel function (a blur) before `data build --workers 2`:
     its forked workers hung for ever (seen twice while writing this file, on a loaded machine; a
-    race, so this passes on most runs of the old code too). The build now stops OpenCV's thread
-    pool while it forks."""
+    race, so this passes on most runs of the old code too). The workers are no longer forked
+    (test_data_workers.py covers the family: any lock another thread holds)."""
     import subprocess
     import sys
 
