@@ -109,14 +109,20 @@ def scaled_size(h: int, w: int, s: float) -> tuple[int, int]:
     return max(1, round(h * s)), max(1, round(w * s))
 
 
-def probabilities(scores_of: Callable[[np.ndarray], np.ndarray], x: np.ndarray, tta: TTA) -> np.ndarray:
+def probabilities(
+    scores_of: Callable[[np.ndarray], np.ndarray],
+    x: np.ndarray,
+    tta: TTA,
+    view_at: Callable[[float], np.ndarray] | None = None,
+) -> np.ndarray:
     """The averaged class probabilities (N x C x H x W, float64) of input batch `x`
     (N x channels x H x W) over `tta`'s views; `scores_of` gives the scores of a batch at the
-    batch's own size."""
+    batch's own size. `view_at(s)`, where given, makes the input at scale s (scaled_size of x's)
+    from a larger source than x (predict's original image) instead of enlarging x itself."""
     h, w = x.shape[2:]
     total: np.ndarray | None = None
     for s in tta.scales:
-        xs = x if s == 1 else resize_bilinear(x, scaled_size(h, w, s))
+        xs = x if s == 1 else view_at(s) if view_at is not None else resize_bilinear(x, scaled_size(h, w, s))
         for flipped in (False, True) if tta.flip else (False,):
             view = np.ascontiguousarray(xs[..., ::-1]) if flipped else xs
             scores = scores_of(view)

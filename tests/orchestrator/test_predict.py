@@ -74,6 +74,39 @@ def test_predict_restores_the_original_size_after_the_data_stage_resize(synth_lm
     some = sorted((raw / "images").iterdir())[0]
     assert Image.open(out / f"{some.stem}.png").size == Image.open(some).size == (32, 32)
     assert not (out / "eval.json").exists()
+    _tta_views_come_from_the_original(run, tmp_path / "d" / "train", some, tmp_path / "deploy")
+
+
+def _tta_views_come_from_the_original(run: Path, train_db: Path, image: Path, folder: Path) -> None:
+    """Predict's TTA takes its scale-1.25 view from the 32x32 original (resized to 30x25), not by
+    enlarging the 24x20 view the data stage made (validation's way, which only has that view)."""
+    import cv2
+
+    from orchestrator.contract import WEIGHTS
+    from orchestrator.predict.forward import DeployNet
+    from orchestrator.predict.tta import TTA, resize_bilinear, softmax
+
+    folder.mkdir()
+    mean = json.loads((train_db / "stats.json").read_text())["mean_bgr"]
+    weights = str(sorted((run / "snapshots").iterdir())[-1] / WEIGHTS)
+    net = DeployNet(run, folder, (20, 24), mean, weights=weights, resize=(24, 20))
+    img = cv2.imread(str(image), cv2.IMREAD_COLOR)
+    x1, x125 = net.input_of(img), net.input_of(img, (30, 25))
+    assert x1.shape[2:] == (20, 24) and x125.shape[2:] == (25, 30)
+    want = (softmax(net.scores(x1)) + resize_bilinear(softmax(net.scores(x125)), (20, 24))) / 2
+    assert not np.allclose(resize_bilinear(x1, (25, 30)), x125, atol=1)  # enlarging would feed other pixels
+    fed: list[np.ndarray] = []
+    scores = net.scores
+
+    def recorded(x: np.ndarray) -> np.ndarray:
+        fed.append(x)
+        return scores(x)
+
+    net.scores = recorded  # type: ignore[method-assign]
+    [got] = net.classes([img], TTA(scales=(1.0, 1.25)))
+    assert len(fed) == 2 and np.array_equal(fed[0], x1) and np.array_equal(fed[1], x125)
+    classes = want[0].argmax(0).astype(np.uint8)
+    assert np.array_equal(got, cv2.resize(classes, (32, 32), interpolation=cv2.INTER_NEAREST))
 
 
 def test_predict_a_user_net_through_a_derived_deploy_net(synth_lmdb, tmp_path):

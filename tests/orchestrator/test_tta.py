@@ -79,6 +79,30 @@ def test_scales_resize_the_input_and_average_the_resized_probabilities():
     assert np.allclose(got, want[None, :, None, None])
 
 
+def test_views_from_a_larger_source_replace_the_enlarged_input():
+    from orchestrator.predict.forward import source_views
+
+    asked: list[tuple[int, int]] = []
+
+    def input_of(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+        asked.append(size)
+        return np.full((1, 3, size[1], size[0]), float(size[0]))
+
+    image = np.zeros((12, 16, 3), np.uint8)  # H x W; the data stage resized it to 8 x 6
+    view = source_views(image, (8, 6), input_of)
+    assert view is not None and view(1.5).shape == (1, 3, 9, 12) and asked == [(12, 9)]
+    assert source_views(image, None, input_of) is None and source_views(image[:6, :8], (8, 6), input_of) is None
+    fed: list[np.ndarray] = []
+
+    def net(v: np.ndarray) -> np.ndarray:
+        fed.append(v)
+        return np.zeros((1, 2, *v.shape[2:]))
+
+    x = np.ones((1, 3, 6, 8))
+    probabilities(net, x, TTA(scales=(1.0, 1.5)), view)
+    assert fed[0] is x and fed[1].shape == (1, 3, 9, 12) and (fed[1] == 12).all()  # not x enlarged
+
+
 def test_bilinear_resize_keeps_constants_and_matches_pixel_centres():
     a = np.full((1, 2, 3, 5), 0.25)
     assert np.allclose(resize_bilinear(a, (7, 4)), 0.25)
