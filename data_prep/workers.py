@@ -78,23 +78,33 @@ class _Worker:
         self.send(list(sys.path))
         self.send(opts)
 
-    def send(self, obj: object) -> None:
-        pickle.dump(obj, self.tasks, pickle.HIGHEST_PROTOCOL)
-        self.tasks.flush()
+    def send(self, obj: object, part: list[Pair] | None = None) -> None:
+        try:
+            pickle.dump(obj, self.tasks, pickle.HIGHEST_PROTOCOL)
+            self.tasks.flush()
+        except BrokenPipeError:  # it died: an error, not the CLI's quiet end of a closed stdout
+            raise self._died(part) from None
 
     def receive(self, part: list[Pair]) -> Result:
         try:
             status, value = pickle.load(self.results)
         except (EOFError, pickle.UnpicklingError):
-            raise UserError(
-                f"a decoding worker process died ({_how(self.proc)}) while decoding {part[0].image}"
-                + (f" or one of the {len(part) - 1} pairs after it" if len(part) > 1 else ""),
-                "run the build again; if a worker dies again, pass --workers 1 to stop at the pair that crashes, "
-                "or give it more memory (fewer --workers, a smaller --resize)",
-            ) from None
+            raise self._died(part) from None
         if status != "ok":
             raise RuntimeError(f"a decoding worker failed:\n{value}")
         return value
+
+    def _died(self, part: list[Pair] | None) -> UserError:
+        where = ""
+        if part:
+            where = f" while decoding {part[0].image}" + (
+                f" or one of the {len(part) - 1} pairs after it" if len(part) > 1 else ""
+            )
+        return UserError(
+            f"a decoding worker process died ({_how(self.proc)}){where}",
+            "run the build again; if a worker dies again, pass --workers 1 to stop at the pair that crashes, "
+            "or give it more memory (fewer --workers, a smaller --resize)",
+        )
 
     def close(self) -> None:
         """End of the task pipe ends the worker; one that does not end (a stuck decoder) is killed."""
@@ -136,16 +146,16 @@ def decode_all(pairs: list[Pair], opts: decode.DecodeOptions, workers: int) -> I
     try:
         todo = enumerate(chunks)  # chunk i goes to worker i mod n; results are read back in list order
         for i, part in islice(todo, max(2 * len(procs), IN_FLIGHT * len(procs) // chunk)):  # none idles
-            procs[i % len(procs)].send(part)
+            procs[i % len(procs)].send(part, part)
             window.append((procs[i % len(procs)], part))
         while window:
             proc, part = window.popleft()
             done = proc.receive(part)
             for i, nxt in islice(todo, 1):
-                procs[i % len(procs)].send(nxt)
+                procs[i % len(procs)].send(nxt, nxt)
                 window.append((procs[i % len(procs)], nxt))
             yield from done
-    finally:  # also when stopped early (a bad pair): the workers drop what is queued and end
+    finally:  # also when stopped early (a bad pair): each worker ends at its closed pipes
         for proc in procs:
             proc.close()
 

@@ -130,3 +130,22 @@ def test_killing_the_build_ends_its_workers(data: Path, tmp_path: Path) -> None:
         proc.kill()
         proc.wait()
     _wait_for(f"workers {workers} outlived their build", lambda: not any(_alive(pid) for pid in workers))
+
+
+def test_a_dead_worker_is_an_error_whichever_pipe_finds_it(data: Path) -> None:
+    """Sending the next chunk to a worker that died is an EPIPE: it must read as the worker's death
+    (the CLI ends a BrokenPipeError quietly, as for `| head`), as the end of its result pipe does."""
+    from common.errors import UserError
+    from data_prep.decode import DecodeOptions
+    from data_prep.sources import Pair
+    from data_prep.workers import _Worker
+
+    part = [Pair(data / "img" / "000.png", data / "lab" / "000.png", "list.txt line 1")]
+    for pipe in ("send", "receive"):
+        worker = _Worker(DecodeOptions(num_classes=5))
+        worker.proc.kill()
+        worker.proc.wait()
+        with pytest.raises(UserError, match="decoding worker process died \\(killed by SIGKILL") as e:
+            worker.send(part, part) if pipe == "send" else worker.receive(part)
+        assert "000.png" in str(e.value) and "--workers 1" in str(e.value)
+        worker.close()
