@@ -129,7 +129,7 @@ def test_segnet_basic_beside_recipe_v3_renders_a_valid_experiment(camvid120, tmp
 
     def segnet(data: Path, out: Path, *args: str) -> subprocess.CompletedProcess[str]:
         cmd = [sys.executable, "bench/camvid_v3/segnet.py", "--data", str(data), "--out", str(out), *args]
-        return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
+        return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
 
     for solver, kind in (("segnet", "SGD"), ("recipe", "Adam")):
         out = tmp_path / solver

@@ -70,8 +70,8 @@ def test_validate_cli_exit_codes(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("name: g\ndata: {train: a, vall: b}\nsolver: {max_iters: 3}\n")
     cli = [sys.executable, "-m", "orchestrator.cli", "validate"]
-    assert subprocess.run(cli + [str(good)], cwd=REPO, capture_output=True).returncode == 0
-    r = subprocess.run(cli + [str(bad)], cwd=REPO, capture_output=True, text=True)
+    assert subprocess.run(cli + [str(good)], cwd=REPO, capture_output=True, timeout=120).returncode == 0
+    r = subprocess.run(cli + [str(bad)], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and "data.vall" in r.stderr and "solver.max_iters" in r.stderr
-    r = subprocess.run(cli + [str(tmp_path / "missing.yaml")], cwd=REPO, capture_output=True, text=True)
+    r = subprocess.run(cli + [str(tmp_path / "missing.yaml")], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and "not found" in r.stderr

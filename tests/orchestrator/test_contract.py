@@ -150,7 +150,9 @@ def test_parent_never_imports_the_worker_or_its_hooks() -> None:
         "print(sorted(m for m in sys.modules if m.startswith(('orchestrator.train.worker', 'orchestrator.train.hooks', "
         "'orchestrator.train.loop', 'caffe'))))"
     )
-    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True, timeout=120
+    )
     assert out.stdout.strip() == "[]"
 
 

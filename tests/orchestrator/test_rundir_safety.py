@@ -229,11 +229,13 @@ def small_fs(tmp_path):
     """A 3 MiB tmpfs: the run fills it (skipped where mounting is not permitted)."""
     mnt = tmp_path / "small"
     mnt.mkdir()
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(mnt)], capture_output=True, text=True)
+    r = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(mnt)], capture_output=True, text=True, timeout=60
+    )
     if r.returncode != 0:
         pytest.skip(f"cannot mount a size-limited tmpfs here: {r.stderr.strip()}")
     yield mnt
-    subprocess.run(["umount", "-l", str(mnt)], check=False)
+    subprocess.run(["umount", "-l", str(mnt)], check=False, timeout=60)
 
 
 def test_disk_full_during_a_run(synth_lmdb, tmp_path, small_fs):
