@@ -187,24 +187,3 @@ def test_exif_rotated_label_is_turned_like_its_image(data: Path, tmp_path: Path,
     rc, _, err = build(data, out, capsys)
     assert rc == 0, err
     assert (_record(read_lmdb(out / "labels")[2][1])[0] == lab).all()
-
-
-def test_build_workers_after_opencv_ran_its_thread_pool(data: Path, tmp_path: Path) -> None:
-    """A process that used an OpenCV parallel function (a blur) before `data build --workers 2`:
-    its forked workers hung for ever (seen twice while writing this file, on a loaded machine; a
-    race, so this passes on most runs of the old code too). The workers are no longer forked
-    (test_data_workers.py covers the family: any lock another thread holds)."""
-    import subprocess
-    import sys
-
-    code = (
-        "import sys, cv2, numpy as np\n"
-        "cv2.GaussianBlur(np.zeros((2000, 2000, 3), np.uint8), (5, 5), 2)\n"
-        "from orchestrator.cli import main\n"
-        f"sys.exit(main(['data', 'build', '--list', {str(data / 'list.txt')!r}, '--out', {str(tmp_path / 'out')!r},"
-        " '--num-classes', '5', '--ignore-label', '255', '--quiet', '--workers', '2']))\n"
-    )
-    root = Path(__file__).resolve().parents[2]
-    r = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=120)
-    assert r.returncode == 0, r.stderr[-2000:]
-    assert len(read_lmdb(tmp_path / "out" / "images")) == 6
