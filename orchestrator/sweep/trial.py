@@ -61,9 +61,8 @@ def _trainable_class() -> Any:
             if config.get("gpu"):  # Ray set CUDA_VISIBLE_DEVICES to the GPU it assigned: index 0 here
                 device = "gpu:0"
             threads = str(max(1, int(config.get("cpus", 1))))
-            # no run outlives its sweep (SIGTERM: it ends cleanly)
             env = {**os.environ, "OPENBLAS_NUM_THREADS": threads, "OMP_NUM_THREADS": threads}
-            env.update(die_with_parent_env(signal.SIGTERM))
+            env.update(die_with_parent_env(signal.SIGTERM))  # no run outlives its sweep (SIGTERM: it ends cleanly)
             log = open(config["log"], "ab")
             self.proc = subprocess.Popen(
                 trial_command(config["exp"], config["run_dir"], device),
