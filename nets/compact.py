@@ -14,16 +14,21 @@ INPUT_SCALE = 1 / 64
 
 
 def compact_fcn(n: Any, data: Any, o: ArchOptions) -> list[str]:
-    """The input scaled by INPUT_SCALE (Power layer `data_scaled`), `depth` blocks of
+    """The input scaled by INPUT_SCALE (Power layer `data_scaled`; or normalized per image by an
+    MVN layer `data_mvn` with input_norm "mvn"), `depth` blocks of
     (3x3 conv [+BN+Scale] + ReLU) x2 + 2x2 max-pool with width*2^i channels, a 1x1 score conv
     `score_fr`, then the skips, one bilinear Deconvolution `upscore` to the input and a Crop to
     it as `score`. Returns the upsampling layer names."""
     from caffe import layers as L
 
-    # pixels minus the mean are +-128: scaled to about unit variance, which msra assumes, so
-    # the usual learning rates (1e-2 with momentum 0.9) work without BatchNorm too
-    n.data_scaled = L.Power(data, scale=INPUT_SCALE)
-    x = n.data_scaled
+    if o.input_norm == "mvn":  # per image and channel: invariant to a global change of light
+        n.data_mvn = L.MVN(data, normalize_variance=True, across_channels=False)
+        x = n.data_mvn
+    else:
+        # pixels minus the mean are +-128: scaled to about unit variance, which msra assumes, so
+        # the usual learning rates (1e-2 with momentum 0.9) work without BatchNorm too
+        n.data_scaled = L.Power(data, scale=INPUT_SCALE)
+        x = n.data_scaled
     pools = []
     for i in range(o.depth):
         channels = o.width * 2**i

@@ -17,3 +17,6 @@ class ArchOptions:
     filler: str = "msra"
     learn_upsample: bool = False
     skips: int = 0  # compact only: score layers fused from the last `skips` pooling stages (FCN-16s/8s style)
+    # compact only: "scale" multiplies the mean-subtracted input by a constant; "mvn" brings each
+    # channel of each image to mean 0, variance 1 (MVN), so a darker or tinted drive looks alike
+    input_norm: str = "scale"

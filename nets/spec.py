@@ -17,6 +17,7 @@ from nets.options import ArchOptions
 from nets.prototxt import meta_header
 
 ARCHS = ("compact", "fcn32s", "fcn16s", "fcn8s")
+INPUT_NORMS = ("scale", "mvn")
 DATA_KINDS = ("lmdb", "paired")
 
 
@@ -134,9 +135,11 @@ def _meta(arch: str, opts: ArchOptions, data_kind: str, **head: Any) -> dict[str
     its total stride, the loss head's settings."""
     shape = asdict(opts)
     if arch == "compact":
-        shape.update(total_stride=2 ** (opts.depth - opts.skips), input_scale=INPUT_SCALE)
+        shape.update(total_stride=2 ** (opts.depth - opts.skips))
+        if opts.input_norm == "scale":
+            shape.update(input_scale=INPUT_SCALE)
     else:
-        shape = {k: v for k, v in shape.items() if k not in ("width", "depth", "skips")}
+        shape = {k: v for k, v in shape.items() if k not in ("width", "depth", "skips", "input_norm")}
         shape.update(total_stride=int(arch[3:-1]))
     infogain_file = head.pop("infogain_file")
     backbone = "compact" if arch == "compact" else "vgg16"
@@ -160,18 +163,25 @@ def generate(
     infogain_file: str | None = None,
     learn_upsample: bool = False,
     skips: int = 0,
+    input_norm: str = "scale",
 ) -> GeneratedNet:
     """Train/val/deploy nets for `arch` (compact, fcn32s, fcn16s, fcn8s).
 
     Tops `data`, `label`, `score` (N x C x H x W, cropped to the input) and `loss` in train and
     val, `accuracy` in val, `score` and `prob` in deploy. `width`/`depth`/`skips` shape the
-    compact net only (the FCNs are VGG16).
+    compact net only (the FCNs are VGG16), and so does `input_norm` (scale or mvn).
     """
     _check_args(arch, num_classes, filler, loss, normalization, infogain_file, width, depth, skips)
+    if input_norm not in INPUT_NORMS or (input_norm != "scale" and arch != "compact"):
+        raise UserError(
+            f"input_norm must be one of {INPUT_NORMS} (mvn with arch compact only), "
+            f"got {input_norm!r} with arch {arch}",
+            'use input_norm "scale", or "mvn" with the compact net',
+        )
     train_data.check("train")
     if val_data is not None:
         val_data.check("val")
-    opts = ArchOptions(num_classes, width, depth, batch_norm, filler, learn_upsample, skips)  # its field order
+    opts = ArchOptions(num_classes, width, depth, batch_norm, filler, learn_upsample, skips, input_norm)  # field order
     body = _body(arch)
     meta = _meta(
         arch,

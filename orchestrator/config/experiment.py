@@ -134,6 +134,8 @@ class NetCfg:
     skips: NonNegInt = 0  # compact: fuse scores from the last `skips` pooling stages (FCN-16s/8s style)
     # the infogain H's class weights (loss infogain): the data stage's median-frequency H, or its square root
     class_weighting: Literal["median_frequency", "sqrt_median_frequency"] = "median_frequency"
+    # compact: the input times a constant (scale), or each image's channels to mean 0, variance 1 (mvn)
+    input_norm: Literal["scale", "mvn"] = "scale"
 
     @rule("val_prototxt", "prototxt")
     def _val_needs_train(self) -> str | None:
@@ -153,6 +155,11 @@ class NetCfg:
         if widest <= schema.INT_MAX:
             return None
         return f"is too large: the widest layer would get width * 2^(depth-1) = {widest} channels (> {schema.INT_MAX})"
+
+    @rule("input_norm", "arch")
+    def _mvn_compact_only(self) -> str | None:
+        ok = self.input_norm == "scale" or self.arch == "compact"
+        return None if ok else f"mvn is for arch compact only ({self.arch} keeps its published input)"
 
     @rule("class_weighting", "loss")
     def _weighting_needs_infogain(self) -> str | None:

@@ -115,6 +115,7 @@ def make_nets(exp: cfgmod.Experiment, run: RunDir) -> tuple[RunMeta, list[Findin
         learn_upsample=n.learn_upsample,
         infogain_file=h,
         skips=n.skips,
+        input_norm=n.input_norm,
     )
     g.write(run.root)
     meta = RunMeta.from_dict(g.meta)
