@@ -128,6 +128,26 @@ TTA_MAX_SCALE = 4.0  # test-time augmentation scales (validation.tta, predict --
 
 
 @dataclass(frozen=True)
+class EnsembleModel:
+    """One more snapshot whose class probabilities `predict --ensemble` averages with the job's
+    own: its run, weights and what its data stage says about the images (each net keeps its own
+    preprocessing)."""
+
+    run: str
+    weights: str
+    snapshot: str  # run-relative snapshot folder
+    resize: tuple[int, int] | None = None
+    mean_bgr: tuple[float, ...] | None = None
+    input_size: tuple[int, int] | None = None
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> EnsembleModel:
+        tuples = {k: tuple(d[k]) if d.get(k) is not None else None for k in ("resize", "mean_bgr", "input_size")}
+        given: dict[str, Any] = {**d, **tuples}  # an unknown key is refused (TypeError), as PredictJob's
+        return cls(**given)
+
+
+@dataclass(frozen=True)
 class PredictJob:
     """What `orchestrate predict` (orchestrator.predict.predict) hands its Caffe child
     (orchestrator.predict.worker) in JOB_FILE: the snapshot, the images, and what the run and
@@ -150,6 +170,7 @@ class PredictJob:
     mean_bgr: tuple[float, ...] | None = None  # the data stage's mean
     input_size: tuple[int, int] | None = None  # (H, W) of the data stage's images: a derived deploy net's input
     tta: str | None = None  # test-time augmentation in --tta syntax (orchestrator.predict.tta.parse); None: off
+    ensemble: tuple[EnsembleModel, ...] = ()  # more snapshots averaged with this one (predict --ensemble)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=1)
@@ -161,6 +182,7 @@ class PredictJob:
         d["pairs"] = tuple((str(i), lab, str(w)) for i, lab, w in d["pairs"])
         for k in ("class_names", "resize", "mean_bgr", "input_size"):
             d[k] = tuple(d[k]) if d.get(k) is not None else None
+        d["ensemble"] = tuple(EnsembleModel.from_dict(m) for m in d.get("ensemble", ()))
         return cls(**d)
 
 

@@ -23,6 +23,7 @@ def _predict(args: argparse.Namespace) -> int:
         batch=args.batch,
         quiet=args.quiet,
         tta=args.tta,
+        ensemble=args.ensemble or (),
     )
 
 
@@ -59,6 +60,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         metavar="SPEC",
         help="test-time augmentation: average the softmax over a horizontal flip and/or scales, "
         "e.g. flip or flip,scales=0.75,1,1.25 (one forward pass per view)",
+    )
+    p.add_argument(
+        "--ensemble",
+        metavar="RUN_DIR[:SNAPSHOT]",
+        action="append",
+        help="average the class probabilities with another run's snapshot (best, last or iter_N; "
+        "default best); repeat for more (one forward pass per view per snapshot)",
     )
     p.set_defaults(func=_predict)
     p = sub.add_parser("runs", help="a table of the runs under a folder (status, best mIoU, time)")

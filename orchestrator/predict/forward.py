@@ -16,7 +16,7 @@ import numpy as np
 from common.errors import UserError
 from orchestrator.contract import RUN_FILES
 from orchestrator.predict import deploy as dep
-from orchestrator.predict.tta import TTA, probabilities, scaled_size
+from orchestrator.predict.tta import TTA, probabilities, resize_bilinear, scaled_size
 
 # a pixel the net gives no class (outside the scores of a net that crops its label inside)
 NO_CLASS = 255
@@ -190,11 +190,16 @@ class DeployNet:
             return full_scores(self.net, self.info, x)
         return np.concatenate([tiled(self.net, self.info, x[i : i + 1], full_scores) for i in range(len(x))])
 
+    def probabilities(self, image: np.ndarray, tta: TTA | None = None) -> np.ndarray:
+        """1 x C x h x w class probabilities of an H x W x 3 BGR image at the net's input size,
+        averaged over `tta`'s views (a plain softmax without): what an ensemble averages."""
+        tta = tta or TTA()
+        views = source_views(image, self.resize, self.input_of) if tta.active else None
+        return probabilities(self.scores, self.input_of(image), tta, views)
+
     def classes(self, batch: list[np.ndarray], tta: TTA | None = None) -> list[np.ndarray]:
         """Class ids of H x W x 3 BGR images, each at its own original size; with an active
         `tta`, the argmax of its averaged probabilities."""
-        from data_prep.decode import resize
-
         xs = [self.input_of(im) for im in batch]
         if tta is not None and tta.active:
             views = [source_views(im, self.resize, self.input_of) for im in batch]
@@ -205,10 +210,29 @@ class DeployNet:
             preds = [forward(self.net, self.info, x)[0] for x in xs]
         else:
             preds = [tiled(self.net, self.info, x)[0] for x in xs]
-        return [
-            resize(p.astype(np.uint8), (im.shape[1], im.shape[0]), nearest=True) if p.shape != im.shape[:2] else p
-            for p, im in zip(preds, batch, strict=True)
-        ]
+        return [at_image_size(p, im) for p, im in zip(preds, batch, strict=True)]
+
+
+def at_image_size(classes: np.ndarray, image: np.ndarray) -> np.ndarray:
+    """Class ids brought to the image's own size by nearest neighbour (no class is invented)."""
+    from data_prep.decode import resize
+
+    if classes.shape == image.shape[:2]:
+        return classes
+    return resize(classes.astype(np.uint8), (image.shape[1], image.shape[0]), nearest=True)
+
+
+def ensemble_classes(nets: Sequence[DeployNet], batch: list[np.ndarray], tta: TTA | None) -> list[np.ndarray]:
+    """Class ids of each image from the class probabilities of several snapshots averaged (each
+    net with its own preprocessing and `tta`'s views, brought bilinearly to the first net's input
+    size), at the image's own size: `predict --ensemble`. One net gives what `classes` gives."""
+    out = []
+    for image in batch:
+        probs = [n.probabilities(image, tta) for n in nets]
+        size = probs[0].shape[2:]
+        mean = np.mean([resize_bilinear(p, size) for p in probs], axis=0)
+        out.append(at_image_size(mean[0].argmax(axis=0), image))
+    return out
 
 
 def source_views(

@@ -9,6 +9,7 @@ import json
 import os
 import shutil
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ from common.datastats import read_stats
 from common.errors import UserError
 from data_prep.build import dataset_json_class_names
 from data_prep.sources import IMAGE_EXTS, Pair, pair_folders, read_list
+from orchestrator.config import yamlio
 from orchestrator.contract import (
     EVAL_FILE,
     EXIT_BAD_INPUT,
@@ -25,6 +27,7 @@ from orchestrator.contract import (
     PREDICT_WORKER_MODULE,
     RUN_FILES,
     WEIGHTS,
+    EnsembleModel,
     PredictJob,
     RunMeta,
     snapshot_relpath,
@@ -157,6 +160,40 @@ def _prepare_out(out: Path) -> Path:
     return tmp
 
 
+def _run_config(run: RunDir) -> dict[str, Any]:
+    """The run's resolved experiment (config.yaml) as a mapping."""
+    fix = "restore the run's config.yaml (its resolved experiment)"
+    return yamlio.load_mapping(run.config, "run's config.yaml", fix)
+
+
+def _ensemble_model(spec: str, meta: RunMeta, names: list[str] | None) -> EnsembleModel:
+    """`--ensemble RUN_DIR[:SNAPSHOT]` (best, last or iter_N; default best) as a checked member:
+    its snapshot verified as predict's own, its classes the same as the main run's."""
+    run_dir, _, which = spec.rpartition(":")
+    if not run_dir or not (which in ("best", "last") or which.startswith("iter_")):
+        run_dir, which = spec, "best"
+    run = require_run_dir(run_dir)
+    iteration, snap = choose_snapshot(run, which)
+    exp = _run_config(run)
+    other = RunMeta.read(run.meta)
+    theirs = class_names(exp, other)
+    if other.num_classes != meta.num_classes or (names and theirs and list(theirs) != list(names)):
+        raise UserError(
+            f"--ensemble {spec}: its net has {other.num_classes} classes ({', '.join(theirs or []) or 'unnamed'}), "
+            f"the run predicting has {meta.num_classes} ({', '.join(names or []) or 'unnamed'})",
+            "ensemble only runs trained on the same classes",
+        )
+    stats = _data_stats(exp)
+    return EnsembleModel(
+        run=str(run.root),
+        weights=str(snap / WEIGHTS),
+        snapshot=snapshot_relpath(iteration),
+        resize=_tuple(stats.get("resize")),
+        mean_bgr=_tuple(stats.get("mean_bgr")),
+        input_size=(stats["height"], stats["width"]) if stats.get("height") else None,
+    )
+
+
 def predict(
     run_dir: str,
     *,
@@ -171,10 +208,9 @@ def predict(
     batch: int = 1,
     quiet: bool = False,
     tta: str | None = None,
+    ensemble: Sequence[str] = (),
 ) -> int:
     """Check the inputs, run the child, publish the folder; returns the exit code."""
-    from orchestrator.config import yamlio
-
     run = require_run_dir(run_dir)
     if batch < 1:
         raise UserError(f"--batch {batch}: must be >= 1", "for example --batch 4")
@@ -183,10 +219,10 @@ def predict(
     aug = parse_tta(tta) if tta else None  # a bad --tta is refused before anything is written
     iteration, snap = choose_snapshot(run, snapshot)
     pairs = collect_inputs(images, labels, list_file, root, evaluate)
-    exp = yamlio.load_mapping(
-        run.config, "run's config.yaml", "restore the run's config.yaml (its resolved experiment)"
-    )
+    exp = _run_config(run)
     meta = RunMeta.read(run.meta)
+    names = class_names(exp, meta)
+    members = tuple(_ensemble_model(spec, meta, names) for spec in ensemble)
     stats = _data_stats(exp)
     out_dir = Path(out).resolve()
     tmp = _prepare_out(out_dir)
@@ -202,15 +238,17 @@ def predict(
         quiet=quiet,
         num_classes=meta.num_classes,
         ignore_label=meta.ignore_label,
-        class_names=_tuple(class_names(exp, meta)),
+        class_names=_tuple(names),
         resize=_tuple(stats.get("resize")),
         palette=stats.get("palette"),
         mean_bgr=_tuple(stats.get("mean_bgr")),
         input_size=(stats["height"], stats["width"]) if stats.get("height") else None,
         tta=aug.label() if aug and aug.active else None,
+        ensemble=members,
     )
     (tmp / JOB_FILE).write_text(job.to_json())
-    print(f"predicting {len(pairs)} image(s) with {run.root.name}/snapshots/{snap.name}", flush=True)
+    more = "".join(f" + {Path(m.run).name}/{m.snapshot}" for m in members)
+    print(f"predicting {len(pairs)} image(s) with {run.root.name}/snapshots/{snap.name}{more}", flush=True)
     try:
         child, _ = run_child(["-m", PREDICT_WORKER_MODULE, str(tmp / JOB_FILE)], tmp / RUN_FILES["log"], stdout=None)
         if child.returncode != 0:

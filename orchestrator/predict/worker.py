@@ -22,7 +22,16 @@ import numpy as np
 from common.child import flush_and_exit
 from common.errors import UserError
 from orchestrator import metrics
-from orchestrator.contract import CONFUSION, EVAL_FILE, EXIT_BAD_INPUT, EXIT_OK, PredictJob, class_labels
+from orchestrator.contract import (
+    CONFUSION,
+    EVAL_FILE,
+    EXIT_BAD_INPUT,
+    EXIT_OK,
+    RUN_FILES,
+    EnsembleModel,
+    PredictJob,
+    class_labels,
+)
 from orchestrator.predict import forward, overlay
 from orchestrator.predict.panel import panel
 from orchestrator.predict.tta import parse as parse_tta
@@ -31,17 +40,30 @@ from orchestrator.predict.tta import parse as parse_tta
 class Predictor(forward.DeployNet):
     """The snapshot's deploy net on the job's device, built once for all images."""
 
-    def __init__(self, job: PredictJob, folder: Path) -> None:
+    def __init__(self, job: PredictJob | EnsembleModel, folder: Path, device: str = "cpu") -> None:
         import caffe
 
-        if job.device == "cpu":
+        if device == "cpu":
             caffe.set_mode_cpu()
         else:
-            caffe.set_device(int(job.device.split(":")[1]))
+            caffe.set_device(int(device.split(":")[1]))
             caffe.set_mode_gpu()
         size = job.input_size or (64, 64)
         mean = list(job.mean_bgr) if job.mean_bgr else None
         super().__init__(Path(job.run), folder, size, mean, weights=job.weights, resize=job.resize)
+
+
+def _members(job: PredictJob, folder: Path) -> list[Predictor]:
+    """The deploy nets of --ensemble's snapshots; a net derived from a member's val net goes to a
+    folder of its own under `folder` (not into the published predictions)."""
+    nets = []
+    for i, m in enumerate(job.ensemble):
+        sub = folder / f".ensemble-{i}"
+        sub.mkdir(exist_ok=True)
+        nets.append(Predictor(m, sub, job.device))
+        (sub / RUN_FILES["deploy_net"]).unlink(missing_ok=True)
+        sub.rmdir()
+    return nets
 
 
 def _names(pairs: Sequence[Sequence[Any]]) -> list[str]:
@@ -87,7 +109,15 @@ def run(job: PredictJob, folder: Path) -> None:
     from data_prep.progress import Progress
     from data_prep.sources import palette_lut, read_palette
 
-    pred = Predictor(job, folder)
+    pred = Predictor(job, folder, job.device)
+    members = [pred, *_members(job, folder)] if job.ensemble else []
+    for m in members:
+        if m.info.label_offset is not None:
+            raise UserError(
+                f"--ensemble: {m.prototxt} scores only the centre its label crop keeps (offset "
+                f"{m.info.label_offset}); an ensemble averages class probabilities at every input pixel",
+                "predict with that run alone (no --ensemble)",
+            )
     nc = int(job.num_classes or pred.net.blobs[pred.info.score_blob].channels)
     ignore = job.ignore_label
     colours = read_palette(Path(job.palette), nc, ignore if ignore is not None else 255) if job.palette else None
@@ -102,7 +132,8 @@ def run(job: PredictJob, folder: Path) -> None:
     for start in range(0, len(pairs), job.batch):
         chunk = [_read(p, lut) for p in pairs[start : start + job.batch]]
         t0 = time.perf_counter()
-        batch = pred.classes([c[0] for c in chunk], tta)
+        images = [c[0] for c in chunk]
+        batch = forward.ensemble_classes(members, images, tta) if members else pred.classes(images, tta)
         net_seconds += time.perf_counter() - t0
         for (img, lab), cls, stem in zip(chunk, batch, stems[start:], strict=False):
             overlay.write_index_png(folder / f"{stem}.png", cls, pal)
@@ -114,6 +145,7 @@ def run(job: PredictJob, folder: Path) -> None:
                 conf += metrics.confusion(cls[scored], lab[scored], nc, ignore)
             bar.update()
     tta_note = f" with test-time augmentation {tta.label()} ({tta.views} passes per image)" if tta else ""
+    tta_note += f", an ensemble of {len(members)} snapshots" if members else ""
     print(speed_line(len(pairs), bar.elapsed(), net_seconds) + tta_note, flush=True)
     if job.eval:
         result = {
@@ -122,6 +154,7 @@ def run(job: PredictJob, folder: Path) -> None:
             "iteration": job.iteration,
             "snapshot": job.snapshot,
             "tta": tta.label() if tta else None,
+            "ensemble": [f"{m.run}/{m.snapshot}" for m in job.ensemble],
             "class_names": names,
             "confusion": conf.tolist(),
         }

@@ -159,8 +159,9 @@ def test_parent_never_imports_the_worker_or_its_hooks() -> None:
 def test_predict_job_round_trips_through_its_file() -> None:
     """PredictJob is what predict's parent writes and its child reads: every field survives
     the JSON file, lists come back as tuples, and an unknown key is refused (not ignored)."""
-    from orchestrator.contract import PredictJob
+    from orchestrator.contract import EnsembleModel, PredictJob
 
+    member = EnsembleModel("/s", "/s/w.caffemodel", "snapshots/iter_9", (24, 20), (1.0, 2.0, 3.0), (20, 24))
     job = PredictJob(
         run="/r",
         weights="/r/snapshots/iter_4/weights.caffemodel",
@@ -175,8 +176,12 @@ def test_predict_job_round_trips_through_its_file() -> None:
         resize=(480, 360),
         mean_bgr=(104.0, 117.0, 123.0),
         input_size=(360, 480),
+        ensemble=(member, EnsembleModel("/t", "/t/w.caffemodel", "snapshots/iter_1")),
     )
     assert PredictJob.from_json(job.to_json()) == job
     assert PredictJob.from_json(PredictJob("/r", "w", 0, "s", ()).to_json()).class_names is None
     with pytest.raises(TypeError):
         PredictJob.from_json(json.dumps({**json.loads(job.to_json()), "colour": 1}))
+    raw = json.loads(job.to_json())
+    with pytest.raises(TypeError):
+        PredictJob.from_json(json.dumps({**raw, "ensemble": [{**raw["ensemble"][0], "colour": 1}]}))
