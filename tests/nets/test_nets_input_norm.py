@@ -12,23 +12,14 @@ from common.errors import UserError
 from nets.doctor import diagnose
 from orchestrator.config import experiment as config
 from tests.nets.test_nets_generate import K, layers_by_type, source
+from tests.nets.test_nets_skips import skip_net
 
 pytestmark = pytest.mark.caffe
 
 
-def mvn_net(lmdb: tuple[str, str], batch: int = 2, **kw) -> nets.GeneratedNet:
-    return nets.generate(
-        "compact",
-        num_classes=K,
-        train_data=source(lmdb, batch),
-        val_data=source(lmdb, 1),
-        width=8,
-        depth=3,
-        batch_norm=True,
-        skips=1,
-        input_norm="mvn",
-        **kw,
-    )
+def mvn_net(lmdb: tuple[str, str], batch: int = 2) -> nets.GeneratedNet:
+    """The skip tests' net (width 8, depth 3, BatchNorm, one skip) with input_norm mvn."""
+    return skip_net(lmdb, 1, batch, input_norm="mvn")
 
 
 def test_mvn_replaces_the_constant_scale_in_every_net(small_lmdb):
