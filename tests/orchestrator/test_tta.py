@@ -193,6 +193,11 @@ def test_a_net_scoring_only_its_label_crop_validates_without_tta_and_predict_ref
         "predict", str(run), "--list", str(synth_lmdb / "raw" / "val.txt"), "--out", str(out), "--tta", "flip"
     )
     assert r.returncode == 2 and "test-time augmentation needs class scores" in r.stderr and not out.exists()
+    # an ensemble averages probabilities at every pixel too: refused with the net named
+    r = orchestrate(
+        "predict", str(run), "--list", str(synth_lmdb / "raw" / "val.txt"), "--out", str(out), "--ensemble", str(run)
+    )
+    assert r.returncode == 2 and "--ensemble" in r.stderr and "label crop" in r.stderr and not out.exists()
 
 
 FIXED = """input: "data" input_shape { dim: 1 dim: 3 dim: 8 dim: 8 }
