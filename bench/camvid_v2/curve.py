@@ -14,14 +14,10 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
-
-
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+from orchestrator.jsonio import read_jsonl  # noqa: E402
 
 
 def validation_times(run: Path) -> list[tuple[int, float, float]]:

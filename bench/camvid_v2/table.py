@@ -20,7 +20,8 @@ import yaml
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
-from bench.camvid_v2.curve import read_jsonl, validation_times  # noqa: E402
+from bench.camvid_v2.curve import validation_times  # noqa: E402
+from orchestrator.jsonio import read_jsonl  # noqa: E402
 
 
 def _section(tree: dict[str, Any], dotted: str) -> Any:

@@ -36,10 +36,18 @@ def _python(code: str, cwd: Path = REPO, script: Path | None = None) -> subproce
     return subprocess.run(argv, cwd=cwd, capture_output=True, text=True, timeout=LIMIT, env=env)
 
 
+def _assert_builds_six(before: str, after: str, data: Path, out: Path) -> None:
+    """The build run in a child between two snippets of the caller's own code: it exits 0 and
+    writes the 6 images."""
+    r = _python(before + _build_code(data, out) + after)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert len(read_lmdb(out / "images")) == 6
+
+
 def test_build_while_another_thread_holds_a_lock_the_workers_need(data: Path, tmp_path: Path) -> None:
     """A caller whose other thread is inside the decoder's stderr capture (its lock held) when the
     build starts its workers: forked workers inherited the held lock and never decoded a pair."""
-    code = (
+    before = (
         "import sys, threading\n"
         "from data_prep import image_codecs\n"
         "held, done = threading.Event(), threading.Event()\n"
@@ -47,12 +55,8 @@ def test_build_while_another_thread_holds_a_lock_the_workers_need(data: Path, tm
         "    with image_codecs._LOCK:\n"
         "        held.set(); done.wait()\n"
         "threading.Thread(target=hold, daemon=True).start(); held.wait()\n"
-        + _build_code(data, tmp_path / "out")
-        + "done.set(); sys.exit(rc)\n"
     )
-    r = _python(code)
-    assert r.returncode == 0, r.stderr[-2000:]
-    assert len(read_lmdb(tmp_path / "out" / "images")) == 6
+    _assert_builds_six(before, "done.set(); sys.exit(rc)\n", data, tmp_path / "out")
 
 
 def test_build_workers_after_opencv_ran_its_thread_pool(data: Path, tmp_path: Path) -> None:
@@ -60,15 +64,8 @@ def test_build_workers_after_opencv_ran_its_thread_pool(data: Path, tmp_path: Pa
     its forked workers hung for ever (seen twice while writing test_image_matrix.py, on a loaded
     machine; a race, so this passes on most runs of the old code too). The workers are no longer
     forked (the test above covers the family: any lock another thread holds)."""
-    code = (
-        "import sys, cv2, numpy as np\n"
-        "cv2.GaussianBlur(np.zeros((2000, 2000, 3), np.uint8), (5, 5), 2)\n"
-        + _build_code(data, tmp_path / "out")
-        + "sys.exit(rc)\n"
-    )
-    r = _python(code)
-    assert r.returncode == 0, r.stderr[-2000:]
-    assert len(read_lmdb(tmp_path / "out" / "images")) == 6
+    before = "import sys, cv2, numpy as np\ncv2.GaussianBlur(np.zeros((2000, 2000, 3), np.uint8), (5, 5), 2)\n"
+    _assert_builds_six(before, "sys.exit(rc)\n", data, tmp_path / "out")
 
 
 def test_workers_do_not_run_the_callers_script_again(data: Path, tmp_path: Path) -> None:
