@@ -9,7 +9,7 @@ import json
 import os
 import shutil
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -40,8 +40,13 @@ from orchestrator.snapcheck import set_aside, verify_snapshot
 MARKER = ".segorch-predict"
 
 
-def _which_iteration(run: RunDir, which: str, snaps: dict[int, Path]) -> int | None:
-    """The iteration `which` names (None: the newest intact one)."""
+def _snapshot_flag(which: str) -> str:
+    return f"--snapshot {which}"
+
+
+def _which_iteration(run: RunDir, which: str, snaps: dict[int, Path], flag: Callable[[str], str]) -> int | None:
+    """The iteration `which` names (None: the newest intact one); `flag` spells a choice as the
+    user wrote it (`--snapshot iter_N`, `--ensemble RUN:iter_N`), for the messages."""
     if which == "best":
         best = (run.summary_data().get("best") or {}).get("iteration")
         return best if best in snaps else None
@@ -50,25 +55,23 @@ def _which_iteration(run: RunDir, which: str, snaps: dict[int, Path]) -> int | N
     try:
         it = int(which.removeprefix("iter_"))
     except ValueError:
-        raise UserError(
-            f"--snapshot {which!r}: expected best, last or iter_N", "for example --snapshot iter_400"
-        ) from None
+        raise UserError(f"{flag(which)}: expected best, last or iter_N", f"for example {flag('iter_400')}") from None
     if it not in snaps:
         raise UserError(
-            f"--snapshot {which}: {run.snapshots}/iter_{it} does not exist",
+            f"{flag(which)}: {run.snapshots}/iter_{it} does not exist",
             f"choose one of: {', '.join(f'iter_{i}' for i in sorted(snaps))}",
         )
     return it
 
 
-def choose_snapshot(run: RunDir, which: str) -> tuple[int, Path]:
+def choose_snapshot(run: RunDir, which: str, flag: Callable[[str], str] = _snapshot_flag) -> tuple[int, Path]:
     """(iteration, folder) for `best`, `last` or `iter_N`, verified (verify_snapshot). A damaged
     one is named with its file, renamed iter_N.corrupt (unless a live process owns the run), and
     `best`/`last` go on to the newest intact snapshot; a damaged `iter_N` is refused."""
     snaps = dict(run.snapshot_dirs())
     if not snaps:
         raise UserError(f"{run.root}: no snapshot to predict with", "train the run first (orchestrate run/resume)")
-    it = _which_iteration(run, which, snaps)
+    it = _which_iteration(run, which, snaps, flag)
     rename = not run.lock_is_held()
     if it is not None:
         problem = verify_snapshot(snaps[it])
@@ -76,7 +79,7 @@ def choose_snapshot(run: RunDir, which: str) -> tuple[int, Path]:
             return it, snaps[it]
         line = set_aside(it, snaps[it], problem, rename)
         if which != "best":
-            raise UserError(f"snapshot {line}", "choose another with --snapshot iter_N")
+            raise UserError(f"snapshot {line}", f"choose another with {flag('iter_N')}")
         print(f"warning: skipped the best snapshot {line}", file=sys.stderr)
     found, damaged = run.intact_snapshot(rename=rename)
     for _, line in damaged:
@@ -171,9 +174,14 @@ def _ensemble_model(spec: str, meta: RunMeta, names: list[str] | None) -> Ensemb
     its snapshot verified as predict's own, its classes the same as the main run's."""
     run_dir, _, which = spec.rpartition(":")
     if not run_dir or not (which in ("best", "last") or which.startswith("iter_")):
+        if run_dir and not Path(spec).is_dir() and Path(run_dir).is_dir():  # RUN:typo, RUN:
+            raise UserError(
+                f"--ensemble {spec}: {which!r} after ':' is not a snapshot",
+                f"write {run_dir}:best, {run_dir}:last or {run_dir}:iter_N, or {run_dir} alone (its best)",
+            )
         run_dir, which = spec, "best"
     run = require_run_dir(run_dir)
-    iteration, snap = choose_snapshot(run, which)
+    iteration, snap = choose_snapshot(run, which, lambda w: f"--ensemble {run_dir}:{w}")
     exp = _run_config(run)
     other = RunMeta.read(run.meta)
     theirs = class_names(exp, other)

@@ -106,6 +106,9 @@ def test_ensemble_refusals_name_the_run_and_leave_nothing(two_runs, synth_lmdb, 
 
     text = refused("--ensemble", f"{b}:iter_999")
     assert "iter_999" in text and "choose one of" in text
+    for choice in ("iter_abc", "", "bset", "iter_"):  # every malformed choice after RUN: is named as written
+        text = refused("--ensemble", f"{b}:{choice}")
+        assert f"--ensemble {b}:{choice}:" in text and "--snapshot" not in text and f"{b}:iter_" in text, text
     assert str(tmp_path / "nowhere") in refused("--ensemble", str(tmp_path / "nowhere"))
     other = tmp_path / "other"
     shutil.copytree(b, other)
