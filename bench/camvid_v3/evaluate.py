@@ -4,7 +4,8 @@ named, the list's mIoU and per-class IU, merged into a results file beside the r
 curve and minutes (bench/camvid_v2/curve.py's clock: step seconds plus validation seconds).
 
     .venv/bin/python bench/camvid_v3/evaluate.py runs/v3-a --split test \\
-        [--iters 375 750] [--tta flip,scales=0.75,1,1.25] [--results bench/camvid_v3/results/v3-a.json]
+        [--iters 375 750] [--tta flip,scales=0.75,1,1.25] [--ensemble runs/v3-a1:best ...]
+        [--results bench/camvid_v3/results/v3-a.json]
 
 The test split (../shared/datasets/camvid/test.txt) is only measured, never used to choose.
 """
@@ -29,12 +30,14 @@ from orchestrator.rundir import RunDir  # noqa: E402
 CAMVID = REPO.parent / "shared" / "datasets" / "camvid"
 
 
-def predict_eval(run: Path, it: int, split: str, tta: str | None) -> dict[str, Any]:
-    """predict --eval of snapshot iter_`it` on CAMVID/<split>.txt: its eval.json plus the seconds it took."""
+def predict_eval(run: Path, it: int, split: str, tta: str | None, ensemble: list[str]) -> dict[str, Any]:
+    """predict --eval of snapshot iter_`it` (averaged with the `ensemble` members, predict's
+    RUN[:SNAPSHOT]) on CAMVID/<split>.txt: its eval.json plus the seconds it took."""
     with tempfile.TemporaryDirectory() as tmp:
         cmd = [sys.executable, "-m", "orchestrator.cli", "predict", str(run), "--snapshot", f"iter_{it}"]
         cmd += ["--list", str(CAMVID / f"{split}.txt"), "--root", str(CAMVID), "--eval", "--quiet"]
         cmd += ["--out", str(Path(tmp) / "out")] + (["--tta", tta] if tta else [])
+        cmd += [x for member in ensemble for x in ("--ensemble", member)]
         t0 = time.perf_counter()
         r = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
         if r.returncode != 0:
@@ -50,6 +53,7 @@ def main() -> int:
     ap.add_argument("--split", default="test", help="CAMVID/<split>.txt (test or val)")
     ap.add_argument("--iters", type=int, nargs="*", help="only these snapshots (default: every one kept)")
     ap.add_argument("--tta", default=None, help="predict --tta SPEC")
+    ap.add_argument("--ensemble", action="append", default=[], help="predict --ensemble RUN[:SNAPSHOT] (repeatable)")
     ap.add_argument("--results", type=Path, default=None, help="default bench/camvid_v3/results/RUN.json")
     a = ap.parse_args()
     results = a.results or REPO / "bench" / "camvid_v3" / "results" / f"{a.run_dir.name}.json"
@@ -64,12 +68,16 @@ def main() -> int:
     kept = [it for it, _ in run.snapshot_dirs()]
     scored = data.setdefault("scores", [])
     for it in a.iters or kept:
-        r = predict_eval(a.run_dir, it, a.split, a.tta)
-        scored[:] = [s for s in scored if (s["iter"], s["split"], s["tta"]) != (it, a.split, a.tta)]
+        r = predict_eval(a.run_dir, it, a.split, a.tta, a.ensemble)
+        key = (it, a.split, a.tta, r["ensemble"])
+        scored[:] = [s for s in scored if (s["iter"], s["split"], s["tta"], s.get("ensemble", [])) != key]
         row = {"iter": it, "split": a.split, "tta": a.tta, "miou": r["mean_iu"], "per_class_iu": r["per_class_iu"]}
+        row |= {"ensemble": r["ensemble"]} if r["ensemble"] else {}
         scored.append({**row, "pixel_accuracy": r["pixel_accuracy"], "seconds": r["predict_seconds"]})
-        print(f"{a.run_dir.name} iter {it} {a.split} tta={a.tta}: mIoU {r['mean_iu']:.4f} ({r['predict_seconds']} s)")
-    scored.sort(key=lambda s: (s["split"], str(s["tta"]), s["iter"]))
+        with_ = f" + {', '.join(r['ensemble'])}" if r["ensemble"] else ""
+        score = f"mIoU {r['mean_iu']:.4f} ({r['predict_seconds']} s)"
+        print(f"{a.run_dir.name} iter {it}{with_} {a.split} tta={a.tta}: {score}")
+    scored.sort(key=lambda s: (s["split"], str(s["tta"]), s["iter"], s.get("ensemble", [])))
     results.parent.mkdir(parents=True, exist_ok=True)
     results.write_text(json.dumps(data, indent=1) + "\n")
     print(f"wrote {results}")

@@ -24,7 +24,8 @@ def load(name: str) -> dict[str, Any]:
 
 
 def test_by_iter(r: dict[str, Any], tta: str | None = None, split: str = "test") -> dict[int, dict[str, Any]]:
-    return {s["iter"]: s for s in r["scores"] if s["split"] == split and s["tta"] == tta}
+    """The run's own snapshots scored on `split` (not averaged with other runs: `--ensemble` rows)."""
+    return {s["iter"]: s for s in r["scores"] if s["split"] == split and s["tta"] == tta and not s.get("ensemble")}
 
 
 def chosen(r: dict[str, Any]) -> dict[str, Any]:
@@ -100,7 +101,8 @@ def tables(runs: list[str]) -> str:
         for s in load(name)["scores"]:
             if s["tta"] or s["iter"] == chosen(load(name))["iter"]:
                 lines.append(
-                    f"| {name} | {s['iter']} | {s['split']} | {s['tta'] or 'off'} | {s['miou']:.4f} | {s['seconds']} |"
+                    f"| {name}{' + ' + ', '.join(s['ensemble']) if s.get('ensemble') else ''} | {s['iter']} | "
+                    f"{s['split']} | {s['tta'] or 'off'} | {s['miou']:.4f} | {s['seconds']} |"
                 )
     return "\n".join(lines)
 
