@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -53,11 +54,16 @@ def run_row(folder: Path) -> dict[str, Any]:
 
 
 def find_runs(folder: Path) -> list[Path]:
-    """Run directories at any depth below `folder` (a sweep keeps its trials one level down)."""
-    return sorted(
-        {p.parent for p in folder.rglob(MARKER)}
-        | {p.parent for p in folder.rglob(RUN_FILES["summary"]) if (p.parent / RUN_FILES["config"]).exists()}
-    )
+    """Run directories at any depth below `folder` (a sweep keeps its trials one level down).
+    A live run renames and deletes its snapshot folders while we look: os.walk skips what
+    vanished (pathlib's rglob raised FileNotFoundError), and a run's snapshots are not entered."""
+    found = []
+    for root, dirs, files in os.walk(folder):
+        here = Path(root)
+        if MARKER in files or (RUN_FILES["summary"] in files and RUN_FILES["config"] in files):
+            found.append(here)
+            dirs[:] = [d for d in dirs if d != RUN_FILES["snapshots"]]
+    return sorted(found)
 
 
 def _fmt_time(sec: float | None) -> str:

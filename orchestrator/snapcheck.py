@@ -145,7 +145,16 @@ def _hooks_problem(p: Path, iteration: int | None) -> str | None:
 
 def verify_snapshot(p: Path) -> str | None:
     """None when the snapshot at `p` is whole, else which file is damaged and how: a missing or
-    empty file, sizes and checksums against the manifest, or (no manifest) the parse checks."""
+    empty file, sizes and checksums against the manifest, or (no manifest) the parse checks.
+    A live run may prune the folder while we read it: that is said, never a FileNotFoundError."""
+    try:
+        return _snapshot_problem(p)
+    except FileNotFoundError as e:
+        gone = Path(e.filename or p).name
+        return f"{gone} vanished while it was read (the run that owns it pruned or replaced the snapshot)"
+
+
+def _snapshot_problem(p: Path) -> str | None:
     for name in SNAP_FILES:
         f = p / name
         if not f.is_file():

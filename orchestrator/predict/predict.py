@@ -10,6 +10,7 @@ import os
 import shutil
 import sys
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,7 @@ from orchestrator.contract import (
     EnsembleModel,
     PredictJob,
     RunMeta,
+    snapshot_iteration,
     snapshot_relpath,
 )
 from orchestrator.predict.tta import parse as parse_tta
@@ -38,6 +40,7 @@ from orchestrator.rundir import RunDir, require_run_dir
 from orchestrator.snapcheck import set_aside, verify_snapshot
 
 MARKER = ".segorch-predict"
+PINNED = ".pinned-"  # weights held for the child while a live run prunes its own
 
 
 def _snapshot_flag(which: str) -> str:
@@ -169,9 +172,44 @@ def _run_config(run: RunDir) -> dict[str, Any]:
     return yamlio.load_mapping(run.config, "run's config.yaml", fix)
 
 
-def _ensemble_model(spec: str, meta: RunMeta, names: list[str] | None) -> EnsembleModel:
-    """`--ensemble RUN_DIR[:SNAPSHOT]` (best, last or iter_N; default best) as a checked member:
-    its snapshot verified as predict's own, its classes the same as the main run's."""
+def _link_or_copy(src: Path, dst: Path) -> None:
+    """A hard link (instant, same disk), else a copy; FileNotFoundError when `src` is gone."""
+    try:
+        os.link(src, dst)
+    except FileNotFoundError:
+        raise
+    except OSError:
+        shutil.copyfile(src, dst)
+
+
+def _pin(
+    run: RunDir, which: str, chosen: tuple[int, Path], tmp: Path, i: int, flag: Callable[[str], str]
+) -> tuple[int, str]:
+    """(iteration, weights the child loads). A run that a live process owns prunes its snapshots
+    while we predict (a new best or last retires the old one): the weights are hard-linked (else
+    copied) into the partial folder first, so the child never finds them gone; `best` and `last`
+    chosen anew when theirs went meanwhile, an `iter_N` that went is said."""
+    for _ in range(20):
+        it, snap = chosen
+        if not run.lock_is_held():
+            return it, str(snap / WEIGHTS)
+        pin = tmp / f"{PINNED}{i}.caffemodel"
+        try:
+            _link_or_copy(snap / WEIGHTS, pin)
+            return it, str(pin)
+        except FileNotFoundError:
+            pin.unlink(missing_ok=True)
+            if which not in ("best", "last"):
+                raise UserError(
+                    f"{flag(which)}: the run that owns {run.root} pruned {snapshot_relpath(it)} while predict chose it",
+                    f"choose a snapshot the run keeps ({flag('best')} or {flag('last')})",
+                ) from None
+            chosen = choose_snapshot(run, which, flag)
+    raise UserError(f"{run.root}: its snapshots were pruned faster than predict could take one", "predict again")
+
+
+def _member_spec(spec: str) -> tuple[str, str]:
+    """`--ensemble RUN_DIR[:SNAPSHOT]` as (run folder, best | last | iter_N; default best)."""
     run_dir, _, which = spec.rpartition(":")
     if not run_dir or not (which in ("best", "last") or which.startswith("iter_")):
         if run_dir and not Path(spec).is_dir() and Path(run_dir).is_dir():  # RUN:typo, RUN:
@@ -180,6 +218,13 @@ def _ensemble_model(spec: str, meta: RunMeta, names: list[str] | None) -> Ensemb
                 f"write {run_dir}:best, {run_dir}:last or {run_dir}:iter_N, or {run_dir} alone (its best)",
             )
         run_dir, which = spec, "best"
+    return run_dir, which
+
+
+def _ensemble_model(spec: str, meta: RunMeta, names: list[str] | None) -> EnsembleModel:
+    """`--ensemble RUN_DIR[:SNAPSHOT]` (best, last or iter_N; default best) as a checked member:
+    its snapshot verified as predict's own, its classes the same as the main run's."""
+    run_dir, which = _member_spec(spec)
     run = require_run_dir(run_dir)
     iteration, snap = choose_snapshot(run, which, lambda w: f"--ensemble {run_dir}:{w}")
     exp = _run_config(run)
@@ -200,6 +245,14 @@ def _ensemble_model(spec: str, meta: RunMeta, names: list[str] | None) -> Ensemb
         mean_bgr=_tuple(stats.get("mean_bgr")),
         input_size=(stats["height"], stats["width"]) if stats.get("height") else None,
     )
+
+
+def _pin_member(m: EnsembleModel, spec: str, tmp: Path, i: int) -> EnsembleModel:
+    """An ensemble member with its weights pinned like the main snapshot's (_pin)."""
+    run_dir, which = _member_spec(spec)
+    chosen = (snapshot_iteration(Path(m.snapshot).name) or 0, Path(m.weights).parent)
+    it, weights = _pin(RunDir(Path(m.run)), which, chosen, tmp, i, lambda w: f"--ensemble {run_dir}:{w}")
+    return replace(m, weights=weights, snapshot=snapshot_relpath(it))
 
 
 def predict(
@@ -234,9 +287,17 @@ def predict(
     stats = _data_stats(exp)
     out_dir = Path(out).resolve()
     tmp = _prepare_out(out_dir)
+    try:
+        iteration, weights = _pin(run, snapshot, (iteration, snap), tmp, 0, _snapshot_flag)
+        members = tuple(
+            _pin_member(m, spec, tmp, i) for i, (m, spec) in enumerate(zip(members, ensemble, strict=True), 1)
+        )
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     job = PredictJob(
         run=str(run.root),
-        weights=str(snap / WEIGHTS),
+        weights=weights,
         iteration=iteration,
         snapshot=snapshot_relpath(iteration),
         pairs=tuple((str(p.image), str(p.label) if p.label else None, p.where) for p in pairs),
@@ -256,7 +317,7 @@ def predict(
     )
     (tmp / JOB_FILE).write_text(job.to_json())
     more = "".join(f" + {Path(m.run).name}/{m.snapshot}" for m in members)
-    print(f"predicting {len(pairs)} image(s) with {run.root.name}/snapshots/{snap.name}{more}", flush=True)
+    print(f"predicting {len(pairs)} image(s) with {run.root.name}/{job.snapshot}{more}", flush=True)
     try:
         child, _ = run_child(["-m", PREDICT_WORKER_MODULE, str(tmp / JOB_FILE)], tmp / RUN_FILES["log"], stdout=None)
         if child.returncode != 0:
@@ -266,6 +327,8 @@ def predict(
             print(f"predict failed: {reason}", file=sys.stderr)
             return EXIT_BAD_INPUT
         (tmp / JOB_FILE).unlink()
+        for p in tmp.glob(f"{PINNED}*"):
+            p.unlink()
         (tmp / MARKER).write_text(json.dumps({"run": str(run.root), "snapshot": job.snapshot}) + "\n")
         if out_dir.exists():
             shutil.rmtree(out_dir)
