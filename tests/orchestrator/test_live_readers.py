@@ -122,12 +122,11 @@ def test_runs_and_predict_while_the_run_prunes_every_snapshot(synth_lmdb, tmp_pa
             table = orchestrate("runs", str(tmp_path))
             assert table.returncode == 0 and "running" in table.stdout, table.stdout + table.stderr
             out = tmp_path / f"pred{k}"
-            r = orchestrate(
-                "predict", str(run), "--images", str(synth_lmdb / "raw" / "images"), "--out", str(out), "--snapshot", "last"
-            )
+            images = synth_lmdb / "raw" / "images"
+            r = orchestrate("predict", str(run), "--images", str(images), "--out", str(out), "--snapshot", "last")
             assert r.returncode == 0, r.stderr[-2000:]
             assert not [p.name for p in out.iterdir() if p.name.startswith(".pinned-")]
-            assert all((out / f"{p.stem}.png").is_file() for p in (synth_lmdb / "raw" / "images").iterdir())
+            assert all((out / f"{p.stem}.png").is_file() for p in images.iterdir())
         assert proc.poll() is None, "the run ended before the readers were done: the race was not run"
     finally:
         proc.kill()
