@@ -93,16 +93,13 @@ def _size(folder: Path) -> int:
     return sum(p.lstat().st_size for p in folder.rglob("*") if p.is_file() and not p.is_symlink())
 
 
-def clear_stale(out_dir: Path) -> list[str]:
-    """Remove what killed builds of `out_dir` left beside it (partial folders, an interrupted
-    --overwrite swap); return a note per folder removed. A build of it that is still running is a
-    UserError: two builds of one output would overwrite each other."""
-    out_dir = Path(out_dir)
+def _leftovers(out_dir: Path) -> list[tuple[Path, str, str]]:
+    """(folder, 'live' | 'dead' | 'unknown', who) of each partial or swap folder of `out_dir`."""
     if not out_dir.parent.is_dir():
         return []
     name = glob.escape(out_dir.name)
     found = sorted(out_dir.parent.glob(f".{name}.partial-*")) + sorted(out_dir.parent.glob(f".{name}.old-*"))
-    notes = []
+    out = []
     for folder in found:
         if folder.is_symlink() or not folder.is_dir():
             continue
@@ -110,6 +107,22 @@ def clear_stale(out_dir: Path) -> list[str]:
         who = f"pid {info['pid']}" if "pid" in info else "an earlier build"
         if "host" in info and info["host"] != socket.gethostname():
             who += f" on {info['host']}"
+        out.append((folder, state, who))
+    return out
+
+
+def live_builder(out_dir: Path) -> str | None:
+    """Who is building `out_dir` right now (e.g. 'pid 7602'), or None: a second run started
+    beside the first waits for its data instead of failing."""
+    return next((who for _, state, who in _leftovers(Path(out_dir)) if state == "live"), None)
+
+
+def clear_stale(out_dir: Path) -> list[str]:
+    """Remove what killed builds of `out_dir` left beside it (partial folders, an interrupted
+    --overwrite swap); return a note per folder removed. A build of it that is still running is a
+    UserError: two builds of one output would overwrite each other."""
+    notes = []
+    for folder, state, who in _leftovers(Path(out_dir)):
         if state == "live":
             raise UserError(
                 f"{out_dir} is being built by {who} right now (its temp folder: {folder})",

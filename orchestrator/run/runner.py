@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import shutil
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,19 @@ from orchestrator.run.supervisor import supervise
 from orchestrator.rundir import RunDir, foreign_error
 
 
+def _wait_for_builder(out: Path, poll_s: float = 1.0) -> None:
+    """Two runs started together on one dataset: the second waits for the first's build (then
+    finds the data fresh) instead of failing on its temp folder."""
+    from data_prep.partials import live_builder
+
+    said = False
+    while (who := live_builder(out)) is not None:
+        if not said:
+            print(f"waiting for {who}, which is building {out}", flush=True)
+            said = True
+        time.sleep(poll_s)
+
+
 def ensure_data(exp: cfgmod.Experiment) -> None:
     """Build the LMDBs from data.build's raw lists when they are missing or older than the lists."""
     b = exp.data.build
@@ -34,6 +48,7 @@ def ensure_data(exp: cfgmod.Experiment) -> None:
     for out, lst in jobs:
         lst_path = Path(b.root) / lst
         stats = Path(out) / STATS_FILE
+        _wait_for_builder(Path(out))
         if stats.exists() and (not lst_path.exists() or stats.stat().st_mtime >= lst_path.stat().st_mtime):
             continue
         print(f"building {out} from {lst_path}", flush=True)

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import time
 
 import numpy as np
 import pytest
 
+from data_prep.partials import claim
 from orchestrator.jsonio import read_jsonl
-from tests.orchestrator.conftest import experiment, orchestrate, write_exp
+from tests.orchestrator.conftest import build_section, experiment, orchestrate, orchestrate_bg, write_exp
 
 pytestmark = pytest.mark.caffe
 
@@ -153,3 +157,28 @@ def test_gpu_on_a_machine_without_gpu_fails_cleanly(synth_lmdb, tmp_path):
     assert summary["findings"][-1]["code"] == "gpu-unavailable"
     assert "device: cpu" in summary["findings"][-1]["fix"]
     assert (run / "report.md").exists() and (run / "caffe.log").exists()
+
+
+def test_a_run_waits_for_another_building_its_data(synth_lmdb, tmp_path):
+    """Two runs started together on one dataset: the second waits for the first's build of the
+    LMDBs (here a live claim held by this test) instead of failing on its temp folder."""
+    data = tmp_path / "d"
+    data.mkdir()
+    exp = experiment(synth_lmdb, solver={"max_iter": 10}, validation={"interval": 10})
+    exp["data"] = {**exp["data"], "train": str(data / "train"), "val": str(data / "val")}
+    exp["data"]["build"] = build_section(synth_lmdb / "raw")
+    busy = data / ".train.partial-other"
+    busy.mkdir()
+    other = claim(busy)  # another process's build, as the child sees it: a live lock
+    proc = orchestrate_bg("run", str(write_exp(tmp_path, exp)), "--run-dir", str(tmp_path / "run"))
+    try:
+        time.sleep(3)
+        assert proc.poll() is None, proc.communicate()
+        assert not (data / "train").exists()  # it waits: nothing of its own built meanwhile
+    finally:
+        other.release()
+        shutil.rmtree(busy)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err[-2000:]
+    assert f"waiting for pid {os.getpid()}, which is building {data / 'train'}" in out, out
+    assert (data / "train" / "stats.json").is_file()
