@@ -66,6 +66,7 @@ class Context:
     best_snapshot: str | None = None  # SnapshotHook: the snapshot holding the best weights (run-relative)
     status: Status = Status.RUNNING
     stop_reason: str | None = None
+    prompt_stop: bool = False  # SIGTERM (a scheduler's preemption, with a grace period): snapshot, no final validation
     findings: list[Finding] = field(default_factory=list)
 
     def request_stop(self, status: Status, reason: str) -> None:

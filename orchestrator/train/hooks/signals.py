@@ -1,5 +1,8 @@
 """SIGINT/SIGTERM: finish the current step, then stop as `interrupted` (the snapshot hook saves).
-SIGUSR1 is a sweep's scheduler stopping the trial: the same, but the run ends `early_stopped`."""
+SIGTERM is a stop with a deadline (a scheduler's preemption, a shutdown: SIGKILL follows after a
+grace period): no final validation, which can take minutes, delays the snapshot. Ctrl-C (SIGINT)
+still validates, to say where the run stands. SIGUSR1 is a sweep's scheduler stopping the trial:
+like SIGINT, but the run ends `early_stopped`."""
 
 from __future__ import annotations
 
@@ -30,6 +33,7 @@ class SignalHook(Hook):
             ctx.request_stop(Status.EARLY_STOPPED, "stopped by the sweep (its scheduler ended this trial)")
         elif self.received:
             ctx.request_stop(Status.INTERRUPTED, f"received {self.received}")
+            ctx.prompt_stop = ctx.prompt_stop or self.received == "SIGTERM"
 
     def after_train(self, ctx: Context) -> None:
         for s, h in self._old.items():  # a late stop from a sweep must not kill a run that is ending

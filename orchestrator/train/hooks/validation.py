@@ -252,7 +252,7 @@ class ValidationHook(Hook):
             self.run(ctx)
 
     def after_train(self, ctx: Context) -> None:
-        if self.enabled and ctx.status.weights_sound and self.last_iter != ctx.iteration:
+        if self.enabled and ctx.status.weights_sound and self.last_iter != ctx.iteration and not ctx.prompt_stop:
             self.run(ctx)
 
     def state_dict(self) -> dict[str, Any]:
