@@ -47,6 +47,13 @@ def predict_eval(run: Path, it: int, split: str, tta: str | None, ensemble: list
     return result
 
 
+def portable(member: str) -> str:
+    """A member snapshot as RUN/snapshots/iter_N (eval.json names it by its absolute path, which
+    is this machine's, not the results file's reader's)."""
+    p = Path(member)
+    return str(Path(p.parent.parent.name) / p.parent.name / p.name)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("run_dir", type=Path)
@@ -69,6 +76,7 @@ def main() -> int:
     scored = data.setdefault("scores", [])
     for it in a.iters or kept:
         r = predict_eval(a.run_dir, it, a.split, a.tta, a.ensemble)
+        r["ensemble"] = [portable(m) for m in r["ensemble"]]
         key = (it, a.split, a.tta, r["ensemble"])
         scored[:] = [s for s in scored if (s["iter"], s["split"], s["tta"], s.get("ensemble", [])) != key]
         row = {"iter": it, "split": a.split, "tta": a.tta, "miou": r["mean_iu"], "per_class_iu": r["per_class_iu"]}
