@@ -36,6 +36,7 @@ from orchestrator.contract import (
     caffe_snapshot_files,
     snapshot_iteration,
     snapshot_name,
+    snapshot_relpath,
 )
 from orchestrator.jsonio import JsonlLog, read_json, read_jsonl, write_json_atomic
 from orchestrator.snapcheck import CORRUPT, set_aside, verify_snapshot, write_manifest
@@ -234,8 +235,18 @@ class RunDir:
             if problem is None:
                 found = found or (it, p)
                 continue
-            damaged.append((it, set_aside(it, p, problem, rename)))
+            damaged.append((it, self.set_aside(it, p, problem, rename)))
         return found, damaged
+
+    def set_aside(self, iteration: int, p: Path, problem: str, rename: bool) -> str:
+        """snapcheck.set_aside, and summary.json's best snapshot renamed with it: a reader of the
+        summary finds the folder (iter_N.corrupt) and why, not a path that is gone."""
+        line = set_aside(iteration, p, problem, rename)
+        best = self.summary_data().get("best")
+        if rename and isinstance(best, dict) and best.get("iteration") == iteration and self.summary.exists():
+            where = snapshot_relpath(iteration) + CORRUPT
+            self.write_summary(best={**best, "snapshot": where, "snapshot_damaged": problem})
+        return line
 
     def trained_iterations(self) -> int:
         """How far the run trained by its own logs: the last metrics.jsonl record, else the newest

@@ -37,7 +37,7 @@ from orchestrator.contract import (
 from orchestrator.predict.tta import parse as parse_tta
 from orchestrator.run.supervisor import abort_finding
 from orchestrator.rundir import RunDir, require_run_dir
-from orchestrator.snapcheck import set_aside, verify_snapshot
+from orchestrator.snapcheck import verify_snapshot
 
 MARKER = ".segorch-predict"
 PINNED = ".pinned-"  # weights held for the child while a live run prunes its own
@@ -80,7 +80,7 @@ def choose_snapshot(run: RunDir, which: str, flag: Callable[[str], str] = _snaps
         problem = verify_snapshot(snaps[it])
         if problem is None:
             return it, snaps[it]
-        line = set_aside(it, snaps[it], problem, rename)
+        line = run.set_aside(it, snaps[it], problem, rename)
         if which != "best":
             raise UserError(f"snapshot {line}", f"choose another with {flag('iter_N')}")
         print(f"warning: skipped the best snapshot {line}", file=sys.stderr)

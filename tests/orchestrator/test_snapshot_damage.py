@@ -103,6 +103,13 @@ def quarantined(run: Path, it: int) -> Path:
     return run / "snapshots" / f"iter_{it}.corrupt"
 
 
+def check_summary_best(run: Path) -> None:
+    """summary.json's best snapshot names a folder that exists: iter_N.corrupt (and why) once set aside."""
+    best = json.loads((run / "summary.json").read_text())["best"]
+    assert (run / best["snapshot"]).is_dir(), best
+    assert best["snapshot"].endswith(".corrupt") == ("snapshot_damaged" in best), best
+
+
 def check_resume_plan(run: Path, cell: tuple[str, str, str, str], capsys: pytest.CaptureFixture[str]) -> None:
     name, _, _, _ = cell
     f, now = damage(run, cell)
@@ -114,6 +121,7 @@ def check_resume_plan(run: Path, cell: tuple[str, str, str, str], capsys: pytest
     os.close(rd.lock_fd)
     err = capsys.readouterr().err
     assert iteration == take
+    check_summary_best(run)
     if bad is None:
         assert not list((run / "snapshots").glob("*.corrupt"))
         assert not [n for n in notes if n.code.startswith("snapshot-")]
@@ -135,6 +143,7 @@ def check_predict_choice(run: Path, cell: tuple[str, str, str, str], capsys: pyt
     it, folder = choose_snapshot(RunDir(run), "best")
     err = capsys.readouterr().err
     assert it == take and folder.name == f"iter_{take}"
+    check_summary_best(run)
     if bad == NEWEST:  # the best itself was damaged: named and set aside
         assert name in err and quarantined(run, NEWEST).is_dir(), err
     if pos == "older":  # predict reads only the snapshot it uses: an older one waits for resume
@@ -178,6 +187,7 @@ def test_real_resume_and_predict(base_run, synth_lmdb, tmp_path, cell):
     assert f"snapshots/iter_{used}" in r.stdout
     if bad == NEWEST:
         assert name in r.stderr and quarantined(run, NEWEST).is_dir()
+    check_summary_best(run)
 
 
 def test_a_damaged_snapshot_asked_for_by_name_is_refused(base_run, tmp_path):
