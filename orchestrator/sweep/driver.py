@@ -16,6 +16,7 @@ import logging
 import os
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -93,6 +94,32 @@ def _scheduler(sched: dict[str, Any], exps: list[cfgmod.Experiment]) -> Any:
     )
 
 
+RAY_START_TRIES = 3
+RAY_RETRY_PAUSE_S = 2.0  # times the try's number
+
+
+def _start_ray(ray: Any, address: str | None, tries: int = RAY_START_TRIES) -> None:
+    """ray.init, tried again on a busy machine: a local Ray gives its raylet a fixed 30 s to
+    register, and two busy cores can miss it (seen under a loaded test suite). What still fails
+    is said as the user's problem to solve, never a traceback."""
+    for attempt in range(1, tries + 1):
+        try:
+            ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
+            return
+        except Exception as e:
+            if "timed out during startup" not in str(e):
+                raise
+            ray.shutdown()
+            if attempt == tries:
+                raise UserError(
+                    f"Ray's local node did not start in time, {tries} tries ({e})",
+                    "the machine is too busy: retry when it is less loaded, or start Ray yourself "
+                    "(ray start --head --num-cpus N) and pass --address 127.0.0.1:PORT",
+                ) from None
+            print(f"Ray did not start in time (try {attempt} of {tries}); trying again", flush=True)
+            time.sleep(RAY_RETRY_PAUSE_S * attempt)
+
+
 def run_trials(
     out: Path, plan: dict[str, Any], ids: list[str], address: str | None, max_concurrent: int | None
 ) -> None:
@@ -108,7 +135,7 @@ def run_trials(
     print(f"starting Ray ({'cluster at ' + address if address else 'local'}) ...", flush=True)
     # Ray's notice that a local cluster uses token authentication is for Ray's own CLI users
     logging.getLogger("ray._private.authentication").setLevel(logging.ERROR)
-    ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    _start_ray(ray, address)
     try:
         cpus = float(cfg["resources"]["cpus"])
         trainable = tune.with_resources(

@@ -68,6 +68,10 @@ def write_sweep(tmp_path: Path, synth_lmdb: Path, space: dict, **extra: object) 
     return tmp_path / "sweep.yaml"
 
 
+def tail(log: Path, n: int = 3000) -> str:
+    return log.read_text(errors="replace")[-n:] if log.exists() else "(no output)"
+
+
 def summaries(out: Path) -> dict[str, dict]:
     return {p.parent.name: json.loads(p.read_text()) for p in sorted((out / "trials").glob("trial_*/summary.json"))}
 
@@ -118,15 +122,9 @@ def test_a_killed_sweep_resumes_without_rerunning_finished_trials(synth_lmdb, tm
     base["solver"]["max_iter"] = 300
     (tmp_path / "base.yaml").write_text(yaml.safe_dump(base))
     out = tmp_path / "out"
-    proc = orchestrate_bg(
-        "sweep",
-        str(sweep),
-        "--out",
-        str(out),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+    log = open(tmp_path / "sweep.log", "w")
+    proc = orchestrate_bg("sweep", str(sweep), "--out", str(out), stdout=log, stderr=log, start_new_session=True)
+    log.close()
     deadline = time.monotonic() + 600
     while time.monotonic() < deadline:
         s = summaries(out) if (out / "trials").exists() else {}
@@ -134,7 +132,7 @@ def test_a_killed_sweep_resumes_without_rerunning_finished_trials(synth_lmdb, tm
         running = [t for t, v in s.items() if v.get("status") == "running"]
         if finished and running and (out / "trials" / running[0] / "snapshots").exists():
             break
-        assert proc.poll() is None, "the sweep ended before it could be killed"
+        assert proc.poll() is None, "the sweep ended before it could be killed:\n" + tail(tmp_path / "sweep.log")
         time.sleep(0.5)
     else:
         pytest.fail("no finished and running trial at once")
@@ -149,3 +147,38 @@ def test_a_killed_sweep_resumes_without_rerunning_finished_trials(synth_lmdb, tm
     s = summaries(out)
     assert [v["status"] for v in s.values()] == ["completed"] * 3
     assert {p: p.stat().st_mtime_ns for p in before} == before  # the finished trial untouched
+
+
+class SlowRay:
+    """ray's init and shutdown as a busy machine shows them: the local node misses Ray's fixed
+    30 s start-up wait `misses` times (a real Ray cannot be made that slow on demand)."""
+
+    def __init__(self, misses: int, error: str = "The current node timed out during startup.") -> None:
+        self.misses, self.error, self.inits, self.shutdowns = misses, error, 0, 0
+
+    def init(self, **kw: object) -> None:
+        self.inits += 1
+        if self.inits <= self.misses:
+            raise Exception(self.error)
+
+    def shutdown(self) -> None:
+        self.shutdowns += 1
+
+
+def test_ray_that_starts_too_slowly_is_tried_again_then_said(monkeypatch, capsys):
+    from common.errors import UserError
+    from orchestrator.sweep import driver
+
+    monkeypatch.setattr(driver, "RAY_RETRY_PAUSE_S", 0.0)
+    late = SlowRay(misses=2)
+    driver._start_ray(late, None)
+    assert (late.inits, late.shutdowns) == (3, 2)
+    assert "try 2 of 3" in capsys.readouterr().out
+    never = SlowRay(misses=99)
+    with pytest.raises(UserError) as e:
+        driver._start_ray(never, None)
+    assert never.inits == 3 and "did not start in time" in str(e.value) and "--address" in e.value.fix
+    other = SlowRay(misses=1, error="something else")
+    with pytest.raises(Exception, match="something else"):
+        driver._start_ray(other, None)
+    assert other.inits == 1
