@@ -243,7 +243,7 @@ class RunDir:
         summary finds the folder (iter_N.corrupt) and why, not a path that is gone."""
         line = set_aside(iteration, p, problem, rename)
         best = self.summary_data().get("best")
-        if rename and isinstance(best, dict) and best.get("iteration") == iteration and self.summary.exists():
+        if rename and isinstance(best, dict) and best.get("iteration") == iteration:  # no summary: no best
             where = snapshot_relpath(iteration) + CORRUPT
             self.write_summary(best={**best, "snapshot": where, "snapshot_damaged": problem})
         return line
