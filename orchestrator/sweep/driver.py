@@ -31,6 +31,7 @@ from orchestrator.contract import EXIT_BAD_INPUT, EXIT_OK
 from orchestrator.rundir import RunDir
 from orchestrator.runs_table import run_row
 from orchestrator.sweep import sweepfile as sc
+from orchestrator.sweep.address import check_address
 from orchestrator.sweep.watch import TrialWatch
 
 MARKER = ".segorch-sweep"
@@ -250,6 +251,8 @@ def sweep(
     """Plan (or reload), check, run the unfinished trials, write the results; exit code."""
     from orchestrator.sweep.trial import final_status
 
+    if address:
+        check_address(address)
     if resume:
         folder = Path(resume).resolve()
         if not (folder / MARKER).exists():
