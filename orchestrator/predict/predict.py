@@ -10,7 +10,7 @@ import os
 import shutil
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +31,6 @@ from orchestrator.contract import (
     EnsembleModel,
     PredictJob,
     RunMeta,
-    snapshot_iteration,
     snapshot_relpath,
 )
 from orchestrator.predict.tta import parse as parse_tta
@@ -182,13 +181,23 @@ def _link_or_copy(src: Path, dst: Path) -> None:
         shutil.copyfile(src, dst)
 
 
-def _pin(
-    run: RunDir, which: str, chosen: tuple[int, Path], tmp: Path, i: int, flag: Callable[[str], str]
-) -> tuple[int, str]:
+@dataclass(frozen=True)
+class _Choice:
+    """A snapshot chosen by the user's words (`which`, spelt back by `flag`): what `_pin` needs
+    to choose it again when a live run prunes it."""
+
+    run: RunDir
+    which: str
+    flag: Callable[[str], str]
+    chosen: tuple[int, Path]
+
+
+def _pin(choice: _Choice, tmp: Path, i: int) -> tuple[int, str]:
     """(iteration, weights the child loads). A run that a live process owns prunes its snapshots
     while we predict (a new best or last retires the old one): the weights are hard-linked (else
     copied) into the partial folder first, so the child never finds them gone; `best` and `last`
     chosen anew when theirs went meanwhile, an `iter_N` that went is said."""
+    run, which, flag, chosen = choice.run, choice.which, choice.flag, choice.chosen
     for _ in range(20):
         it, snap = chosen
         if not run.lock_is_held():
@@ -221,12 +230,17 @@ def _member_spec(spec: str) -> tuple[str, str]:
     return run_dir, which
 
 
-def _ensemble_model(spec: str, meta: RunMeta, names: list[str] | None) -> EnsembleModel:
-    """`--ensemble RUN_DIR[:SNAPSHOT]` (best, last or iter_N; default best) as a checked member:
-    its snapshot verified as predict's own, its classes the same as the main run's."""
+def _ensemble_model(spec: str, meta: RunMeta, names: list[str] | None) -> tuple[EnsembleModel, _Choice]:
+    """`--ensemble RUN_DIR[:SNAPSHOT]` (best, last or iter_N; default best) as a checked member
+    and its choice (to pin): its snapshot verified as predict's own, its classes the same as the
+    main run's."""
     run_dir, which = _member_spec(spec)
     run = require_run_dir(run_dir)
-    iteration, snap = choose_snapshot(run, which, lambda w: f"--ensemble {run_dir}:{w}")
+
+    def flag(w: str) -> str:
+        return f"--ensemble {run_dir}:{w}"
+
+    iteration, snap = choose_snapshot(run, which, flag)
     exp = _run_config(run)
     other = RunMeta.read(run.meta)
     theirs = class_names(exp, other)
@@ -237,7 +251,7 @@ def _ensemble_model(spec: str, meta: RunMeta, names: list[str] | None) -> Ensemb
             "ensemble only runs trained on the same classes",
         )
     stats = _data_stats(exp)
-    return EnsembleModel(
+    model = EnsembleModel(
         run=str(run.root),
         weights=str(snap / WEIGHTS),
         snapshot=snapshot_relpath(iteration),
@@ -245,14 +259,14 @@ def _ensemble_model(spec: str, meta: RunMeta, names: list[str] | None) -> Ensemb
         mean_bgr=_tuple(stats.get("mean_bgr")),
         input_size=(stats["height"], stats["width"]) if stats.get("height") else None,
     )
+    return model, _Choice(run, which, flag, (iteration, snap))
 
 
-def _pin_member(m: EnsembleModel, spec: str, tmp: Path, i: int) -> EnsembleModel:
+def _pin_member(member: tuple[EnsembleModel, _Choice], tmp: Path, i: int) -> EnsembleModel:
     """An ensemble member with its weights pinned like the main snapshot's (_pin)."""
-    run_dir, which = _member_spec(spec)
-    chosen = (snapshot_iteration(Path(m.snapshot).name) or 0, Path(m.weights).parent)
-    it, weights = _pin(RunDir(Path(m.run)), which, chosen, tmp, i, lambda w: f"--ensemble {run_dir}:{w}")
-    return replace(m, weights=weights, snapshot=snapshot_relpath(it))
+    model, choice = member
+    it, weights = _pin(choice, tmp, i)
+    return replace(model, weights=weights, snapshot=snapshot_relpath(it))
 
 
 def predict(
@@ -278,20 +292,18 @@ def predict(
     if device != "cpu" and not (device.startswith("gpu:") and device[4:].isdigit()):
         raise UserError(f"--device {device!r}: expected cpu or gpu:N", "for example --device gpu:0")
     aug = parse_tta(tta) if tta else None  # a bad --tta is refused before anything is written
-    iteration, snap = choose_snapshot(run, snapshot)
+    main = _Choice(run, snapshot, _snapshot_flag, choose_snapshot(run, snapshot))
     pairs = collect_inputs(images, labels, list_file, root, evaluate)
     exp = _run_config(run)
     meta = RunMeta.read(run.meta)
     names = class_names(exp, meta)
-    members = tuple(_ensemble_model(spec, meta, names) for spec in ensemble)
+    chosen = [_ensemble_model(spec, meta, names) for spec in ensemble]
     stats = _data_stats(exp)
     out_dir = Path(out).resolve()
     tmp = _prepare_out(out_dir)
     try:
-        iteration, weights = _pin(run, snapshot, (iteration, snap), tmp, 0, _snapshot_flag)
-        members = tuple(
-            _pin_member(m, spec, tmp, i) for i, (m, spec) in enumerate(zip(members, ensemble, strict=True), 1)
-        )
+        iteration, weights = _pin(main, tmp, 0)
+        members = tuple(_pin_member(m, tmp, i) for i, m in enumerate(chosen, 1))
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
