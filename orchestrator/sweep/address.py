@@ -3,10 +3,15 @@ address where no Ray cluster answers retries for about 14 minutes (Ray 2.60: 20 
 41 s each, measured on a closed port and on a web server's port alike), so a mistyped port looked
 like a hang. A Ray head's GCS (and Ray Client's server, ray://) is a gRPC server: it answers
 HTTP/2's connection preface with a SETTINGS frame. A closed port, an unknown host or another kind
-of server does not, and is said in seconds."""
+of server does not, and is said in seconds.
+
+Where the address comes from is said too: `--address`, else `RAY_ADDRESS` (which ray.init reads
+on its own), else a new local Ray. ray.init without an address would also join a head that
+`ray start` left running on this machine, while the console said "local"."""
 
 from __future__ import annotations
 
+import os
 import socket
 
 from common.errors import UserError
@@ -15,10 +20,24 @@ from common.errors import UserError
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
 SETTINGS = 0x04
 RAY_OWN_WORDS = ("auto", "local")  # Ray resolves these itself, and fails fast when it cannot
-FIX = (
-    "start Ray there (ray start --head --port PORT) and pass the address it prints, "
-    "or leave --address out for a local Ray"
-)
+LOCAL = "local"  # ray.init's word for a new Ray of this process's own
+FROM_FLAG, FROM_ENV = "--address", "RAY_ADDRESS"
+
+
+def resolve_address(address: str | None) -> tuple[str, str]:
+    """(what ray.init gets, where it came from): `--address`, else the RAY_ADDRESS environment
+    variable, else a new local Ray (never a cluster found on this machine, unsaid)."""
+    if address:
+        return address, FROM_FLAG
+    env = os.environ.get(FROM_ENV, "")
+    return (env, FROM_ENV) if env else (LOCAL, "")
+
+
+def describe(address: str, source: str) -> str:
+    """The console's words for it: `local`, `cluster at HOST:PORT (RAY_ADDRESS)`."""
+    if address == LOCAL:
+        return "local"
+    return f"cluster at {address}" + (f" ({source})" if source == FROM_ENV else "")
 
 
 def split_address(address: str) -> tuple[str, int] | str:
@@ -66,8 +85,12 @@ def address_problem(address: str, timeout: float = 5.0) -> str | None:
     return f"something answers there, but not a Ray cluster (no gRPC reply in {timeout:g} s)"
 
 
-def check_address(address: str, timeout: float = 5.0) -> None:
-    """UserError naming the address, the problem and the fix; before any file is written."""
+def check_address(address: str, source: str = FROM_FLAG, timeout: float = 5.0) -> None:
+    """UserError naming the address, where it came from, the problem and the fix; before any
+    file is written."""
     problem = address_problem(address, timeout)
     if problem:
-        raise UserError(f"--address {address}: {problem}", FIX)
+        said = f"{FROM_ENV}={address}" if source == FROM_ENV else f"{source} {address}"
+        instead = "unset RAY_ADDRESS" if source == FROM_ENV else "leave --address out"
+        fix = f"start Ray there (ray start --head --port PORT) and give the address it prints, or {instead}"
+        raise UserError(f"{said}: {problem}", fix)

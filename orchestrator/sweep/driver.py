@@ -31,7 +31,7 @@ from orchestrator.contract import EXIT_BAD_INPUT, EXIT_OK
 from orchestrator.rundir import RunDir
 from orchestrator.runs_table import run_row
 from orchestrator.sweep import sweepfile as sc
-from orchestrator.sweep.address import check_address
+from orchestrator.sweep.address import check_address, describe, resolve_address
 from orchestrator.sweep.watch import TrialWatch
 
 MARKER = ".segorch-sweep"
@@ -99,7 +99,7 @@ RAY_START_TRIES = 3
 RAY_RETRY_PAUSE_S = 2.0  # times the try's number
 
 
-def _start_ray(ray: Any, address: str | None, tries: int = RAY_START_TRIES) -> None:
+def _start_ray(ray: Any, address: str, tries: int = RAY_START_TRIES) -> None:
     """ray.init, tried again on a busy machine: a local Ray gives its raylet a fixed 30 s to
     register, and two busy cores can miss it (seen under a loaded test suite). What still fails
     is said as the user's problem to solve, never a traceback."""
@@ -122,9 +122,9 @@ def _start_ray(ray: Any, address: str | None, tries: int = RAY_START_TRIES) -> N
 
 
 def run_trials(
-    out: Path, plan: dict[str, Any], ids: list[str], address: str | None, max_concurrent: int | None
+    out: Path, plan: dict[str, Any], ids: list[str], where: tuple[str, str], max_concurrent: int | None
 ) -> None:
-    """Run the named trials on Ray Tune (a local Ray unless `address`)."""
+    """Run the named trials on Ray Tune at `where` (resolve_address: address, its source)."""
     import ray
     from ray import tune
 
@@ -133,10 +133,10 @@ def run_trials(
     cfg = plan["sweep"]
     gpu = {t["id"]: t["gpu"] for t in plan["trials"]}
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-    print(f"starting Ray ({'cluster at ' + address if address else 'local'}) ...", flush=True)
+    print(f"starting Ray ({describe(*where)}) ...", flush=True)
     # Ray's notice that a local cluster uses token authentication is for Ray's own CLI users
     logging.getLogger("ray._private.authentication").setLevel(logging.ERROR)
-    _start_ray(ray, address)
+    _start_ray(ray, where[0])
     try:
         cpus = float(cfg["resources"]["cpus"])
         trainable = tune.with_resources(
@@ -251,8 +251,8 @@ def sweep(
     """Plan (or reload), check, run the unfinished trials, write the results; exit code."""
     from orchestrator.sweep.trial import final_status
 
-    if address:
-        check_address(address)
+    where = resolve_address(address)
+    check_address(*where)
     if resume:
         folder = Path(resume).resolve()
         if not (folder / MARKER).exists():
@@ -287,6 +287,6 @@ def sweep(
     done = len(plan["trials"]) - len(todo)
     print(f"{folder}: {len(todo)} trial(s) to run" + (f", {done} finished (kept)" if done else ""), flush=True)
     if todo:
-        run_trials(folder, plan, todo, address, max_concurrent)
+        run_trials(folder, plan, todo, where, max_concurrent)
     write_results(folder, plan, results(folder, plan))
     return EXIT_OK

@@ -171,14 +171,14 @@ def test_ray_that_starts_too_slowly_is_tried_again_then_said(monkeypatch, capsys
 
     monkeypatch.setattr(driver, "RAY_RETRY_PAUSE_S", 0.0)
     late = SlowRay(misses=2)
-    driver._start_ray(late, None)
+    driver._start_ray(late, "local")
     assert (late.inits, late.shutdowns) == (3, 2)
     assert "try 2 of 3" in capsys.readouterr().out
     never = SlowRay(misses=99)
     with pytest.raises(UserError) as e:
-        driver._start_ray(never, None)
+        driver._start_ray(never, "local")
     assert never.inits == 3 and "did not start in time" in str(e.value) and "--address" in e.value.fix
     other = SlowRay(misses=1, error="something else")
     with pytest.raises(Exception, match="something else"):
-        driver._start_ray(other, None)
+        driver._start_ray(other, "local")
     assert other.inits == 1
