@@ -66,9 +66,9 @@ def speaks_http2(sock: socket.socket) -> bool:
 
 def address_problem(address: str, timeout: float = 5.0) -> str | None:
     """What is wrong with a Ray address (None when a gRPC server answers there); Ray's own
-    words (auto, local) are left to Ray."""
-    if address in RAY_OWN_WORDS:
-        return None
+    words (auto, local) and other schemes are left to Ray."""
+    if address in RAY_OWN_WORDS or ("://" in address and not address.startswith("ray://")):
+        return None  # another scheme is a Ray Client plug-in's (module://...): Ray's to resolve
     where = split_address(address)
     if isinstance(where, str):
         return where

@@ -88,6 +88,7 @@ def test_address_forms_are_split() -> None:
     assert split_address("ray://head.local:10001") == ("head.local", 10001)
     assert split_address("[::1]:6379") == ("::1", 6379)
     assert address_problem("auto") is None and address_problem("local") is None  # Ray's own words
+    assert address_problem("anyscale://my-cluster") is None  # a Ray Client plug-in's scheme
 
 
 def test_each_place_an_address_can_lead(web_server: str, silent_server: str, grpc_like: str) -> None:
