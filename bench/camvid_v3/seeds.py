@@ -14,8 +14,8 @@ from pathlib import Path
 from statistics import mean
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from figure import chosen, load, test_by_iter
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from bench.camvid_v3.figure import chosen, load, test_by_iter
 
 TTA = "flip,scales=0.75,1,1.25"  # the TTA val chose for A (README, recipe v3)
 
