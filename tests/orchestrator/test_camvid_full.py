@@ -129,3 +129,15 @@ def test_recipe_v3_trains_as_the_screen_run_the_readme_scores():
         assert recipe[key] == screen[key], key
     assert recipe["validation"]["interval"] == screen["validation"]["interval"] == recipe["snapshot"]["interval"]
     assert {k for k in recipe if recipe[k] != screen[k]} <= {"name", "validation", "snapshot", "early_stop", "progress"}
+
+    # the guard (early_stop) would have stopped none of the four runs the README scores: the same
+    # plateau rule the hook uses, fed each run's recorded val curve
+    from orchestrator.train.decisions import Plateau
+
+    stop = recipe["early_stop"]
+    for seed in range(4):
+        results = json.loads((REPO / "bench" / "camvid_v3" / "results" / f"v3-g{seed}.json").read_text())
+        plateau = Plateau(stop["patience"], stop["min_delta"])
+        for v in results["val_curve"]:
+            plateau.update(v["iter"], v["val_miou"])
+            assert not plateau.exhausted, (seed, v["iter"])
